@@ -17,7 +17,7 @@ from collections.abc import Sequence
 # (module, what it adds). A module that fails to import is a bug, not a missing feature.
 COMMAND_MODULES = (
     "detections.cli",  # klaxon rules validate|test|explain|list|run
-    "mitre.cli",  # klaxon mitre coverage
+    "klaxon.mitre_cli",  # klaxon mitre coverage (mitre itself imports nothing internal)
     "pipeline.cli",  # klaxon worker|topics|demo|up
     "replay.cli",  # klaxon replay
 )
