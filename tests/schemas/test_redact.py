@@ -1,0 +1,317 @@
+"""Redaction: no credential value survives normalisation, in any of the shapes it arrives in."""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.normalize import decode_payload
+from schemas.redact import (
+    LAST_APPLIED,
+    is_credential_name,
+    needs_redaction,
+    placeholder,
+    redact_event,
+    redact_in_place,
+    redact_text,
+)
+
+PLACEHOLDER = re.compile(r"^\[REDACTED sha256:[0-9a-f]{12}\]$")
+PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAmarkPEMBODY0001\nAbCdEf==\n"
+    "-----END RSA PRIVATE KEY-----\n"
+)
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtYXJrSldUMDAwMSJ9.c2lnbmF0dXJlbWFyaw"
+
+
+def audit(resource: str | None, *, verb: str = "create", **fields: Any) -> dict[str, Any]:
+    ev: dict[str, Any] = {
+        "auditID": "a-1",
+        "stage": "ResponseComplete",
+        "verb": verb,
+        "requestURI": f"/api/v1/namespaces/default/{resource or 'things'}",
+        "user": {"username": "alice"},
+    }
+    if resource is not None:
+        ev["objectRef"] = {"resource": resource, "namespace": "default", "apiVersion": "v1"}
+    ev.update(fields)
+    return ev
+
+
+def decoded(ev: dict[str, Any]) -> dict[str, Any]:
+    """The single canonical event decode_payload makes of `ev`."""
+    (out,) = decode_payload(orjson.dumps(ev)).events
+    return out
+
+
+def assert_gone(ev: dict[str, Any], *markers: str) -> bytes:
+    blob = orjson.dumps(ev)
+    for marker in markers:
+        assert marker.encode() not in blob, marker
+    return blob
+
+
+def secret(data_marker: str, *, kind: bool = True) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "v1",
+        "metadata": {
+            "name": "db",
+            "annotations": {
+                LAST_APPLIED: '{"data":{"password":"' + data_marker + '-la"}}',
+                "team": "payments",
+            },
+        },
+        "data": {"password": data_marker + "-d", "user": "YWRtaW4="},
+        "stringData": {"token": data_marker + "-sd"},
+        "type": "Opaque",
+    }
+    if kind:
+        obj["kind"] = "Secret"
+    return obj
+
+
+# --- Secrets -----------------------------------------------------------------------------
+
+
+def test_secret_create_values_are_replaced_and_keys_kept() -> None:
+    """data, stringData and last-applied of a created Secret are redacted in both bodies."""
+    ev = decoded(audit("secrets", requestObject=secret("MARKA"), responseObject=secret("MARKB")))
+    assert_gone(ev, "MARKA", "MARKB", "YWRtaW4=")
+    body = ev["requestObject"]
+    assert set(body["data"]) == {"password", "user"}
+    assert all(PLACEHOLDER.match(v) for v in body["data"].values())
+    assert PLACEHOLDER.match(body["metadata"]["annotations"][LAST_APPLIED])
+    assert body["metadata"]["annotations"]["team"] == "payments"  # other annotations untouched
+
+
+def test_secret_lists_and_tables_are_redacted_item_by_item() -> None:
+    """list responses (items without kind) and Table rows holding full objects are redacted."""
+    listing = {"kind": "SecretList", "items": [secret("MARKL1", kind=False), secret("MARKL2")]}
+    table = {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "rows": [{"cells": ["db"], "object": secret("MARKT1", kind=False)}],
+    }
+    assert_gone(decoded(audit("secrets", verb="list", responseObject=listing)), "MARKL1", "MARKL2")
+    assert_gone(decoded(audit("secrets", verb="list", responseObject=table)), "MARKT1")
+
+
+def test_secret_patches_are_redacted() -> None:
+    """Merge patches and JSON-Patch ops touching data, stringData, root or last-applied."""
+    merge = {"data": {"password": "MARKM1"}, "metadata": {"annotations": {LAST_APPLIED: "MARKM2"}}}
+    ops = [
+        {"op": "replace", "path": "/data/password", "value": "MARKP1"},
+        {"op": "add", "path": "/data", "value": {"k": "MARKP2"}},
+        {"op": "add", "path": "/stringData/token", "value": "MARKP3"},
+        {"op": "replace", "path": "", "value": secret("MARKP4", kind=False)},
+        {
+            "op": "add",
+            "path": "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration",
+            "value": "MARKP5",
+        },
+        {"op": "add", "path": "/metadata/labels/app", "value": "web"},
+    ]
+    assert_gone(decoded(audit("secrets", verb="patch", requestObject=merge)), "MARKM1", "MARKM2")
+    ev = decoded(audit("secrets", verb="patch", requestObject=ops))
+    assert_gone(ev, *(f"MARKP{i}" for i in range(1, 6)))
+    assert ev["requestObject"][-1]["value"] == "web"  # labels are not secrets
+
+
+def test_secrets_are_found_by_kind_whatever_the_object_ref() -> None:
+    """A Secret body is redacted even without objectRef, and inside a v1 List of mixed kinds."""
+    no_ref = audit(None, requestObject=secret("MARKK1"))
+    listing = {"kind": "List", "items": [{"kind": "Pod", "spec": {}}, secret("MARKK2")]}
+    assert_gone(decoded(no_ref), "MARKK1")
+    assert_gone(decoded(audit("whatever", requestObject=listing)), "MARKK2")
+
+
+def test_deeply_nested_secret_bodies_do_not_overflow() -> None:
+    """Iterative walking: Secrets nested 200 (decoded) and 5000 (direct) levels deep."""
+    body: Any = secret("MARKDEEP")
+    for _ in range(200):
+        body = {"wrap": body}
+    assert_gone(decoded(audit("secrets", requestObject=body)), "MARKDEEP")
+    deep: Any = secret("MARKDEEPER")
+    for _ in range(5000):
+        deep = {"wrap": deep}
+    ev = audit("secrets", requestObject=deep)
+    redact_in_place(ev)
+    node = ev["requestObject"]
+    while "wrap" in node:
+        node = node["wrap"]
+    assert PLACEHOLDER.match(node["data"]["password"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(
+        st.text(alphabet="abcdefghij", min_size=6, max_size=12), min_size=1, max_size=5
+    ),
+    wrap=st.sampled_from(["object", "list", "items", "table"]),
+)
+def test_no_secret_value_survives_property(values: list[str], wrap: str) -> None:
+    """Random data values in any of the Secret body shapes never appear in the output."""
+    marked = [f"ZZ{v}ZZ" for v in values]
+    obj: dict[str, Any] = {"data": {f"k{i}": v for i, v in enumerate(marked)}}
+    body: Any = {
+        "object": {"kind": "Secret", **obj},
+        "list": [{"op": "add", "path": "/data", "value": obj["data"]}],
+        "items": {"kind": "SecretList", "items": [obj, obj]},
+        "table": {"kind": "Table", "rows": [{"object": obj}]},
+    }[wrap]
+    assert_gone(decoded(audit("secrets", requestObject=body, responseObject=body)), *marked)
+
+
+# --- ConfigMaps ---------------------------------------------------------------------------
+
+
+def configmap(**data: str) -> dict[str, Any]:
+    return {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "cfg"}, "data": data}
+
+
+def test_configmap_credential_keys_and_values_are_redacted_the_rest_kept() -> None:
+    """Credential-named keys lose their value; credential-looking text loses its secret part."""
+    cm = configmap(
+        DB_PASSWORD="MARKC1",
+        **{"tls.key": "MARKC2"},
+        bundle=PEM,
+        jwt=f"token is {JWT}",
+        aws="key_id: AKIAMARKC3ABCDEFGHIJ",
+        url="postgres://app:MARKC4@db:5432/app",
+        props="aws_secret_access_key = MARKC5\nregion=eu-west-1\n",
+        json='{"api_key": "MARKC6", "debug": true}',
+        header="Authorization: Bearer MARKC7abcdef",
+        Corefile=".:53 {\n    forward . /etc/resolv.conf\n}\n",
+    )
+    ev = decoded(audit("configmaps", requestObject=cm))
+    assert_gone(ev, "MARKC1", "MARKC2", "markPEMBODY", "bWFya0pXVDAwMDEi", "MARKC3", "MARKC4")
+    assert_gone(ev, "MARKC5", "MARKC6", "MARKC7")
+    data = ev["requestObject"]["data"]
+    assert data["Corefile"] == cm["data"]["Corefile"]  # ordinary config is untouched
+    assert data["bundle"].startswith("-----BEGIN RSA PRIVATE KEY-----[REDACTED sha256:")
+    assert data["bundle"].rstrip().endswith("-----END RSA PRIVATE KEY-----")
+    assert (
+        "region=eu-west-1" in data["props"] and "aws_secret_access_key = [REDACTED" in data["props"]
+    )
+    assert data["url"].startswith("postgres://app:[REDACTED sha256:")
+
+
+def test_configmap_last_applied_is_redacted_inside_the_json() -> None:
+    """The last-applied copy of a ConfigMap is parsed, redacted and re-serialised."""
+    cm = configmap(color="purple")
+    cm["metadata"]["annotations"] = {
+        LAST_APPLIED: orjson.dumps(configmap(password="MARKLA1", color="purple")).decode()
+    }
+    ev = decoded(audit("configmaps", requestObject=cm))
+    assert_gone(ev, "MARKLA1")
+    inner = orjson.loads(ev["requestObject"]["metadata"]["annotations"][LAST_APPLIED])
+    assert inner["data"]["color"] == "purple"
+
+
+def test_configmap_patch_ops_are_redacted_by_key() -> None:
+    """JSON-Patch ops on configmap data keys are judged by the key they touch."""
+    ops = [
+        {"op": "add", "path": "/data/password", "value": "MARKCP1"},
+        {"op": "add", "path": "/data/color", "value": "blue"},
+    ]
+    ev = decoded(audit("configmaps", verb="patch", requestObject=ops))
+    assert_gone(ev, "MARKCP1")
+    assert ev["requestObject"][1]["value"] == "blue"
+
+
+# --- tokens, URIs, annotations -------------------------------------------------------------
+
+
+def test_token_reviews_and_token_requests_are_redacted() -> None:
+    """Bearer tokens sent for review and service-account tokens issued are credentials."""
+    review = audit(
+        "tokenreviews",
+        requestObject={"kind": "TokenReview", "spec": {"token": "MARKTR1"}},
+        responseObject={"kind": "TokenReview", "spec": {"token": "MARKTR1"}, "status": {}},
+    )
+    issued = audit(
+        "serviceaccounts",
+        objectRef={"resource": "serviceaccounts", "subresource": "token", "name": "default"},
+        responseObject={"kind": "TokenRequest", "status": {"token": JWT}},
+    )
+    assert_gone(decoded(review), "MARKTR1")
+    assert_gone(decoded(issued), JWT)
+
+
+def test_credentials_in_request_uri_and_annotations_are_redacted() -> None:
+    """Credential query parameters and bearer tokens go; other parameters stay."""
+    ev = decoded(
+        audit(
+            "pods",
+            verb="get",
+            requestURI="/api/v1/pods?access_token=MARKU1&watch=true&labelSelector=app%3Dweb",
+            annotations={
+                "example.com/auth": "Bearer MARKU2xyz",
+                "authorization.k8s.io/decision": "allow",
+            },
+        )
+    )
+    assert_gone(ev, "MARKU1", "MARKU2")
+    assert ev["requestURI"].endswith("&watch=true&labelSelector=app%3Dweb")
+    assert ev["annotations"]["authorization.k8s.io/decision"] == "allow"
+
+
+def test_exec_command_parameters_are_not_redacted() -> None:
+    """Rules need exec commands: `command=` values are left alone."""
+    uri = "/api/v1/namespaces/d/pods/p/exec?command=sh&command=-c&command=id&stdin=true"
+    ev = decoded(
+        audit("pods", requestURI=uri, objectRef={"resource": "pods", "subresource": "exec"})
+    )
+    assert ev["requestURI"] == uri
+
+
+# --- properties of the mechanism ------------------------------------------------------------
+
+
+def test_placeholders_are_deterministic_and_short() -> None:
+    """Equal values give equal placeholders; the form is fixed."""
+    assert placeholder("x") == placeholder("x") != placeholder("y")
+    assert PLACEHOLDER.match(placeholder({"a": [1, 2]}))
+
+
+def test_redaction_is_idempotent() -> None:
+    """Redacting twice changes nothing the second time (placeholders are not re-hashed)."""
+    once = decoded(audit("secrets", requestObject=secret("MARKI")))
+    assert redact_event(copy.deepcopy(once)) == once
+    assert redact_text(redact_text(PEM)) == redact_text(PEM)
+
+
+def test_ordinary_events_are_not_copied() -> None:
+    """Events with nothing to redact are returned as the very same object."""
+    ev = audit("pods", verb="get", responseObject={"kind": "Pod", "spec": {"containers": []}})
+    assert not needs_redaction(ev)
+    assert redact_event(ev) is ev
+
+
+def test_redact_event_does_not_mutate_its_input() -> None:
+    """The pure entry point works on a copy."""
+    ev = audit("secrets", requestObject=secret("MARKN"))
+    before = copy.deepcopy(ev)
+    out = redact_event(ev)
+    assert ev == before and out is not ev
+    assert_gone(out, "MARKN")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("password", True), ("DB_PASS", True), ("clientSecret", True), ("id_rsa", True),
+        ("ca.pem", True), ("aws_access_key_id", True), ("kubeconfig", True),
+        ("color", False), ("mapRoles", False), ("Corefile", False), ("monkey", False),
+        ("passenger_count", False),
+    ],
+)  # fmt: skip
+def test_credential_names(name: str, expected: bool) -> None:
+    """Key names are judged by their words (snake, kebab, dotted and camel case)."""
+    assert is_credential_name(name) is expected
