@@ -46,6 +46,7 @@ def corpus() -> Path:
     return CORPUS
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that uses a broker fixture with ``kafka``."""
     for item in items:
