@@ -1,0 +1,35 @@
+"""The pipeline package's exceptions: one root, `PipelineError`, so callers catch one type.
+
+Errors raised by aiokafka or by broker subprocesses are translated into these at the package
+boundary, with enough context (broker log tail, topic name, setting name) to act on.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Root of every error raised by the pipeline package."""
+
+
+class ConfigError(PipelineError):
+    """An environment variable or setting has an unusable value."""
+
+
+class BrokerError(PipelineError):
+    """A broker process could not be found, started, reached or stopped."""
+
+
+class TopicError(PipelineError):
+    """A topic could not be created, or exists with an incompatible layout."""
+
+
+class BrokerNotInstalled(BrokerError):
+    """A broker's software (Tansu binary, Kafka jars, Java) is not on this machine."""
+
+
+class DeliveryError(PipelineError):
+    """A message the worker produced was not delivered; offsets must not be committed past it."""
+
+
+class WorkerError(PipelineError):
+    """A worker could not start (no broker, rules that do not load, bad options)."""

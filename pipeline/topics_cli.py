@@ -1,0 +1,76 @@
+"""``klaxon topics create``: create Klaxon's topics on an existing cluster, idempotently.
+
+Call `register(subparsers)` from ``pipeline/cli.py`` (or list this module in
+``klaxon/cli.py``'s ``COMMAND_MODULES``). Settings come from the environment
+(`pipeline.config`); flags override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+
+from pipeline.config import Settings
+from pipeline.errors import PipelineError
+
+__all__ = ["register", "register_topics_cli"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``topics create`` to the ``klaxon`` parser."""
+    topics = subparsers.add_parser("topics", help="manage Klaxon's Kafka topics")
+    sub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
+    create = sub.add_parser(
+        "create",
+        help="create the raw, events, alerts and dead-letter topics (existing ones are checked)",
+    )
+    create.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT[,...]",
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    create.add_argument("--partitions", type=int, help="default: $KLAXON_PARTITIONS or 4")
+    create.add_argument(
+        "--replication-factor", type=int, help="default: $KLAXON_REPLICATION_FACTOR or 1"
+    )
+    create.set_defaults(func=_create)
+
+
+register_topics_cli = register
+
+
+def _create(args: argparse.Namespace) -> int:
+    from pipeline.topics import ensure_topics, topic_specs
+
+    try:
+        settings = Settings.from_env()
+        overrides: dict[str, object] = {}
+        if args.partitions is not None:
+            overrides["partitions"] = args.partitions
+        if args.replication_factor is not None:
+            overrides["replication_factor"] = args.replication_factor
+        if any(v < 1 for v in overrides.values() if isinstance(v, int)):
+            print("klaxon topics create: counts must be at least 1", file=sys.stderr)
+            return 2
+        settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+        bootstrap = args.bootstrap or settings.bootstrap_servers
+        if not bootstrap:
+            print(
+                "klaxon topics create: no cluster given (--bootstrap or KAFKA_BOOTSTRAP_SERVERS);"
+                " the embedded broker creates its own topics",
+                file=sys.stderr,
+            )
+            return 2
+        outcome = asyncio.run(ensure_topics(bootstrap, settings))
+    except PipelineError as exc:
+        print(f"klaxon topics create: {exc}", file=sys.stderr)
+        return 1
+    for spec in topic_specs(settings):
+        configs = " ".join(f"{k}={v}" for k, v in sorted(spec.configs.items()))
+        print(
+            f"{outcome[spec.name]:<8} {spec.name}  partitions={spec.partitions}"
+            f" replication={spec.replication_factor} {configs}"
+        )
+    return 0
