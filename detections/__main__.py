@@ -1,0 +1,7 @@
+"""``python -m detections rules ...``: the rules commands without the rest of the CLI."""
+
+import sys
+
+from detections.cli import main
+
+sys.exit(main())

@@ -1,0 +1,159 @@
+"""Turn a :class:`~detections.engine.Match` into a ``klaxon.alert/v1`` dict (``schemas.Alert``).
+
+Alert ids are deterministic, so a replayed or reprocessed event never makes a second alert:
+``uuid5(KLAXON_NS, f"{rule.id}|{auditID}|{stage}")``.
+
+>>> alert_id("7d2b6f0a-2c55-4c0e-9d0c-3a6f8a1f1e11", "a-1", "ResponseComplete")
+'66b1a29f-dff4-5735-af85-6123bf49fc38'
+>>> render_summary("{user.username} exec'd into {objectRef.name} ({nope})",
+...                {"user": {"username": "alice"}, "objectRef": {"name": "web-0"}})
+"alice exec'd into web-0 (?)"
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from detections.engine import Match
+from detections.fields import compile_path, resolve_alias
+
+#: Namespace of Klaxon's deterministic ids: uuid5(NAMESPACE_URL, "https://klaxon.dev/ns").
+KLAXON_NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://klaxon.dev/ns")
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-/]+)\}")
+_MAX_SUMMARY_VALUE = 200
+
+
+def alert_id(rule_id: str, audit_id: str, stage: str) -> str:
+    """The deterministic alert id for a rule firing on one stage of one request."""
+    return str(uuid.uuid5(KLAXON_NS, f"{rule_id}|{audit_id}|{stage}"))
+
+
+def render_summary(template: str, event: dict[str, Any]) -> str:
+    """Fill ``{field.path}`` placeholders from the event; missing fields render as ``?``.
+
+    Only plain field paths are substituted (no attribute access or format specs), and lists
+    render comma-separated.
+    """
+
+    def value(m: re.Match[str]) -> str:
+        leaves = [v for v in compile_path(resolve_alias(m.group(1)))(event, {}) if v is not None]
+        if not leaves:
+            return "?"
+        text = ",".join(_scalar(v) for v in leaves)
+        return text if len(text) <= _MAX_SUMMARY_VALUE else text[: _MAX_SUMMARY_VALUE - 1] + "…"
+
+    return _PLACEHOLDER.sub(value, template)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _mitre() -> Any:
+    try:
+        from mitre import attack
+    except ImportError:  # pragma: no cover - mitre ships with klaxon
+        return None
+    return attack
+
+
+def _attack_block(techniques: tuple[str, ...], tactics: tuple[str, ...]) -> dict[str, Any]:
+    """Tactic ids (TA0004) and techniques with names from the bundled ATT&CK catalogue."""
+    attack = _mitre()
+    tactic_ids: list[str] = []
+    techs: list[dict[str, str]] = []
+    for short in tactics:
+        ident = short
+        if attack is not None:
+            try:
+                ident = attack.tactic(short).id
+            except LookupError:
+                ident = short
+        if ident not in tactic_ids:
+            tactic_ids.append(ident)
+    for tid in techniques:
+        name = ""
+        if attack is not None:
+            try:
+                name = attack.technique(tid).name
+            except LookupError:
+                name = ""
+        techs.append({"id": tid, "name": name})
+    return {"tactics": tactic_ids, "techniques": techs}
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def to_alert(match: Match) -> dict[str, Any]:
+    """A ``schemas.Alert``-shaped dict for one match (pure; the same match gives the same dict)."""
+    rule, event = match.rule, match.event
+    user = _mapping(event.get("user"))
+    imp = event.get("impersonatedUser")
+    ref = _mapping(event.get("objectRef"))
+    status = _mapping(event.get("responseStatus"))
+    annotations = _mapping(event.get("annotations"))
+    code = status.get("code")
+    audit_id = str(event.get("auditID") or "")
+    stage = str(event.get("stage") or "")
+    groups = user.get("groups")
+    ips = event.get("sourceIPs")
+    level = rule.level or "medium"
+    return {
+        "schema": "klaxon.alert/v1",
+        "id": alert_id(rule.id, audit_id, stage),
+        "rule": {
+            "id": rule.id,
+            "title": rule.title,
+            "level": level,
+            "status": rule.status,
+            "author": rule.author,
+            "source": rule.source,
+            "license": rule.license,
+            "references": list(rule.references),
+        },
+        "summary": render_summary(rule.klaxon.summary, event)
+        if rule.klaxon.summary
+        else rule.title,
+        "description": (rule.description or "").strip(),
+        "severity": level,
+        "attack": _attack_block(rule.techniques, rule.tactics),
+        "mtmk": list(rule.klaxon.mtmk),
+        "event_time": _str_or_none(event.get("stageTimestamp"))
+        or _str_or_none(event.get("requestReceivedTimestamp")),
+        "cluster": _str_or_none(event.get("cluster")) or "default",
+        "audit_id": audit_id,
+        "stage": stage,
+        "verb": str(event.get("verb") or ""),
+        "request_uri": _str_or_none(event.get("requestURI")),
+        "user": {
+            "username": _str_or_none(user.get("username")),
+            "groups": [g for g in groups if isinstance(g, str)] if isinstance(groups, list) else [],
+            "uid": _str_or_none(user.get("uid")),
+        },
+        "impersonated_user": _str_or_none(imp.get("username")) if isinstance(imp, dict) else None,
+        "source_ips": [i for i in ips if isinstance(i, str)] if isinstance(ips, list) else [],
+        "user_agent": _str_or_none(event.get("userAgent")),
+        "object": {
+            "api_group": _str_or_none(ref.get("apiGroup")),
+            "api_version": _str_or_none(ref.get("apiVersion")),
+            "resource": _str_or_none(ref.get("resource")),
+            "subresource": _str_or_none(ref.get("subresource")),
+            "namespace": _str_or_none(ref.get("namespace")),
+            "name": _str_or_none(ref.get("name")),
+        },
+        "response_code": code if isinstance(code, int) and not isinstance(code, bool) else None,
+        "decision": _str_or_none(annotations.get("authorization.k8s.io/decision")),
+        "evidence": dict(match.matched_fields),
+        "falsepositives": list(rule.falsepositives),
+    }

@@ -1,0 +1,180 @@
+"""Immutable rule models: what the loader produces and the compiler consumes.
+
+These are plain frozen dataclasses (validation lives in :mod:`detections.loader`, where every
+problem can be reported with its file position).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from detections.condition import Node
+
+LEVELS = ("informational", "low", "medium", "high", "critical")
+STATUSES = ("stable", "test", "experimental", "deprecated", "unsupported")
+RELATED_TYPES = ("derived", "obsolete", "merged", "renamed", "similar")
+CORRELATION_TYPES = ("event_count", "value_count", "temporal", "temporal_ordered")
+
+_TECHNIQUE = re.compile(r"^attack\.(t\d{4}(?:\.\d{3})?)$", re.IGNORECASE)
+_GROUP_OR_SOFTWARE = re.compile(r"^attack\.[gs]\d{4}$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMatch:
+    """One ``field|modifiers: values`` entry of a selection (values already list-expanded)."""
+
+    key: str  # as written, e.g. "user.username|expand"
+    field: str  # as written without modifiers, e.g. "hostPath"
+    path: str  # canonical (alias resolved), e.g. "podSpec.volumes.hostPath.path"
+    modifiers: tuple[str, ...]
+    values: tuple[Any, ...]
+    line: int = 0
+    col: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """A named detection item: OR over alternatives, each an AND over field matches."""
+
+    name: str
+    alternatives: tuple[tuple[FieldMatch, ...], ...]
+    line: int = 0
+    col: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FixtureCase:
+    """One ``klaxon.tests`` entry: a partial event deep-merged over the base event."""
+
+    name: str
+    expect: str  # "hit" | "miss"
+    event: dict[str, Any]
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KlaxonBlock:
+    """Our Sigma extension block."""
+
+    summary: str | None = None
+    mtmk: tuple[str, ...] = ()
+    tests: tuple[FixtureCase, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A Sigma detection rule, validated."""
+
+    title: str
+    id: str
+    detection: dict[str, Selection]
+    condition: Node
+    condition_text: str
+    file: str
+    line: int = 1
+    name: str | None = None
+    status: str | None = None
+    description: str | None = None
+    references: tuple[str, ...] = ()
+    author: str | None = None
+    date: str | None = None
+    modified: str | None = None
+    tags: tuple[str, ...] = ()
+    logsource: dict[str, str] = field(default_factory=dict)
+    fields: tuple[str, ...] = ()
+    falsepositives: tuple[str, ...] = ()
+    level: str | None = None
+    related: tuple[dict[str, str], ...] = ()
+    license: str | None = None
+    klaxon: KlaxonBlock = field(default_factory=KlaxonBlock)
+    source: str = ""  # short, machine-independent origin (see loader._source_name)
+
+    @property
+    def techniques(self) -> tuple[str, ...]:
+        """ATT&CK technique ids from tags, upper-cased (``attack.t1611`` -> ``T1611``).
+
+        >>> from detections.condition import Ref
+        >>> r = Rule("t", "i", {}, Ref("s"), "s", "f", tags=("attack.t1611", "attack.execution"))
+        >>> r.techniques, r.tactics
+        (('T1611',), ('execution',))
+        """
+        out = []
+        for tag in self.tags:
+            m = _TECHNIQUE.match(tag)
+            if m:
+                out.append(m.group(1).upper())
+        return tuple(out)
+
+    @property
+    def tactics(self) -> tuple[str, ...]:
+        """ATT&CK tactic short names from tags (``attack.privilege-escalation``)."""
+        return tuple(
+            tag[len("attack.") :]
+            for tag in self.tags
+            if tag.lower().startswith("attack.")
+            and not _TECHNIQUE.match(tag)
+            and not _GROUP_OR_SOFTWARE.match(tag)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """A Sigma meta-filter document: extra condition ANDed onto the named rules."""
+
+    title: str
+    id: str | None
+    rules: tuple[str, ...]  # rule ids or names as written
+    detection: dict[str, Selection]
+    condition: Node
+    condition_text: str
+    file: str
+    line: int = 1
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Correlation:
+    """A Sigma correlation document, validated and kept for a stateful engine."""
+
+    title: str
+    id: str | None
+    type: str
+    rules: tuple[str, ...]
+    group_by: tuple[str, ...]
+    timespan_seconds: int
+    timespan: str
+    condition: dict[str, Any]
+    generate: bool
+    file: str
+    line: int = 1
+    name: str | None = None
+    level: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Everything loaded from a set of rule files: rules, filters, correlations and lints."""
+
+    rules: tuple[Rule, ...]
+    filters: tuple[Filter, ...] = ()
+    correlations: tuple[Correlation, ...] = ()
+    lints: tuple[Any, ...] = ()  # detections.errors.Lint
+    lists: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def filters_for(self, rule: Rule) -> tuple[Filter, ...]:
+        """Filters that name ``rule`` by id or name."""
+        keys = {rule.id, rule.name} - {None}
+        return tuple(f for f in self.filters if keys.intersection(f.rules))
+
+    def find(self, key: str) -> Rule | None:
+        """A rule by id, name, title or file stem (first match)."""
+        for rule in self.rules:
+            if key in (rule.id, rule.name, rule.title):
+                return rule
+        for rule in self.rules:
+            if rule.file.rsplit("/", 1)[-1].rsplit(".", 1)[0] == key:
+                return rule
+        return None

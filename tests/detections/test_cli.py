@@ -1,0 +1,127 @@
+"""`klaxon rules validate|test|explain|list|run`: output and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from detections.cli import main
+
+FILES = Path(__file__).parent / "files"
+RULE = FILES / "exec_shell.yml"
+
+EXEC_EVENT = {
+    "kind": "Event",
+    "apiVersion": "audit.k8s.io/v1",
+    "level": "Metadata",
+    "auditID": "0d2c6c4e-1f3a-4b5c-9d8e-7f6a5b4c3d2e",
+    "stage": "ResponseStarted",
+    "requestURI": "/api/v1/namespaces/shop/pods/web-0/exec?command=%2Fbin%2Fbash&stdin=true",
+    "verb": "create",
+    "user": {"username": "mallory", "groups": ["system:authenticated"]},
+    "sourceIPs": ["203.0.113.7"],
+    "objectRef": {"resource": "pods", "namespace": "shop", "name": "web-0", "subresource": "exec"},
+    "responseStatus": {"code": 101},
+    "stageTimestamp": "2026-11-27T10:00:00.000000Z",
+}
+
+
+def test_validate_clean_rule_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    """A clean rule prints a one-line summary on stdout and exits 0."""
+    assert main(["rules", "validate", str(RULE)]) == 0
+    out = capsys.readouterr().out
+    assert out == "ok: 1 rules, 0 filters, 0 correlations, 2 tests; 0 lint(s)\n"
+
+
+def test_validate_broken_rule_exits_one_with_problems_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Problems go to stderr as file:line:col lines; the exit code is 1."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text(RULE.read_text().replace("level: medium", "level: meduim"))
+    assert main(["rules", "validate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:17:8: level: invalid level 'meduim'" in err
+    assert "(did you mean 'medium'?)" in err
+
+
+def test_strict_makes_lints_fatal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A rule with a lint passes validate but fails validate --strict."""
+    linted = tmp_path / "linted.yml"
+    linted.write_text(
+        RULE.read_text().replace("    verb: create\n", "    verb: create\n    apiGroup: ''\n", 1)
+    )
+    assert main(["rules", "validate", str(linted)]) == 0
+    assert main(["rules", "validate", "--strict", str(linted)]) == 1
+    assert "'apiGroup' is an alias" in capsys.readouterr().err
+
+
+def test_usage_error_exits_two() -> None:
+    """An unknown option is a usage error (exit 2)."""
+    with pytest.raises(SystemExit) as info:
+        main(["rules", "validate", "--bogus"])
+    assert info.value.code == 2
+
+
+def test_test_command_passes_and_reports_failures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rules test` exits 0 when fixtures pass, else 1 naming the selection that failed."""
+    assert main(["rules", "test", str(RULE)]) == 0
+    assert capsys.readouterr().out.endswith("2/2 fixtures passed in 1 rules\n")
+    wrong = tmp_path / "wrong.yml"
+    wrong.write_text(RULE.read_text().replace("command=%2Fbin%2Fbash", "command=ls"))
+    assert main(["rules", "test", str(wrong)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "test 'bash via kubectl exec' expected hit, got miss; selections not matched: selection"
+        in out
+    )
+    assert "✗ command|endswith: event has 'ls'" in out
+
+
+def test_explain_shows_each_comparison(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rules explain` prints every field comparison with the event's value; exit 0 on a match."""
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(EXEC_EVENT))
+    assert main(["rules", "explain", str(RULE), str(event)]) == 0
+    out = capsys.readouterr().out
+    assert "MATCH" in out.splitlines()[0]
+    assert "✓ command|endswith: event has '/bin/bash'" in out
+    assert "✗ user.username: event has 'mallory'" in out
+
+
+def test_explain_with_fixture_merges_over_the_base_event(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--fixture treats the file as a partial event; a miss exits 1."""
+    event = tmp_path / "partial.yml"
+    event.write_text("verb: get\n")
+    assert main(["rules", "explain", "--fixture", str(RULE), str(event)]) == 1
+    assert "✗ verb: event has 'get'" in capsys.readouterr().out
+
+
+def test_list_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """`rules list` prints id, level, ATT&CK, title and file."""
+    assert main(["rules", "list", str(RULE)]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["ID", "LEVEL", "ATT&CK", "TITLE", "FILE"]
+    assert row.split()[:3] == ["9c4f7a2e-3b1d-4e8f-a6c5-2d7e9f0b1a34", "medium", "T1609"]
+
+
+def test_run_prints_alerts_as_json_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rules run` parses a JSON-lines log like the pipeline and prints one alert per match."""
+    log = tmp_path / "audit.log"
+    benign = {**EXEC_EVENT, "auditID": "other", "verb": "get", "objectRef": {"resource": "pods"}}
+    log.write_text(json.dumps(EXEC_EVENT) + "\n" + json.dumps(benign) + "\nnot json\n")
+    assert main(["rules", "run", str(RULE), str(log)]) == 0
+    captured = capsys.readouterr()
+    (line,) = captured.out.splitlines()
+    alert = json.loads(line)
+    assert alert["summary"] == "mallory opened /bin/bash in shop/web-0"
+    assert alert["cluster"] == "default"
+    assert "2 events, 1 rejected, 1 alerts (1 rules)" in captured.err

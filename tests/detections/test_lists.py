@@ -1,0 +1,62 @@
+"""Named lists: packaged definitions, user append/replace, and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detections import Engine, RuleLoadError, load_rules
+from detections.lists import load_lists, parse_lists
+
+BASE = "admins:\n  description: d\n  values: [root, 'ops-*']\nports:\n  values: [22, 2375]\n"
+
+
+def test_append_and_replace_apply_in_order() -> None:
+    """A user file appends to one list and replaces another."""
+    base = parse_lists(BASE, "base.yml", {})
+    mine = parse_lists("admins:\n  append: [alice]\nports:\n  replace: [6443]\n", "mine.yml", base)
+    assert mine == {"admins": ("root", "ops-*", "alice"), "ports": (6443,)}
+
+
+def test_unknown_list_in_user_file_gets_a_suggestion() -> None:
+    """Appending to a misspelt list name is an error that names the closest list."""
+    base = parse_lists(BASE, "base.yml", {})
+    with pytest.raises(RuleLoadError) as info:
+        parse_lists("admin:\n  append: [alice]\n", "mine.yml", base)
+    assert str(info.value.problems[0]) == (
+        "mine.yml:1:1: admin: cannot append to unknown list 'admin' (did you mean 'admins'?)"
+    )
+
+
+def test_redefining_a_list_is_an_error() -> None:
+    """A user file must say append: or replace: to change an existing list."""
+    base = parse_lists(BASE, "base.yml", {})
+    with pytest.raises(RuleLoadError, match="already defined; use append: or replace:"):
+        parse_lists("admins:\n  values: [x]\n", "mine.yml", base)
+
+
+def test_user_list_file_changes_what_a_rule_matches(tmp_path: Path) -> None:
+    """`--lists` files reach `|expand` placeholders of packaged lists."""
+    packaged = load_lists()
+    name = next(iter(packaged))
+    (tmp_path / "mine.yml").write_text(f"{name}:\n  append: ['zz-unique-principal']\n")
+    rule = (
+        "title: t\nid: 5b6c7d8e-0000-4000-8000-000000000009\ndetection:\n"
+        f"  s:\n    user.username|expand: '%{name}%'\n  condition: s\n"
+    )
+    plain = Engine(load_rules([], texts={"r.yml": rule}))
+    mine = Engine(load_rules([], [tmp_path / "mine.yml"], texts={"r.yml": rule}))
+    event = {"user": {"username": "zz-unique-principal"}}
+    assert not plain.evaluate(event)
+    assert mine.evaluate(event)
+
+
+def test_numbers_in_lists_match_numeric_fields() -> None:
+    """A list of ports expands into values that match integer event fields."""
+    from detections.matchers import compile_match
+
+    lists = parse_lists(BASE, "base.yml", {})
+    pred = compile_match("requestObject.spec.ports.port", ("expand",), ["%ports%"], lists)
+    assert pred({"requestObject": {"spec": {"ports": [{"port": 80}, {"port": 2375}]}}}, {})
+    assert not pred({"requestObject": {"spec": {"ports": [{"port": 80}]}}}, {})
