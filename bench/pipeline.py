@@ -1,0 +1,201 @@
+"""Pipeline throughput: the bare-consumer ceiling versus a real worker, on one broker.
+
+``python -m bench pipeline [--events N] [--kafka] [--rules PATH]``
+
+1. Start a broker (embedded Tansu; ``--kafka``: Apache Kafka from ``.cache/kafka/lib``) and
+   create fresh topics.
+2. Load N events (the bundled sample's events, repeated with fresh ``auditID``s) into the raw
+   topic with `replay.producer.replay_events` (200 events per message).
+3. Ceiling: a bare aiokafka consumer (``getmany`` + ``orjson.loads`` of every event) reads
+   the raw topic: the most any Python consumer of this topic can do here.
+4. Worker: start ``klaxon worker`` (full packaged rule pack unless ``--rules``) on the loaded
+   topic; throughput is N / (time of its last processed message - first processed message),
+   read from its status file, and end-to-end is first raw message taken -> last alert written
+   (the alert record's timestamp).
+
+Prints both rates and their ratio. Start-up time (group join) is reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline.config import Settings
+
+
+def events(n: int) -> Iterator[bytes]:
+    """``n`` realistic audit events: the sample's, cycled, each with a unique auditID."""
+    from replay.sample.generate import build_sample
+
+    base = build_sample().events
+    for i in range(n):
+        event = dict(base[i % len(base)])
+        event["auditID"] = str(uuid.UUID(int=i))
+        yield orjson.dumps(event)
+
+
+async def ceiling(bootstrap: str, topic: str, partitions: int, expect: int) -> float:
+    """Events/s of a bare ``getmany`` + orjson consumer over ``topic`` from the beginning."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_bytes=50 * 1024 * 1024,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        started = time.perf_counter()
+        while seen < expect:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=500)
+            for records in batch.values():
+                for record in records:
+                    for line in record.value.split(b"\n"):
+                        orjson.loads(line)
+                        seen += 1
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def last_alert_time(bootstrap: str, topic: str, partitions: int) -> tuple[int, float]:
+    """(count, latest record timestamp in epoch seconds) of the alerts topic."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        total = sum(ends.values())
+        count, latest = 0, 0.0
+        while count < total:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                for r in records:
+                    count += 1
+                    latest = max(latest, r.timestamp / 1000)
+        return count, latest
+    finally:
+        await consumer.stop()
+
+
+def run_worker(settings: Settings, workdir: Path, n: int, timeout: float) -> dict[str, Any]:
+    """Start a worker on the loaded topics; return its final status snapshot."""
+    from pipeline.worker import settings_env
+
+    status = workdir / "status.json"
+    log = open(workdir / "worker.log", "wb")  # noqa: SIM115 - closed below
+    env = {**os.environ, **settings_env(settings)}
+    argv = [sys.executable, "-m", "klaxon", "worker", "--status-file", str(status)]
+    argv += ["--health-interval", "0.25"]
+    started = time.time()
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            time.sleep(0.25)
+            if proc.poll() is not None:
+                raise SystemExit(f"worker exited {proc.returncode}; see {workdir / 'worker.log'}")
+            try:
+                snap: dict[str, Any] = json.loads(status.read_text())
+            except (OSError, ValueError):
+                continue
+            c = snap["counters"]
+            if (
+                c["events_in"] >= n
+                and c["events_messages_in"] >= c["events_messages_out"]
+                and snap["lag_total"] == 0
+            ):
+                snap["worker_started_at"] = started
+                return snap
+            if time.time() - started > timeout:
+                raise SystemExit(f"worker did not finish in {timeout}s: {c}")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench pipeline", description=__doc__)
+    parser.add_argument("--events", type=int, default=50_000, help="events to load (50000)")
+    parser.add_argument("--kafka", action="store_true", help="Apache Kafka instead of Tansu")
+    parser.add_argument("--rules", type=Path, help="rule file/folder (default: packaged pack)")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args(argv)
+
+    from pipeline.brokers import KafkaCluster, TansuBroker
+    from pipeline.topics import ensure_topics
+    from replay.producer import replay_events
+
+    broker: TansuBroker | KafkaCluster = KafkaCluster(1) if args.kafka else TansuBroker()
+    kind = "Apache Kafka" if args.kafka else "Tansu"
+    with tempfile.TemporaryDirectory(prefix="klaxon-bench-") as tmp, broker:
+        bootstrap = broker.bootstrap_servers
+        tag = uuid.uuid4().hex[:8]
+        settings = dataclasses.replace(
+            Settings.from_env({}),
+            bootstrap_servers=bootstrap,
+            topic_raw=f"bench.raw.{tag}",
+            topic_events=f"bench.events.{tag}",
+            topic_alerts=f"bench.alerts.{tag}",
+            topic_deadletter=f"bench.deadletter.{tag}",
+            app_id=f"klaxon-bench-{tag}",
+            data_dir=Path(tmp) / "data",
+            rules_paths=(args.rules,) if args.rules else (),
+        )
+        asyncio.run(ensure_topics(bootstrap, settings))
+        n = args.events
+        load = asyncio.run(replay_events(events(n), bootstrap=bootstrap, topic=settings.topic_raw))
+        print(f"broker      {kind} at {bootstrap}, {settings.partitions} partitions")
+        print(
+            f"load        {n} events in {load.messages} messages, {load.bytes / 1e6:.1f} MB,"
+            f" {load.rate:,.0f} events/s produced"
+        )
+        ceil = asyncio.run(ceiling(bootstrap, settings.topic_raw, settings.partitions, n))
+        print(f"ceiling     {ceil:,.0f} events/s (bare aiokafka getmany + orjson, 1 process)")
+        snap = run_worker(settings, Path(tmp), n, args.timeout)
+        first, last = snap["first_message_at"], snap["last_message_at"]
+        rate = n / (last - first) if last > first else float("nan")
+        alerts, last_alert = asyncio.run(
+            last_alert_time(bootstrap, settings.topic_alerts, settings.partitions)
+        )
+        e2e = n / (last_alert - first) if alerts and last_alert > first else float("nan")
+        print(
+            f"worker      {rate:,.0f} events/s processed (first -> last message,"
+            f" {snap['rules']} rules, {alerts} alerts)"
+        )
+        print(f"end-to-end  {e2e:,.0f} events/s (first raw message taken -> last alert written)")
+        print(
+            f"start-up    {first - snap['worker_started_at']:.1f}s (process start -> first message)"
+        )
+        print(f"ratio       worker / ceiling = {rate / ceil:.2f}")
+        c = snap["counters"]
+        assert c["events_in"] == c["normalised"] + c["dead_lettered"] + sum(c["filtered"].values())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Worker counters and the health snapshot (pure): what `klaxon status` and the logs show.
+
+Liveness alone misses Faust's known failure mode of consumers that silently stop
+(faust-streaming #175), so the snapshot carries per-partition consumer lag and seconds
+since the last message, next to the counters whose accounting equation must hold::
+
+    events_in == normalised + dead_lettered + sum(filtered.values())
+
+>>> c = Counters()
+>>> c.add_normalise(events_in=5, normalised=3, dead=1, filtered={"stage:RequestReceived": 1},
+...                 messages_out=2)
+>>> c.balanced()
+True
+>>> snap = health_snapshot(c, lag={"raw:0": 4}, since_last=2.5, now=0.0, started=0.0,
+...                        rules=12, interval=30.0)
+>>> snap["lag_total"], snap["counters"]["events_in"], snap["status"]
+(4, 5, 'ok')
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["Counters", "Progress", "health_snapshot", "lag_by_partition", "snapshot_problems"]
+
+
+@dataclass
+class Counters:
+    """Monotonic counters of one worker process (reset on restart)."""
+
+    raw_messages: int = 0
+    events_in: int = 0
+    normalised: int = 0
+    dead_lettered: int = 0
+    filtered: dict[str, int] = field(default_factory=dict)
+    events_messages_out: int = 0
+    events_messages_in: int = 0
+    detect_events: int = 0
+    alerts: int = 0
+    detect_dead_lettered: int = 0
+    send_errors: int = 0
+    engine_reloads: int = 0
+    reload_failures: int = 0
+
+    def add_normalise(
+        self,
+        *,
+        events_in: int,
+        normalised: int,
+        dead: int,
+        filtered: Mapping[str, int],
+        messages_out: int,
+    ) -> None:
+        """Account for one raw message."""
+        self.raw_messages += 1
+        self.events_in += events_in
+        self.normalised += normalised
+        self.dead_lettered += dead
+        self.events_messages_out += messages_out
+        for reason, count in filtered.items():
+            self.filtered[reason] = self.filtered.get(reason, 0) + count
+
+    def add_detect(self, *, events: int, alerts: int, dead: int) -> None:
+        """Account for one events message."""
+        self.events_messages_in += 1
+        self.detect_events += events
+        self.alerts += alerts
+        self.detect_dead_lettered += dead
+
+    def balanced(self) -> bool:
+        """Whether every event that came in is accounted for exactly once."""
+        out = self.normalised + self.dead_lettered + sum(self.filtered.values())
+        return self.events_in == out
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        data = asdict(self)
+        data["filtered"] = dict(sorted(self.filtered.items()))
+        return data
+
+
+class Progress:
+    """Last processed offset per ``(topic, partition)`` and when the last message arrived."""
+
+    def __init__(self, clock: Any = time.monotonic, wall: Any = time.time) -> None:
+        self._clock = clock
+        self._wall = wall
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.last_message_at: float | None = None
+        self.first_wall: float | None = None
+        self.last_wall: float | None = None
+
+    def mark(self, topic: str, partition: int, offset: int) -> None:
+        """Record that ``offset`` of ``topic``/``partition`` has been processed."""
+        self.offsets[(topic, partition)] = offset
+        self.last_message_at = self._clock()
+        self.last_wall = self._wall()
+        if self.first_wall is None:
+            self.first_wall = self.last_wall
+
+    def since_last(self) -> float | None:
+        """Seconds since the last processed message (None before the first)."""
+        return None if self.last_message_at is None else self._clock() - self.last_message_at
+
+
+def lag_by_partition(
+    highwaters: Mapping[tuple[str, int], int],
+    processed: Mapping[tuple[str, int], int],
+    positions: Mapping[tuple[str, int], int | None],
+) -> dict[str, int]:
+    """Messages not yet processed, per ``"topic:partition"`` of the assignment.
+
+    The next offset is the one after the last processed message, else the consumer's
+    position (the committed offset at start), else the partition counts as fully lagging.
+
+    >>> lag_by_partition({("raw", 0): 10, ("raw", 1): 7}, {("raw", 0): 5}, {("raw", 1): 7})
+    {'raw:0': 4, 'raw:1': 0}
+    """
+    lag: dict[str, int] = {}
+    for tp, high in sorted(highwaters.items()):
+        done = processed.get(tp)
+        nxt = done + 1 if done is not None else positions.get(tp)
+        lag[f"{tp[0]}:{tp[1]}"] = max(0, high - (nxt if nxt is not None else 0))
+    return lag
+
+
+def health_snapshot(
+    counters: Counters,
+    *,
+    lag: Mapping[str, int],
+    since_last: float | None,
+    now: float,
+    started: float,
+    rules: int,
+    interval: float,
+    wall: datetime | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The JSON document logged every ``interval`` seconds and written to the status file.
+
+    ``status`` is ``ok`` unless a send failed (``failing``) or messages wait while nothing
+    has been processed for over 10 intervals (``stalled``).
+    """
+    lag_total = sum(lag.values())
+    status = "ok"
+    if counters.send_errors:
+        status = "failing"
+    elif lag_total and (since_last is None or since_last > 10 * interval):
+        status = "stalled" if now - started > 10 * interval else "starting"
+    return {
+        "at": (wall or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+        "status": status,
+        "uptime_s": round(now - started, 1),
+        "interval_s": interval,
+        "seconds_since_last_message": None if since_last is None else round(since_last, 1),
+        "lag_total": lag_total,
+        "lag": dict(lag),
+        "rules": rules,
+        "counters": counters.as_dict(),
+        # epoch seconds of the first and latest processed message (throughput measurements)
+        "first_message_at": progress.first_wall if progress else None,
+        "last_message_at": progress.last_wall if progress else None,
+    }
+
+
+def snapshot_problems(snapshot: Mapping[str, Any], *, age: float) -> list[str]:
+    """Why a status snapshot ``age`` seconds old says the worker is unhealthy (empty: healthy).
+
+    >>> snapshot_problems({"status": "ok", "interval_s": 5}, age=3)
+    []
+    >>> snapshot_problems({"status": "stalled", "interval_s": 5}, age=60)
+    ['status is stalled', 'snapshot is 60s old (worker writes every 5s)']
+    """
+    problems = []
+    if snapshot.get("status") not in ("ok", "starting"):
+        problems.append(f"status is {snapshot.get('status')}")
+    interval = float(snapshot.get("interval_s") or 0)
+    if interval and age > 3 * interval:
+        problems.append(f"snapshot is {age:.0f}s old (worker writes every {interval:g}s)")
+    return problems

@@ -1,0 +1,155 @@
+"""Run one Klaxon worker process: ensure topics, load rules, start the Faust app.
+
+Several processes with the same ``KLAXON_APP_ID`` form one consumer group and share the
+partitions. Start-up fails fast (exit 1, every problem printed) when the broker is not
+reachable, the topics have another layout, or the rules do not load; afterwards, broken
+rule edits are logged and the running engine is kept (`pipeline.reload`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.agents import Runtime, install_agents
+from pipeline.app import WorkerOptions, create_app
+from pipeline.config import Settings
+from pipeline.errors import PipelineError, WorkerError
+from pipeline.reload import EngineHolder, RuleWatcher, build_engine, fingerprint, watched_paths
+
+__all__ = ["configure_logging", "prepare", "run_worker", "settings_env"]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce ``settings`` in a child process (e.g. a
+    worker started by ``klaxon demo`` or a test); inverse of `Settings.from_env`.
+
+    >>> env = settings_env(Settings(bootstrap_servers="k:9092", partitions=8))
+    >>> Settings.from_env(env) == Settings(bootstrap_servers="k:9092", partitions=8)
+    True
+    """
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers or "",
+        "KLAXON_TOPIC_RAW": settings.topic_raw,
+        "KLAXON_TOPIC_EVENTS": settings.topic_events,
+        "KLAXON_TOPIC_ALERTS": settings.topic_alerts,
+        "KLAXON_TOPIC_DEADLETTER": settings.topic_deadletter,
+        "KLAXON_PARTITIONS": str(settings.partitions),
+        "KLAXON_REPLICATION_FACTOR": str(settings.replication_factor),
+        "KLAXON_RAW_RETENTION_MS": str(settings.raw_retention_ms),
+        "KLAXON_ALERTS_RETENTION_MS": str(settings.alerts_retention_ms),
+        "KLAXON_RULES": os.pathsep.join(str(p) for p in settings.rules_paths),
+        "KLAXON_LISTS": os.pathsep.join(str(p) for p in settings.lists_paths),
+        "KLAXON_CLUSTER": settings.cluster,
+        "KLAXON_APP_ID": settings.app_id,
+        "KLAXON_DATA_DIR": str(settings.data_dir),
+    }
+    return env
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Klaxon's own log lines to stderr: health lines as bare JSON, the rest with a prefix.
+
+    Faust's logging (``--loglevel``) is configured separately by the Faust worker.
+    """
+    plain = logging.getLogger("klaxon.health")
+    if not plain.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        plain.addHandler(handler)
+        plain.propagate = False
+    plain.setLevel(level)
+    root = logging.getLogger("klaxon")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.propagate = False
+    root.setLevel(level)
+
+
+def prepare(settings: Settings, bootstrap: str) -> Runtime:
+    """Create or check the topics and build the first engine; raises `PipelineError`."""
+    from detections import RuleLoadError
+    from detections.alert import to_alert
+    from pipeline.topics import ensure_topics
+
+    asyncio.run(ensure_topics(bootstrap, settings))
+    rules, lists = list(settings.rules_paths), list(settings.lists_paths)
+    seen = fingerprint(watched_paths(rules, lists))  # before loading: a change during load counts
+    try:
+        engine, count = build_engine(rules, lists)
+    except RuleLoadError as exc:
+        raise WorkerError(str(exc)) from exc
+    except Exception as exc:  # an engine bug: say so instead of a bare traceback
+        raise WorkerError(f"cannot build the detection engine: {exc!r}") from exc
+    holder = EngineHolder(engine, count)
+    options = WorkerOptions()
+    runtime = Runtime(
+        settings=settings,
+        options=options,
+        holder=holder,
+        events_partitions=settings.partitions,  # ensure_topics refuses any other count
+        to_alert=to_alert,
+    )
+    runtime.watcher = RuleWatcher(
+        holder, rules, lists, on_result=_count_reloads(runtime), seen=seen
+    )
+    return runtime
+
+
+def _count_reloads(rt: Runtime) -> Callable[[bool], None]:
+    def on_result(ok: bool) -> None:
+        if ok:
+            rt.counters.engine_reloads += 1
+        else:
+            rt.counters.reload_failures += 1
+
+    return on_result
+
+
+def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) -> int:
+    """Run a worker until SIGINT/SIGTERM; returns the exit code (1 after a crash)."""
+    import faust
+
+    configure_logging()
+    log = logging.getLogger("klaxon.worker")
+    try:
+        runtime = prepare(settings, bootstrap)
+    except PipelineError as exc:
+        print(f"klaxon worker: {exc}", file=sys.stderr)
+        return 1
+    runtime.options = options
+    try:
+        (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+        if options.status_file:
+            Path(options.status_file).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"klaxon worker: cannot create {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    asyncio.set_event_loop(asyncio.new_event_loop())  # prepare()'s asyncio.run closed its loop
+    app = create_app(settings, options, bootstrap=bootstrap)
+    install_agents(app, runtime)
+    log.info(
+        "worker starting: bootstrap=%s group=%s rules=%d partitions=%d raw=%s",
+        bootstrap,
+        settings.app_id,
+        runtime.holder.rules,
+        runtime.events_partitions,
+        settings.topic_raw,
+    )
+    worker = faust.Worker(app, loglevel=options.loglevel, quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # Faust draws a terminal spinner on stdout even when quiet
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+        return code
+    except Exception:  # mode re-raises the crash reason after shutting down
+        log.exception("worker crashed")
+        return 1
+    return 0

@@ -1,0 +1,228 @@
+"""Worker parts that need no broker: hot reload, delivery guard, health, status command, app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from klaxon.cli import build_parser, main
+from pipeline.app import DeliveryGuard, create_app
+from pipeline.config import Settings
+from pipeline.errors import DeliveryError
+from pipeline.metrics import Counters, health_snapshot, lag_by_partition
+from pipeline.reload import EngineHolder, RuleWatcher, build_engine, fingerprint
+from tests.pipeline.conftest import RULES
+
+BROKEN = "title: broken\nid: not-a-uuid\ndetection: {}\n"
+
+
+def touch_later(path: Path, text: str) -> None:
+    """Write ``text`` with an mtime surely different from the previous write."""
+    path.write_text(text)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "rules"
+    shutil.copytree(RULES, target)
+    return target
+
+
+async def test_a_changed_rule_file_swaps_in_a_new_engine(rules_dir: Path) -> None:
+    """Editing a rule file builds and installs a new engine on the next check."""
+    engine, count = build_engine([rules_dir], [])
+    holder = EngineHolder(engine, count)
+    watcher = RuleWatcher(holder, [rules_dir], [])
+    await watcher.prime()
+    assert await watcher.check() is False  # nothing changed
+    (rules_dir / "pod-exec.yml").unlink()
+    assert await watcher.check() is True
+    assert holder.engine is not engine and holder.rules == count - 1
+    assert holder.generation == 1
+
+
+async def test_a_broken_rule_file_logs_every_problem_and_keeps_the_engine(
+    rules_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rule edit that does not load is logged problem by problem; the old engine stays."""
+    engine, count = build_engine([rules_dir], [])
+    holder = EngineHolder(engine, count)
+    results: list[bool] = []
+    watcher = RuleWatcher(holder, [rules_dir], [], on_result=results.append)
+    await watcher.prime()
+    touch_later(rules_dir / "bad.yml", BROKEN)
+    with caplog.at_level(logging.ERROR, logger="klaxon.reload"):
+        assert await watcher.check() is False
+    assert holder.engine is engine and holder.generation == 0
+    assert results == [False]
+    problems = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rule problem")]
+    assert problems and all("bad.yml" in p for p in problems)
+    # not retried until the files change again; fixing the file reloads
+    assert await watcher.check() is False and results == [False]
+    (rules_dir / "bad.yml").unlink()
+    assert await watcher.check() is True and results == [False, True]
+
+
+def test_fingerprint_sees_additions_edits_and_deletions(tmp_path: Path) -> None:
+    """Adding, editing or deleting a YAML file changes the fingerprint; other files do not."""
+    (tmp_path / "a.yml").write_text("a")
+    first = fingerprint([tmp_path])
+    (tmp_path / "notes.txt").write_text("ignored")
+    assert fingerprint([tmp_path]) == first
+    touch_later(tmp_path / "a.yml", "b")
+    second = fingerprint([tmp_path])
+    assert second != first
+    (tmp_path / "a.yml").unlink()
+    assert fingerprint([tmp_path]) not in (first, second)
+
+
+async def test_delivery_guard_refuses_to_pass_after_a_failed_send() -> None:
+    """A failed send makes check() raise, which Faust hits before committing offsets."""
+    guard = DeliveryGuard()
+    loop = asyncio.get_running_loop()
+    ok, bad = loop.create_future(), loop.create_future()
+    guard.track(ok)
+    guard.track(bad)
+    ok.set_result(None)
+    bad.set_exception(RuntimeError("broker said no"))
+    with pytest.raises(DeliveryError, match="broker said no"):
+        await guard.check()
+
+
+async def test_delivery_guard_waits_for_sends_in_flight() -> None:
+    """check() returns only after tracked sends complete."""
+    guard = DeliveryGuard()
+    fut = asyncio.get_running_loop().create_future()
+    guard.track(fut)
+    asyncio.get_running_loop().call_later(0.05, fut.set_result, None)
+    await guard.check()
+    assert fut.done() and not guard.pending
+
+
+def test_app_flush_checks_the_delivery_guard() -> None:
+    """The app's producer flush (awaited by Faust before each commit) fails after a bad send."""
+    app = create_app(Settings(bootstrap_servers="127.0.0.1:1"))
+    app.delivery.poison(RuntimeError("lost"))
+
+    async def flush() -> None:
+        producer = app._new_producer()
+        producer._producer = None  # never started: the original flush has nothing to send
+        await producer.flush()
+
+    with pytest.raises(DeliveryError):
+        asyncio.run(flush())
+
+
+def test_app_never_declares_topics_nor_serves_web() -> None:
+    """The Faust app is configured not to create topics and not to open a web port."""
+    conf = create_app(Settings(bootstrap_servers="127.0.0.1:1")).conf
+    assert conf.topic_allow_declare is False and conf.topic_disable_leader is True
+    assert conf.web_enabled is False and conf.value_serializer == "raw"
+    assert conf.broker_session_timeout <= 10 and conf.producer_acks == -1
+
+
+def test_lag_counts_unprocessed_messages_per_partition() -> None:
+    """Lag is highwater minus the next offset to process, never negative."""
+    lag = lag_by_partition(
+        {("t", 0): 10, ("t", 1): 5, ("t", 2): 3}, {("t", 0): 9, ("t", 1): 1}, {("t", 2): None}
+    )
+    assert lag == {"t:0": 0, "t:1": 3, "t:2": 3}
+
+
+def test_health_is_stalled_when_lag_waits_and_nothing_moves() -> None:
+    """Lag with no message processed for 10 intervals reads as stalled, not ok."""
+    snap = health_snapshot(
+        Counters(),
+        lag={"t:0": 5},
+        since_last=400.0,
+        now=1000.0,
+        started=0.0,
+        rules=1,
+        interval=30.0,
+    )
+    assert snap["status"] == "stalled"
+
+
+def test_status_command_reports_a_fresh_snapshot_and_fails_on_stale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`klaxon status FILE` exits 0 on a fresh ok snapshot and 1 on a stale one."""
+    snap = health_snapshot(
+        Counters(events_in=3, normalised=3),
+        lag={},
+        since_last=1.0,
+        now=5.0,
+        started=0.0,
+        rules=2,
+        interval=1.0,
+    )
+    path = tmp_path / "status.json"
+    path.write_text(json.dumps(snap))
+    assert main(["status", str(path)]) == 0
+    assert "in 3" in capsys.readouterr().out
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    assert main(["status", str(path)]) == 1
+    assert "old" in capsys.readouterr().err
+
+
+def test_cli_has_the_pipeline_commands() -> None:
+    """worker, status, demo, up, topics and replay are klaxon subcommands."""
+    parser = build_parser()
+    for argv in (
+        ["worker"],
+        ["status", "f"],
+        ["demo"],
+        ["up"],
+        ["topics", "create"],
+        ["replay", "f"],
+    ):
+        assert callable(parser.parse_args(argv).func)
+
+
+def test_worker_without_cluster_says_how_to_get_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`klaxon worker` with no bootstrap exits 2 and points to `klaxon up`."""
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    assert main(["worker"]) == 2
+    assert "klaxon up" in capsys.readouterr().err
+
+
+def test_demo_table_row_shows_time_severity_rule_user_object_attack() -> None:
+    """A demo row carries the alert's time, severity, rule, user, object and techniques."""
+    from pipeline.demo import format_row
+    from schemas.alert import example_alert
+
+    row = format_row(example_alert())
+    for part in (
+        "13:58:49",
+        "high",
+        "Privileged container created",
+        "minikube-user",
+        "default/nginx",
+        "T1611",
+    ):
+        assert part in row
+
+
+def test_worker_consumer_fetch_wait_is_lowered_from_fausts_fixed_1500_ms() -> None:
+    """The Kafka consumer Faust builds waits at most 100 ms per fetch (Tansu waits it out)."""
+    app = create_app(Settings(bootstrap_servers="127.0.0.1:1"))
+
+    async def build() -> int:
+        consumer = app._new_consumer()
+        aio = consumer._thread._create_worker_consumer(app.transport)
+        wait: int = aio._fetch_max_wait_ms
+        return wait
+
+    assert asyncio.run(build()) == 100
