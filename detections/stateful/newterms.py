@@ -1,0 +1,573 @@
+"""First-seen ("new terms") detections: alert when a value appears for the first time.
+
+A Klaxon extension in the spirit of Elastic's ``new_terms`` rules, written as YAML documents
+with a ``new_terms:`` block that names Sigma base rules (by id or name), like a correlation:
+
+.. code-block:: yaml
+
+    title: New user agent for a service account
+    id: 5b0f...                  # UUID, required
+    level: medium
+    tags: [attack.initial-access, attack.t1078]
+    new_terms:
+      rules: [serviceaccount-request]   # base rules whose matches are considered
+      fields: [userAgent]               # the term: the combination of these values
+      group-by: [user.username]         # terms are remembered per group (and per cluster)
+      learning: 7d                      # no alerts until the cluster was watched this long
+      group-learning: 1h                # ...nor during a new group's first hour (optional)
+      ttl: 30d                          # a term unseen this long is forgotten (optional)
+      max-terms: 200                    # per group, least recently seen evicted first
+      max-groups: 100000                # per detector, least recently active evicted first
+      transforms: {userAgent: product}  # product | lower | cidr:N (IPv4 /N, IPv6 /64)
+
+Semantics: every usable match records its term (with the largest event time it was seen at);
+it alerts when the term is not known for the group **and** the learning periods are over.
+Event time throughout, so a replay decides exactly as live processing did. State per group
+is a JSON value ``{"v", "first", "terms": {term: last_seen}, "evicted"}`` whose ``terms`` keep
+recency order (the LRU order survives a checkpoint). Alert ids are
+``uuid5(detector id | group key | term | auditID)``.
+
+>>> spec = NewTermsSpec.from_document({"title": "New UA",
+...     "id": "5b0f2c1e-8f4a-4a5e-9c3b-1d2e3f4a5b6c",
+...     "new_terms": {"rules": ["r"], "fields": ["userAgent"], "group-by": ["user.username"],
+...                   "learning": "1h", "transforms": {"userAgent": "product"}}}, "x.yml")
+>>> ev = {"user": {"username": "sa"}, "userAgent": "curl/8.5.0", "auditID": "a1",
+...       "requestReceivedTimestamp": "2026-11-27T09:00:00Z"}
+>>> obs = observe(spec, ev)
+>>> obs.term, obs.key
+('["curl"]', '5b0f2c1e-8f4a-4a5e-9c3b-1d2e3f4a5b6c|default|["sa"]')
+>>> state, alerts = step(spec, None, obs, learning_start=obs.time - 7200)
+>>> [a["summary"] for a in alerts]
+['user.username=sa: first userAgent=curl']
+>>> step(spec, state, obs, learning_start=obs.time - 7200)[1]
+[]
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from detections.engine import Match
+from detections.errors import Problem, RuleLoadError, suggest
+from detections.fields import compile_path, resolve_alias
+from detections.rule import LEVELS, RuleSet
+from detections.stateful.alerts import Detector, make_alert, stable_id
+from detections.stateful.errors import StateFormatError
+from detections.stateful.timeutil import event_time, iso
+
+PACKAGED = Path(__file__).resolve().parent / "newterms"
+STATE_VERSION = 1
+DOC_KEYS = (
+    "title",
+    "id",
+    "name",
+    "status",
+    "description",
+    "references",
+    "author",
+    "date",
+    "modified",
+    "tags",
+    "falsepositives",
+    "level",
+    "new_terms",
+    "license",
+)
+BLOCK_KEYS = (
+    "rules",
+    "fields",
+    "group-by",
+    "learning",
+    "group-learning",
+    "ttl",
+    "max-terms",
+    "max-groups",
+    "transforms",
+)
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_CIDR = re.compile(r"^cidr:(\d{1,3})$")
+Getter = Callable[[dict[str, Any], dict[str, Any]], tuple[Any, ...]]
+Transform = Callable[[str], str]
+
+
+def parse_duration(text: Any) -> float | None:
+    """Seconds for ``30s``, ``5m``, ``1h``, ``7d``, ``2w`` (None when malformed).
+
+    >>> parse_duration("7d"), parse_duration("90m"), parse_duration("soon")
+    (604800.0, 5400.0, None)
+    """
+    m = _DURATION.match(str(text))
+    return float(int(m.group(1)) * _UNITS[m.group(2)]) if m else None
+
+
+def ua_product(value: str) -> str:
+    """The product token of a user agent (``kubectl/v1.31 (linux)`` -> ``kubectl``).
+
+    Version upgrades then do not look like new clients.
+
+    >>> ua_product("kubectl/v1.31.2 (linux/amd64) kubernetes/5864a46")
+    'kubectl'
+    >>> ua_product("Go-http-client/2.0")
+    'Go-http-client'
+    """
+    return value.split("/", 1)[0].split(" ", 1)[0].strip()
+
+
+def ip_network(bits: int) -> Transform:
+    """A transform mapping an IP to its network (IPv4 ``/bits``, IPv6 ``/64``); non-IPs unchanged.
+
+    >>> ip_network(24)("10.1.2.3"), ip_network(24)("2001:db8::1"), ip_network(24)("nope")
+    ('10.1.2.0/24', '2001:db8::/64', 'nope')
+    """
+
+    def apply(value: str) -> str:
+        try:
+            addr = ipaddress.ip_address(value)
+        except ValueError:
+            return value
+        prefix = bits if addr.version == 4 else 64
+        return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+
+    return apply
+
+
+def _transform(name: str) -> Transform | None:
+    if name == "product":
+        return ua_product
+    if name == "lower":
+        return str.lower
+    m = _CIDR.match(name)
+    if m and 0 <= int(m.group(1)) <= 32:
+        return ip_network(int(m.group(1)))
+    return None
+
+
+def _source(file: str) -> str:
+    norm = file.replace("\\", "/")
+    if "detections/stateful/newterms/" in norm:
+        return "detections/stateful/newterms/" + norm.split("detections/stateful/newterms/")[-1]
+    return norm.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class NewTermsSpec:
+    """A validated new-terms detector."""
+
+    id: str
+    title: str
+    name: str | None
+    rules: tuple[str, ...]
+    fields: tuple[str, ...]
+    group_by: tuple[str, ...]
+    learning: float
+    group_learning: float
+    ttl: float | None
+    max_terms: int
+    max_groups: int
+    detector: Detector
+    transforms: dict[str, str] = field(default_factory=dict)
+    _getters: tuple[tuple[Getter, Transform | None], ...] = field(
+        repr=False, compare=False, default=()
+    )
+    _group_getters: tuple[Getter, ...] = field(repr=False, compare=False, default=())
+
+    @classmethod
+    def from_document(
+        cls, doc: Mapping[str, Any], file: str, problems: list[Problem] | None = None
+    ) -> NewTermsSpec | None:
+        """Validate one YAML document; problems are appended (raises if ``problems`` is None)."""
+        own: list[Problem] = []
+
+        def err(key: str, msg: str, hint: str | None = None) -> None:
+            own.append(Problem(file, 0, 0, key, msg, hint))
+
+        for key in doc:
+            if key not in DOC_KEYS:
+                err(str(key), f"unknown top-level key '{key}'", suggest(str(key), DOC_KEYS))
+        title = doc.get("title")
+        if not isinstance(title, str) or not title:
+            err("title", "missing required key 'title'")
+        ident = str(doc.get("id", ""))
+        try:
+            uuid.UUID(ident)
+        except ValueError:
+            err("id", f"id {doc.get('id')!r} must be a UUID")
+        level = doc.get("level", "medium")
+        if level not in LEVELS:
+            err("level", f"invalid level {level!r}", suggest(str(level), LEVELS))
+        block = doc.get("new_terms")
+        if not isinstance(block, dict):
+            err("new_terms", "'new_terms' must be a mapping")
+            block = {}
+        for key in block:
+            if key not in BLOCK_KEYS:
+                err(f"new_terms.{key}", f"unknown key '{key}'", suggest(str(key), BLOCK_KEYS))
+
+        def strings(key: str, required: bool) -> tuple[str, ...]:
+            value = block.get(key, [])
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                err(f"new_terms.{key}", f"'{key}' must be a list of strings")
+                return ()
+            if required and not value:
+                err(f"new_terms.{key}", f"'{key}' needs at least one entry")
+            return tuple(value)
+
+        rules = strings("rules", True)
+        fields = strings("fields", True)
+        group_by = strings("group-by", False)
+
+        def duration(key: str, default: float | None) -> float | None:
+            if key not in block:
+                return default
+            seconds = parse_duration(block[key])
+            if seconds is None:
+                err(f"new_terms.{key}", f"{key} {block[key]!r} must look like 30m, 12h or 7d")
+            return seconds
+
+        def count(key: str, default: int) -> int:
+            value = block.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                err(f"new_terms.{key}", f"{key} must be a positive integer")
+                return default
+            return value
+
+        learning = duration("learning", None)
+        if "learning" not in block:
+            err("new_terms.learning", "missing 'learning' (how long to watch before alerting)")
+        group_learning = duration("group-learning", 0.0) or 0.0
+        ttl = duration("ttl", None)
+        max_terms = count("max-terms", 1000)
+        max_groups = count("max-groups", 100_000)
+        transforms = block.get("transforms", {}) or {}
+        compiled_tf: dict[str, Transform] = {}
+        if not isinstance(transforms, dict):
+            err("new_terms.transforms", "transforms must map a field to product, lower or cidr:N")
+            transforms = {}
+        for f, name in transforms.items():
+            tf = _transform(str(name))
+            if f not in fields:
+                err(f"new_terms.transforms.{f}", f"'{f}' is not one of the fields")
+            if tf is None:
+                err(f"new_terms.transforms.{f}", f"unknown transform {name!r}")
+            else:
+                compiled_tf[str(f)] = tf
+        if problems is None and own:
+            raise RuleLoadError(own)
+        if problems is not None:
+            problems.extend(own)
+        if own or not isinstance(title, str) or learning is None:
+            return None
+        tags = doc.get("tags") or []
+        detector = Detector(
+            id=ident,
+            title=title,
+            kind="new_terms",
+            level=str(level),
+            tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
+            description=str(doc.get("description") or "").strip(),
+            source=_source(file),
+            falsepositives=tuple(str(x) for x in doc.get("falsepositives") or ()),
+        )
+        return cls(
+            id=ident,
+            title=title,
+            name=str(doc["name"]) if doc.get("name") else None,
+            rules=rules,
+            fields=fields,
+            group_by=group_by,
+            learning=learning,
+            group_learning=group_learning,
+            ttl=ttl,
+            max_terms=max_terms,
+            max_groups=max_groups,
+            detector=detector,
+            transforms={str(k): str(v) for k, v in transforms.items()},
+            _getters=tuple((compile_path(resolve_alias(f)), compiled_tf.get(f)) for f in fields),
+            _group_getters=tuple(compile_path(resolve_alias(f)) for f in group_by),
+        )
+
+
+def load_new_terms(
+    paths: Iterable[str | os.PathLike[str]] | None = None, ruleset: RuleSet | None = None
+) -> tuple[NewTermsSpec, ...]:
+    """Load new-terms documents (default: the packaged folder); checks base rules exist.
+
+    Raises :class:`detections.RuleLoadError` listing every problem.
+
+    >>> from detections import load_rules
+    >>> sorted(s.title for s in load_new_terms(ruleset=load_rules()))[0]
+    'First secret read by an identity'
+    """
+    problems: list[Problem] = []
+    files: list[Path] = []
+    for raw in [PACKAGED] if paths is None else paths:
+        p = Path(raw)
+        if p.is_dir():
+            files += sorted(q for q in p.rglob("*") if q.suffix in (".yml", ".yaml"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            problems.append(Problem(str(p), 0, 0, "", "no such file or folder"))
+    specs: list[NewTermsSpec] = []
+    for f in files:
+        try:
+            docs = list(yaml.safe_load_all(f.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            problems.append(Problem(str(f), 0, 0, "", f"cannot read new-terms file: {exc}"))
+            continue
+        for doc in docs:
+            if doc is None:
+                continue
+            if not isinstance(doc, dict):
+                problems.append(Problem(str(f), 0, 0, "", "a document must be a mapping"))
+                continue
+            spec = NewTermsSpec.from_document(doc, str(f), problems)
+            if spec is None:
+                continue
+            if ruleset is not None:
+                for r in spec.rules:
+                    if ruleset.find(r) is None:
+                        names = [x.name for x in ruleset.rules if x.name]
+                        problems.append(
+                            Problem(
+                                str(f),
+                                0,
+                                0,
+                                "new_terms.rules",
+                                f"new-terms detector names unknown rule '{r}'",
+                                suggest(r, names),
+                            )
+                        )
+            specs.append(spec)
+    ids = [s.id for s in specs]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        problems.append(Problem("new_terms", 0, 0, "id", f"duplicate id {dup}"))
+    if problems:
+        raise RuleLoadError(problems)
+    return tuple(specs)
+
+
+@dataclass(frozen=True, slots=True)
+class TermObservation:
+    """One base-rule match reduced to its group key, term and time."""
+
+    key: str
+    cluster: str
+    group: tuple[str, ...]
+    values: tuple[str, ...]
+    term: str
+    time: float
+    event_id: str
+    event: dict[str, Any]
+
+
+def _first(getter: Getter, event: dict[str, Any], cache: dict[str, Any]) -> str | None:
+    for v in getter(event, cache):
+        if v is not None and not isinstance(v, (dict, list)):
+            return v if isinstance(v, str) else orjson.dumps(v).decode()
+    return None
+
+
+def observe(spec: NewTermsSpec, event: dict[str, Any]) -> TermObservation | None:
+    """The observation for a matched event, or None (no time, group value or term value)."""
+    t = event_time(event)
+    if t is None:
+        return None
+    cache: dict[str, Any] = {}
+    group = [_first(g, event, cache) for g in spec._group_getters]
+    values: list[str] = []
+    for getter, tf in spec._getters:
+        v = _first(getter, event, cache)
+        if v is None or v == "":
+            return None
+        values.append(tf(v) if tf is not None else v)
+    if any(g is None for g in group):
+        return None
+    raw = event.get("cluster")
+    cluster = raw if isinstance(raw, str) else "default"
+    gvals = tuple(g for g in group if g is not None)
+    return TermObservation(
+        key=f"{spec.id}|{cluster}|" + orjson.dumps(list(gvals)).decode(),
+        cluster=cluster,
+        group=gvals,
+        values=tuple(values),
+        term=orjson.dumps(values).decode(),
+        time=t,
+        event_id=str(event.get("auditID") or ""),
+        event=event,
+    )
+
+
+def check_state(state: Any) -> dict[str, Any]:
+    """Validate a checkpointed group state; raises :class:`StateFormatError`."""
+    if (
+        not isinstance(state, dict)
+        or state.get("v") != STATE_VERSION
+        or not isinstance(state.get("terms"), dict)
+    ):
+        raise StateFormatError(f"not a v{STATE_VERSION} new-terms state: {state!r:.80}")
+    return state
+
+
+def step(
+    spec: NewTermsSpec,
+    state: dict[str, Any] | None,
+    obs: TermObservation,
+    learning_start: float,
+    *,
+    copy: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Record a term; alert if it is new and learning is over. Returns a new state.
+
+    ``learning_start`` is the event time the detector started watching this cluster (kept by
+    the caller: :class:`NewTermsEngine` stores it under the key ``<id>|<cluster>|#start``).
+    ``copy=False`` updates ``state`` in place (for the state's owner; saves a copy per match).
+    """
+    if state is None:
+        st: dict[str, Any] = {"v": STATE_VERSION, "first": obs.time, "terms": {}, "evicted": 0}
+    else:
+        old = check_state(state)
+        st = {**old, "terms": dict(old["terms"])} if copy else old
+        st["first"] = min(st["first"], obs.time)
+    terms: dict[str, float] = st["terms"]
+    last = terms.pop(obs.term, None)
+    expired = last is not None and spec.ttl is not None and obs.time - last > spec.ttl
+    terms[obs.term] = obs.time if last is None else max(last, obs.time)  # most recent last
+    alerts: list[dict[str, Any]] = []
+    learning_over = obs.time >= learning_start + spec.learning
+    group_over = obs.time >= st["first"] + spec.group_learning
+    if (last is None or expired) and learning_over and group_over:
+        alerts.append(_alert(spec, obs, expired, len(terms) - 1))
+    while len(terms) > spec.max_terms:
+        del terms[next(iter(terms))]
+        st["evicted"] += 1
+    return st, alerts
+
+
+def prune(spec: NewTermsSpec, state: dict[str, Any], now: float) -> dict[str, Any] | None:
+    """Forget terms unseen for ``ttl`` at event time ``now``; None when nothing remains."""
+    st = check_state(state)
+    if spec.ttl is None:
+        return st
+    kept = {k: v for k, v in st["terms"].items() if now - v <= spec.ttl}
+    if not kept:
+        return None
+    return {**st, "terms": kept}
+
+
+def _alert(spec: NewTermsSpec, obs: TermObservation, expired: bool, known: int) -> dict[str, Any]:
+    group = dict(zip(spec.group_by, obs.group, strict=False))
+    term = dict(zip(spec.fields, obs.values, strict=False))
+    who = ", ".join(f"{k}={v}" for k, v in group.items()) or f"cluster {obs.cluster}"
+    what = ", ".join(f"{k}={v}" for k, v in term.items())
+    again = " (again after more than the ttl)" if expired else ""
+    evidence = {
+        "group": group,
+        "term": term,
+        "known_terms": known,
+        "learning": spec.learning,
+        "first_seen": iso(obs.time),
+        "forgotten_and_seen_again": expired,
+    }
+    return make_alert(
+        spec.detector,
+        stable_id(spec.id, obs.key, obs.term, obs.event_id),
+        f"{who}: first {what}{again}",
+        obs.event,
+        evidence,
+        obs.time,
+    )
+
+
+class NewTermsEngine:
+    """Every new-terms detector over one store, with a global LRU cap on groups per detector.
+
+    The store maps ``<id>|<cluster>|<group json>`` to group states and
+    ``<id>|<cluster>|#start`` to the event time the detector first saw that cluster.
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[NewTermsSpec],
+        ruleset: RuleSet | None = None,
+        store: MutableMapping[str, Any] | None = None,
+    ) -> None:
+        self.specs = tuple(specs)
+        self.store: MutableMapping[str, Any] = OrderedDict() if store is None else store
+        self._targets: dict[str, list[NewTermsSpec]] = {}
+        for spec in self.specs:
+            for ref in spec.rules:
+                rule = ruleset.find(ref) if ruleset is not None else None
+                self._targets.setdefault(rule.id if rule else ref, []).append(spec)
+        self._groups: dict[str, int] = {s.id: 0 for s in self.specs}
+        self.evicted_groups = 0
+        self.unusable = 0
+
+    def rule_ids(self) -> frozenset[str]:
+        """Base rule ids the detectors consume (their own alerts are usually suppressed)."""
+        return frozenset(self._targets)
+
+    def process(self, match: Match) -> list[dict[str, Any]]:
+        """Feed one base-rule match to every detector over that rule."""
+        specs = self._targets.get(match.rule.id) or (
+            self._targets.get(match.rule.name, []) if match.rule.name else []
+        )
+        alerts: list[dict[str, Any]] = []
+        for spec in specs:
+            obs = observe(spec, match.event)
+            if obs is None:
+                self.unusable += 1
+                continue
+            start_key = f"{spec.id}|{obs.cluster}|#start"
+            start = self.store.get(start_key)
+            if start is None or obs.time < start:
+                start = obs.time
+                self.store[start_key] = start
+            old = self.store.pop(obs.key, None)  # re-inserted last: LRU order
+            if old is None:
+                self._groups[spec.id] += 1
+            state, fired = step(spec, old, obs, start, copy=False)
+            self.store[obs.key] = state
+            alerts.extend(fired)
+            if self._groups[spec.id] > spec.max_groups:
+                self._evict(spec)
+        return alerts
+
+    def _evict(self, spec: NewTermsSpec) -> None:
+        prefix = spec.id + "|"
+        for key in self.store:
+            if key.startswith(prefix) and not key.endswith("|#start"):
+                del self.store[key]
+                self._groups[spec.id] -= 1
+                self.evicted_groups += 1
+                return
+
+    def prune(self, now: float) -> None:
+        """Forget expired terms and empty groups at event time ``now`` (call from a timer)."""
+        by_id = {s.id: s for s in self.specs}
+        for key in list(self.store):
+            if key.endswith("|#start"):
+                continue
+            spec = by_id.get(key.split("|", 1)[0])
+            if spec is None:
+                continue
+            kept = prune(spec, self.store[key], now)
+            if kept is None:
+                del self.store[key]
+                self._groups[spec.id] -= 1
+            else:
+                self.store[key] = kept
