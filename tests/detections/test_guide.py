@@ -1,4 +1,4 @@
-"""docs/rules.md is executable: its files are written and its commands run, outputs compared.
+"""The README's rule-writing guide is executable: its files are written and its commands run, outputs compared.
 
 Conventions in the guide: a fenced block whose info string has ``file=PATH`` is written to
 PATH; a ``console`` block holds ``$ klaxon ...`` commands, each followed by its expected
@@ -18,7 +18,7 @@ import pytest
 
 from detections.cli import main
 
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "rules.md"
+GUIDE = Path(__file__).resolve().parents[2] / "README.md"
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.M | re.S)
 
 
