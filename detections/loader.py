@@ -718,7 +718,7 @@ class _Builder:
         cid = self.rule_id(doc, m, required=False)
         level = self.choice(doc, m, "level", LEVELS)
         self.choice(doc, m, "status", STATUSES)
-        self.klaxon(doc, m)
+        klaxon = self.klaxon(doc, m)
         block = m["correlation"]
         if not isinstance(block, dict):
             self.err(doc, ("correlation",), "'correlation' must be a mapping", value=True)
@@ -804,6 +804,10 @@ class _Builder:
                     name=self.text(doc, m, "name"),
                     level=level,
                     tags=self.text_list(doc, m, "tags"),
+                    description=self.text(doc, m, "description"),
+                    author=self.text(doc, m, "author"),
+                    falsepositives=self.text_list(doc, m, "falsepositives"),
+                    klaxon=klaxon,
                 ),
                 doc,
             )

@@ -152,6 +152,10 @@ class Correlation:
     name: str | None = None
     level: str | None = None
     tags: tuple[str, ...] = ()
+    description: str | None = None
+    author: str | None = None
+    falsepositives: tuple[str, ...] = ()
+    klaxon: KlaxonBlock | None = None  # summary template and Threat Matrix ids of the alert
 
 
 @dataclass(frozen=True)

@@ -189,8 +189,12 @@ class CorrelationSpec:
             kind="correlation",
             level=corr.level or "medium",
             tags=corr.tags,
-            description=f"Sigma {corr.type} correlation over {', '.join(titles)}.",
+            description=corr.description
+            or f"Sigma {corr.type} correlation over {', '.join(titles)}.",
             source=_source(corr.file),
+            author=corr.author or "Klaxon",
+            mtmk=corr.klaxon.mtmk if corr.klaxon else (),
+            falsepositives=corr.falsepositives,
         )
         return cls(
             id=ident,
