@@ -13,7 +13,7 @@ from typing import Any
 
 from detections import condition as cond
 from detections.fields import Getter, compile_path
-from detections.index import INDEXED, Atom, Constraints, constraints, guard
+from detections.index import INDEXED, Atom, Constraints, blockers, constraints, guard
 from detections.matchers import Predicate, compile_match
 from detections.rule import FieldMatch, Filter, Rule, Selection
 
@@ -55,6 +55,8 @@ class CompiledRule:
     test: Predicate
     constraints: Constraints
     guard: list[Atom] | None = None
+    #: Comparisons any one of which, when it holds, rules the rule out (its filters included).
+    blockers: tuple[FieldMatch, ...] = ()
 
 
 def _all(preds: Sequence[Predicate]) -> Predicate:
@@ -67,7 +69,14 @@ def _all(preds: Sequence[Predicate]) -> Predicate:
         a, b, d = preds
         return lambda e, c: a(e, c) and b(e, c) and d(e, c)
     items = tuple(preds)
-    return lambda e, c: all(p(e, c) for p in items)
+
+    def every(e: dict[str, Any], c: dict[str, Any]) -> bool:
+        for p in items:  # noqa: SIM110 - a plain loop is faster than all() on a generator
+            if not p(e, c):
+                return False
+        return True
+
+    return every
 
 
 def _any(preds: Sequence[Predicate]) -> Predicate:
@@ -77,7 +86,59 @@ def _any(preds: Sequence[Predicate]) -> Predicate:
         a, b = preds
         return lambda e, c: a(e, c) or b(e, c)
     items = tuple(preds)
-    return lambda e, c: any(p(e, c) for p in items)
+
+    def some(e: dict[str, Any], c: dict[str, Any]) -> bool:
+        for p in items:  # noqa: SIM110 - a plain loop is faster than any() on a generator
+            if p(e, c):
+                return True
+        return False
+
+    return some
+
+
+#: A predicate, or its value when it is already known without looking at the event.
+Folded = Predicate | bool
+
+
+def always(event: dict[str, Any], cache: dict[str, Any]) -> bool:
+    """The predicate of a rule that matches every event of its index key."""
+    return True
+
+
+def never(event: dict[str, Any], cache: dict[str, Any]) -> bool:
+    """The predicate of a condition that can never hold."""
+    return False
+
+
+def as_predicate(folded: Folded) -> Predicate:
+    """A folded value as a predicate."""
+    if isinstance(folded, bool):
+        return always if folded else never
+    return folded
+
+
+def fold_all(parts: Sequence[Folded]) -> Folded:
+    """AND with constants folded away (False wins, True drops out)."""
+    preds: list[Predicate] = []
+    for p in parts:
+        if isinstance(p, bool):
+            if not p:
+                return False
+        else:
+            preds.append(p)
+    return _all(preds) if preds else True
+
+
+def fold_any(parts: Sequence[Folded]) -> Folded:
+    """OR with constants folded away (True wins, False drops out)."""
+    preds: list[Predicate] = []
+    for p in parts:
+        if isinstance(p, bool):
+            if p:
+                return True
+        else:
+            preds.append(p)
+    return _any(preds) if preds else False
 
 
 def _field_order(cf: CompiledField) -> int:
@@ -105,30 +166,88 @@ def compile_selections(
             ]
             fields.sort(key=_field_order)
             alts.append(tuple(fields))
-        test = _any([_all([f.test for f in alt]) for alt in alts])
+        test = as_predicate(fold_any([fold_all([f.test for f in alt]) for alt in alts]))
         out[name] = CompiledSelection(sel, tuple(alts), test)
     return out
 
 
-def compile_condition(node: cond.Node, selections: Mapping[str, CompiledSelection]) -> Predicate:
-    """Turn a condition tree into one predicate over the compiled selections."""
+def fold_condition(node: cond.Node, selections: Mapping[str, Folded]) -> Folded:
+    """Combine (possibly constant) selection results as the condition tree says."""
     if isinstance(node, cond.Ref):
-        return selections[node.name].test
+        return selections[node.name]
     if isinstance(node, cond.Not):
-        inner = compile_condition(node.item, selections)
+        inner = fold_condition(node.item, selections)
+        if isinstance(inner, bool):
+            return not inner
         return lambda e, c: not inner(e, c)
-    parts = [compile_condition(i, selections) for i in node.items]
+    parts = [fold_condition(i, selections) for i in node.items]
     if isinstance(node, cond.And):
         # Positive terms first: `selection and not filter` stops early on most events.
-        parts = [
-            p for i, p in zip(node.items, parts, strict=True) if not isinstance(i, cond.Not)
-        ] + [p for i, p in zip(node.items, parts, strict=True) if isinstance(i, cond.Not)]
-        return _all(parts)
+        return fold_all(
+            [p for i, p in zip(node.items, parts, strict=True) if not isinstance(i, cond.Not)]
+            + [p for i, p in zip(node.items, parts, strict=True) if isinstance(i, cond.Not)]
+        )
     if isinstance(node, cond.Or):
-        return _any(parts)
-    count = node.count
-    items = tuple(parts)
-    return lambda e, c: sum(1 for p in items if p(e, c)) >= count
+        return fold_any(parts)
+    need = node.count - sum(1 for p in parts if p is True)
+    items = tuple(p for p in parts if not isinstance(p, bool))
+    if need <= 0:
+        return True
+    if need > len(items):
+        return False
+    return lambda e, c: sum(1 for p in items if p(e, c)) >= need
+
+
+def compile_condition(node: cond.Node, selections: Mapping[str, CompiledSelection]) -> Predicate:
+    """Turn a condition tree into one predicate over the compiled selections."""
+    return as_predicate(fold_condition(node, {n: s.test for n, s in selections.items()}))
+
+
+def _fold_selection(cs: CompiledSelection, known: dict[str, Any]) -> Folded:
+    alts: list[Folded] = []
+    for alt in cs.alternatives:
+        fields: list[Folded] = []
+        for f in alt:
+            if f.match.path in INDEXED and "fieldref" not in f.match.modifiers:
+                fields.append(bool(f.test(known, {})))
+            else:
+                fields.append(f.test)
+        alts.append(fold_all(fields))
+    return fold_any(alts)
+
+
+def specialize(compiled: CompiledRule, known: dict[str, Any]) -> Folded:
+    """The rule's predicate for events whose indexed fields are those of ``known``.
+
+    Comparisons of ``verb``, ``objectRef.resource`` and ``objectRef.subresource`` read nothing
+    else, so for one index key they are constants: they are evaluated once here and folded
+    out, leaving only the comparisons that depend on the rest of the event (or a constant when
+    the key alone decides the rule).
+
+    >>> from detections.loader import load_rules
+    >>> rs = load_rules([], texts={"r.yml": '''
+    ... title: Secrets listed
+    ... id: 6f1c2d44-5b1e-4c1a-9d3e-2b7a8c9d0e1f
+    ... detection:
+    ...   selection: {verb: [list, watch], objectRef.resource: secrets}
+    ...   condition: selection
+    ... '''})
+    >>> rule = compile_rule(rs.rules[0], (), rs.lists)
+    >>> specialize(rule, {"verb": "LIST", "objectRef": {"resource": "secrets"}})
+    True
+    >>> specialize(rule, {"verb": "get", "objectRef": {"resource": "secrets"}})
+    False
+    """
+    parts = [
+        fold_condition(
+            compiled.rule.condition,
+            {n: _fold_selection(cs, known) for n, cs in compiled.selections.items()},
+        )
+    ]
+    for flt in compiled.filters:
+        fsel = {n: _fold_selection(cs, known) for n, cs in flt.selections.items()}
+        parts.append(fold_condition(flt.filter.condition, fsel))
+    return fold_all(parts)
 
 
 def compile_rule(
@@ -150,6 +269,12 @@ def compile_rule(
         test,
         constraints(rule.condition, rule.detection),
         guard(rule.condition, rule.detection),
+        tuple(
+            fm
+            for node, detection in [(rule.condition, rule.detection)]
+            + [(f.condition, f.detection) for f in filters]
+            for fm in blockers(node, detection)
+        ),
     )
 
 

@@ -1,8 +1,13 @@
 """The stateless detection engine: evaluate compiled rules against canonical audit events.
 
-Pure and synchronous: no I/O, no clocks, no shared mutable state except a bounded cache of
-candidate rule lists keyed by an event's ``(verb, objectRef.resource, objectRef.subresource)``,
-so a kubelet lease update is only checked against the few rules that could match it.
+Pure and synchronous: no I/O, no clocks. The only shared mutable state is caches (bounded,
+safe to lose): a *plan* per index key ``(verb, objectRef.resource, objectRef.subresource)`` and
+memos of field values. A plan holds the rules that key admits, each with its predicate
+specialised for the key (comparisons of the indexed fields evaluated once and folded away,
+:func:`detections.compiler.specialize`), plus the guard lookups (:mod:`detections.guards`)
+that say, from one memoized lookup per field value, which guarded rules an event concerns and
+which rules its user name or namespace rules out (``not filter_system`` blockers). So a
+kubelet lease renewal is typically settled by a handful of dict lookups and no rule at all.
 
 >>> from detections.loader import load_rules
 >>> rs = load_rules([], texts={"r.yml": '''
@@ -26,14 +31,32 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from detections.compiler import CompiledRule, Explanation, compile_rule, evidence, explain
+from detections.compiler import (
+    CompiledRule,
+    Explanation,
+    as_predicate,
+    compile_rule,
+    evidence,
+    explain,
+    specialize,
+)
 from detections.errors import RuleNotFoundError
-from detections.fields import compile_path
-from detections.index import admits
-from detections.matchers import text_source
-from detections.rule import Rule, RuleSet
+from detections.fields import is_derived
+from detections.guards import (
+    NOTHING,
+    Classifier,
+    Lookup,
+    classifier,
+    exact_test,
+    field_lookup,
+    nested_lookup,
+    sibling_lookup,
+)
+from detections.index import INDEXED, WEAK_GUARD, admits, score
+from detections.matchers import Predicate, text_test
+from detections.rule import FieldMatch, Rule, RuleSet
 
-#: Distinct index keys remembered; beyond this, candidates are computed per event (still correct).
+#: Distinct index keys planned; events with further keys are checked against every rule.
 MAX_CANDIDATE_KEYS = 4096
 
 IndexKey = tuple[Any, Any, Any]
@@ -84,54 +107,40 @@ class Match:
         return f"Match(rule={self.rule.title!r}, auditID={self.event.get('auditID')!r})"
 
 
-GuardTable = tuple[str, Callable[..., tuple[str, ...]], dict[str, frozenset[int]], frozenset[int]]
-#: Guard tables under one root, skipped together when the root is absent (e.g. no pod spec).
-GuardGroup = tuple[Callable[..., tuple[Any, ...]] | None, tuple[GuardTable, ...]]
+#: A compiled rule with its predicate for one index key (indexed comparisons folded away).
+Entry = tuple[CompiledRule, Predicate]
 
-#: Derived roots whose absence empties every field below them.
-_GUARD_ROOTS = ("podSpec",)
+#: Derived roots whose guarded fields are looked up together, in one walk.
+_NESTED_ROOTS = ("podSpec",)
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """Candidates for one index key: rules always checked, and guarded rules behind lookups."""
 
-    always: tuple[CompiledRule, ...]
-    ordered: tuple[tuple[CompiledRule, int | None], ...]  # (rule, guard position or None)
-    guards: tuple[GuardGroup, ...]
+    always: tuple[Entry, ...]  # the candidates when no lookup lets anything through
+    ordered: tuple[tuple[CompiledRule, Predicate, int, int], ...]  # (rule, test, guard, block)
+    guards: tuple[Lookup, ...]
+    guarded: frozenset[int]  # guard numbers of the guarded rules
+    always_blocks: frozenset[int]  # block codes of the unguarded rules
 
 
-def _plan(rules: Sequence[CompiledRule], use_guards: bool) -> _Plan:
-    ordered: list[tuple[CompiledRule, int | None]] = []
-    exact: dict[str, dict[str, set[int]]] = {}
-    texty: dict[str, set[int]] = {}
-    for pos, c in enumerate(rules):
-        if not use_guards or c.guard is None:
-            ordered.append((c, None))
-            continue
-        if not c.guard:
-            continue  # provably never matches
-        ordered.append((c, pos))
-        for kind, path, values in c.guard:
-            if kind == "exact" and values is not None:
-                table = exact.setdefault(path, {})
-                for v in values:
-                    table.setdefault(v, set()).add(pos)
-            else:
-                texty.setdefault(path, set()).add(pos)
-    groups: dict[str | None, list[GuardTable]] = {}
-    for path in sorted(set(exact) | set(texty)):
-        slot, compute = text_source(path)
-        lookup = {v: frozenset(ps) for v, ps in exact.get(path, {}).items()}
-        root = next((r for r in _GUARD_ROOTS if path == r or path.startswith(r + ".")), None)
-        entry = (slot, compute, lookup, frozenset(texty.get(path, ())))
-        groups.setdefault(root, []).append(entry)
-    guards = tuple(
-        (compile_path(root) if root is not None else None, tuple(tables))
-        for root, tables in groups.items()
-    )
-    always = tuple(c for c, g in ordered if g is None)
-    return _Plan(always, tuple(ordered), guards)
+#: Block code of a rule without blockers (never in a lookup result).
+_UNBLOCKED = -(1 << 62)
+
+
+def _block_code(number: int) -> int:
+    """Lookups report "rule n is ruled out" as the negative number -n-1 (guard hits are n)."""
+    return -number - 1
+
+
+def _exact_blocker(fm: FieldMatch) -> bool:
+    """Whether text_test is exactly the comparison (so a passing text proves it holds)."""
+    return fm.path not in INDEXED and "all" not in fm.modifiers and None not in fm.values
+
+
+def _none(text: str) -> frozenset[int]:
+    return NOTHING
 
 
 class Engine:
@@ -144,8 +153,104 @@ class Engine:
         )
         self._by_rule = {c.rule.id: c for c in self.compiled}
         self._use_index = use_index
-        self._unindexed = _plan(self.compiled, use_index)
+        self._classifiers: dict[str, Classifier] = {}
+        self._presence: dict[str, set[int]] = {}
+        self._blocks: dict[int, set[str]] = {}
+        self._made: dict[tuple[Any, ...], Lookup] = {}
+        if use_index:
+            self._build_guards()
+        self._unindexed = self._plan(range(len(self.compiled)), None)
         self._plans: dict[IndexKey | None, _Plan] = {None: self._unindexed}
+
+    def _build_guards(self) -> None:
+        """Per looked-up field, one memoized classifier over every rule's atoms on that field:
+        guard atoms report the rule number n, blockers report -n-1."""
+        atoms: dict[str, list[tuple[int, Callable[[str], bool]]]] = {}
+        for n, c in enumerate(self.compiled):
+            for kind, path, arg in c.guard or ():
+                test: Callable[[str], bool] | None = None
+                if kind == "exact" and isinstance(arg, frozenset):
+                    test = exact_test(arg)
+                elif kind == "test" and isinstance(arg, FieldMatch):
+                    test = text_test(arg.modifiers, arg.values, self.ruleset.lists)
+                atoms.setdefault(path, [])
+                if test is None:
+                    self._presence.setdefault(path, set()).add(n)  # any value lets it through
+                else:
+                    atoms[path].append((n, test))
+            for fm in c.blockers:
+                block = text_test(fm.modifiers, fm.values, self.ruleset.lists)
+                if block is not None and _exact_blocker(fm):
+                    atoms.setdefault(fm.path, []).append((_block_code(n), block))
+                    self._blocks.setdefault(n, set()).add(fm.path)
+        self._classifiers = {path: classifier(entries) for path, entries in atoms.items()}
+
+    def _plan(self, numbers: Iterable[int], known: dict[str, Any] | None) -> _Plan:
+        """The plan for rules ``numbers``, folded for ``known`` indexed fields when given.
+
+        Rules with a useful guard are candidates only when a lookup lets them through; every
+        rule is ruled out when a lookup reports one of its blockers.
+        """
+        kept: list[tuple[int, Predicate, bool]] = []  # (rule number, test, guarded)
+        used: dict[str, set[int]] = {}  # looked-up field -> rules guarded on it
+        for n in numbers:
+            c = self.compiled[n]
+            test: Predicate = c.test
+            if known is not None:
+                folded = specialize(c, known)
+                if folded is False:
+                    continue
+                test = as_predicate(folded)
+            if not self._use_index:
+                kept.append((n, test, False))
+            elif c.guard is not None and not c.guard:
+                continue  # provably never matches
+            elif c.guard is None or score(c.guard) >= WEAK_GUARD:
+                kept.append((n, test, False))
+                for path in self._blocks.get(n, ()):
+                    used.setdefault(path, set())  # worth a lookup: always a candidate otherwise
+            else:
+                kept.append((n, test, True))
+                for _kind, path, _arg in c.guard:
+                    used.setdefault(path, set()).add(n)
+        # A rule's blockers count wherever their field is looked up anyway.
+        ordered = tuple(
+            (
+                self.compiled[n],
+                test,
+                n if guarded else -1,
+                _block_code(n) if used.keys() & self._blocks.get(n, set()) else _UNBLOCKED,
+            )
+            for n, test, guarded in kept
+        )
+        guards: list[Lookup] = []
+        nested: list[tuple[str, Classifier, frozenset[int]]] = []
+        siblings: dict[str, list[tuple[str, Classifier, frozenset[int]]]] = {}
+        for path in sorted(used):
+            present = frozenset(used[path] & self._presence.get(path, set()))
+            field = (path, self._classifiers.get(path) or _none, present)
+            keys = path.split(".")
+            if any(path == r or path.startswith(r + ".") for r in _NESTED_ROOTS) or len(keys) > 3:
+                nested.append(field)  # pod spec fields, long paths into request bodies
+            elif len(keys) == 2 and not is_derived(path):
+                siblings.setdefault(keys[0], []).append(field)
+            else:
+                guards.append(self._shared(field_lookup, field))
+        for fields in siblings.values():
+            if len(fields) == 1:
+                guards.append(self._shared(field_lookup, fields[0]))
+            else:
+                guards.append(self._shared(sibling_lookup, tuple(fields)))
+        if nested:
+            guards.append(self._shared(nested_lookup, tuple(nested)))
+        always = tuple((c, t) for c, t, g, _ in ordered if g < 0)
+        return _Plan(
+            always,
+            ordered,
+            tuple(guards),
+            frozenset(g for _, _, g, _ in ordered if g >= 0),
+            frozenset(b for _, _, g, b in ordered if g < 0 and b != _UNBLOCKED),
+        )
 
     @classmethod
     def from_paths(
@@ -163,8 +268,18 @@ class Engine:
         """The rules this engine evaluates."""
         return self.ruleset.rules
 
+    def _shared(self, make: Callable[..., Lookup], spec: tuple[Any, ...]) -> Lookup:
+        """One lookup object per distinct spec, shared by every plan that needs it."""
+        key = (make, spec)
+        found = self._made.get(key)
+        if found is None:
+            found = self._made[key] = make(*spec) if make is field_lookup else make(spec)
+        return found
+
     def _lookup(self, key: IndexKey | None) -> _Plan:
-        if key is None or not self._use_index:
+        if key is None or not self._use_index or len(self._plans) >= MAX_CANDIDATE_KEYS:
+            # Beyond the cap, a flood of new keys must not cost a plan build each: check the
+            # event against every rule (guards and blockers still apply).
             return self._unindexed
         try:
             hash(key)
@@ -178,15 +293,18 @@ class Engine:
                 key[1].lower() if isinstance(key[1], str) else None,
                 key[2].lower() if isinstance(key[2], str) else None,
             )
-            plan = _plan([c for c in self.compiled if admits(c.constraints, lowered)], True)
-        if len(self._plans) < MAX_CANDIDATE_KEYS:
-            self._plans[key] = plan
+            known: dict[str, Any] = {"verb": key[0], "objectRef": {}}
+            if key[1] is not None:
+                known["objectRef"]["resource"] = key[1]
+            if key[2] is not None:
+                known["objectRef"]["subresource"] = key[2]
+            numbers = [n for n, c in enumerate(self.compiled) if admits(c.constraints, lowered)]
+            plan = self._plan(numbers, known)
+        self._plans[key] = plan
         return plan
 
-    def candidates(
-        self, event: dict[str, Any], cache: dict[str, Any] | None = None
-    ) -> Sequence[CompiledRule]:
-        """Rules that might match ``event``, in rule order (all others provably cannot)."""
+    def _select(self, event: dict[str, Any], cache: dict[str, Any]) -> Sequence[Entry]:
+        """Candidate rules for ``event`` with their predicates, in rule order."""
         ref = event.get("objectRef")
         key: IndexKey | None
         if ref.__class__ is dict:
@@ -204,34 +322,33 @@ class Engine:
             plan = self._lookup(key)
         if not plan.guards:
             return plan.always
-        if cache is None:
-            cache = {}
-        hits: frozenset[int] | None = None
-        for root, tables in plan.guards:
-            if root is not None and not root(event, cache):
-                continue
-            for slot, compute, table, texty in tables:
-                texts = cache.get(slot)
-                if texts is None:
-                    texts = cache[slot] = compute(event, cache)
-                if not texts:
-                    continue
-                if texty:
-                    hits = texty if hits is None else hits | texty
-                for t in texts:
-                    found = table.get(t)
-                    if found is not None:
-                        hits = found if hits is None else hits | found
-        if hits is None:
+        hits: frozenset[int] = NOTHING
+        for lookup in plan.guards:
+            found = lookup(event, cache)
+            if found:
+                hits = found if not hits else hits | found
+        if not hits:
             return plan.always
-        return [c for c, pos in plan.ordered if pos is None or pos in hits]
+        if hits.isdisjoint(plan.guarded):  # only blockers reported (a control-plane identity)
+            if hits.isdisjoint(plan.always_blocks):
+                return plan.always
+            return [(c, test) for c, test, g, b in plan.ordered if g < 0 and b not in hits]
+        return [
+            (c, test) for c, test, g, b in plan.ordered if (g < 0 or g in hits) and b not in hits
+        ]
+
+    def candidates(
+        self, event: dict[str, Any], cache: dict[str, Any] | None = None
+    ) -> Sequence[CompiledRule]:
+        """Rules that might match ``event``, in rule order (all others provably cannot)."""
+        return [c for c, _ in self._select(event, {} if cache is None else cache)]
 
     def evaluate(self, event: dict[str, Any]) -> list[Match]:
         """Every rule that matches ``event``, in rule order."""
         cache: dict[str, Any] = {}
         out = []
-        for c in self.candidates(event, cache):
-            if c.test(event, cache):
+        for c, test in self._select(event, cache):
+            if test(event, cache):
                 out.append(Match(c.rule, event, compiled=c))
         return out
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 Getter = Callable[[dict[str, Any], dict[str, Any]], tuple[Any, ...]]
 
@@ -60,6 +60,11 @@ def resolve_alias(field: str) -> str:
     ('podSpec.volumes.hostPath.path', 'verb')
     """
     return ALIASES.get(field, field)
+
+
+def flatten_into(value: Any, out: list[Any]) -> None:
+    """Append ``value`` to ``out``, or its items when it is a (nested) list."""
+    _flatten_into(value, out)
 
 
 def _flatten_into(value: Any, out: list[Any]) -> None:
@@ -165,17 +170,62 @@ def _walker(segments: tuple[str, ...]) -> Getter:
 
 
 def exec_commands(event: dict[str, Any]) -> list[str] | None:
-    """URL-decoded ``command=`` values of an exec/attach request URI, or None.
+    """The command of an exec/attach request: URL-decoded ``command=`` values, or None.
+
+    When the request URI carries no ``command=`` values (GKE entries, some AKS/EKS exports),
+    the ``command`` list of the request body (``PodExecOptions``) is used instead.
 
     >>> exec_commands({"requestURI": "/api/v1/namespaces/d/pods/p/exec?command=sh&command=-c"
     ...                "&command=id%3Bcat+%2Fetc%2Fshadow&container=c&stdin=true"})
     ['sh', '-c', 'id;cat /etc/shadow']
+    >>> exec_commands({"requestURI": "/api/v1/namespaces/d/pods/p/exec",
+    ...                "objectRef": {"resource": "pods", "subresource": "exec"},
+    ...                "requestObject": {"command": ["cat", "/etc/shadow"]}})
+    ['cat', '/etc/shadow']
     """
     uri = event.get("requestURI")
-    if not isinstance(uri, str) or "command=" not in uri:
+    # `comm%61nd=` is a command to the API server too (query keys are URL-decoded)
+    if isinstance(uri, str) and ("command=" in uri or ("%" in uri and "?" in uri)):
+        values = _query_commands(uri)
+        if values:
+            return values
+    return _body_command(event)
+
+
+def _query_commands(uri: str) -> list[str]:
+    """``command`` values of a URI's query, as ``parse_qsl(urlsplit(uri).query)`` finds them."""
+    if "#" in uri or "\t" in uri or "\r" in uri or "\n" in uri:
+        query = urlsplit(uri).query  # fragments and stripped characters: the library's way
+        return [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "command"]
+    values = []
+    for part in uri.partition("?")[2].split("&"):
+        name, _, value = part.partition("=")
+        if name == "command" or (
+            ("%" in name or "+" in name) and unquote(name.replace("+", " ")) == "command"
+        ):
+            values.append(unquote(value.replace("+", " ")))
+    return values
+
+
+_EXEC_SUBRESOURCES = ("exec", "attach")
+_EXEC_KINDS = ("PodExecOptions", "PodAttachOptions")
+
+
+def _body_command(event: dict[str, Any]) -> list[str] | None:
+    """``requestObject.command`` of an exec/attach request (strings only), or None."""
+    body = event.get("requestObject")
+    if not isinstance(body, dict):
         return None
-    query = urlsplit(uri).query
-    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == "command"]
+    command = body.get("command")
+    if isinstance(command, str):
+        command = [command]
+    if not isinstance(command, list) or not command:
+        return None
+    ref = event.get("objectRef")
+    subresource = ref.get("subresource") if isinstance(ref, dict) else None
+    if subresource not in _EXEC_SUBRESOURCES and body.get("kind") not in _EXEC_KINDS:
+        return None  # a top-level `command` in some other object is not an exec
+    values = [c for c in command if isinstance(c, str)]
     return values or None
 
 
@@ -260,7 +310,10 @@ def _command_line(event: dict[str, Any]) -> Any:
 
 
 def _all_containers(event: dict[str, Any]) -> Any:
-    spec = pod_spec(event)
+    return _containers_of(pod_spec(event))
+
+
+def _containers_of(spec: dict[str, Any] | None) -> Any:
     if spec is None:
         return _MISSING
     out: list[Any] = []
@@ -287,8 +340,12 @@ def _or_missing(value: Any) -> Any:
     return _MISSING if value is None else value
 
 
-def _derived_root(field: str) -> tuple[str, tuple[str, ...]] | None:
-    """Split a field into (derived name, rest) when it starts with a derived field."""
+def derived_root(field: str) -> tuple[str, tuple[str, ...]] | None:
+    """Split a field into (derived name, rest) when it starts with a derived field.
+
+    >>> derived_root("podSpec.allContainers.image"), derived_root("user.username")
+    (('podSpec.allContainers', ('image',)), None)
+    """
     for name in ("podSpec.allContainers", "response.success", "podSpec"):
         if field == name or field.startswith(name + "."):
             rest = field[len(name) + 1 :]
@@ -305,24 +362,41 @@ def is_derived(field: str) -> bool:
     >>> is_derived("podSpec.hostPID"), is_derived("user.username")
     (True, False)
     """
-    return _derived_root(field) is not None
+    return derived_root(field) is not None
+
+
+_UNSET = object()  # "not computed yet" in the per-event cache (_MISSING is "absent")
+
+
+def _cached_deriver(name: str) -> Callable[[dict[str, Any], dict[str, Any]], Any]:
+    """The deriver of ``name``; all containers reuse the event's cached pod spec."""
+    if name == "podSpec.allContainers":
+
+        def all_containers(event: dict[str, Any], cache: dict[str, Any]) -> Any:
+            spec = cache.get("\x00podSpec", _UNSET)
+            if spec is _UNSET:
+                spec = cache["\x00podSpec"] = _or_missing(pod_spec(event))
+            return _containers_of(None if spec is _MISSING else spec)
+
+        return all_containers
+    derive = _DERIVERS[name]
+    return lambda event, cache: derive(event)
 
 
 def compile_path(field: str) -> Getter:
     """Compile a canonical dotted field into ``(event, cache) -> leaves`` (aliases not applied)."""
-    derived = _derived_root(field)
+    derived = derived_root(field)
     if derived is None:
         return _walker(tuple(field.split(".")))
     name, rest = derived
-    derive = _DERIVERS[name]
+    derive = _cached_deriver(name)
     slot = "\x00" + name
     tail = _walker(rest) if rest else None
 
     def get_derived(event: dict[str, Any], cache: dict[str, Any]) -> tuple[Any, ...]:
-        root = cache.get(slot, _MISSING)
-        if root is _MISSING:
-            root = derive(event)
-            cache[slot] = root
+        root = cache.get(slot, _UNSET)
+        if root is _UNSET:
+            root = cache[slot] = derive(event, cache)
         if root is _MISSING:
             return ()
         if tail is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from detections.condition import And, AtLeast, Node, Not, Ref
+from detections.condition import And, AtLeast, Node, Not, Or, Ref
 from detections.rule import FieldMatch, Selection
 
 INDEXED = ("verb", "objectRef.resource", "objectRef.subresource")
@@ -151,11 +151,20 @@ def admits(c: Constraints, key: tuple[Value, Value, Value]) -> bool:
 #
 # A guard is a list of atoms over arbitrary fields such that, whenever the rule matches, at least
 # one atom holds: ("exact", path, values) = some lower-cased text of the field is in ``values``;
-# ("text", path, None) = the field has at least one text (str, number or bool) value. Guards let
+# ("test", path, field match) = some text of the field passes the comparison's text test
+# (matchers.text_test); ("present", path, None) = the field has at least one non-null value
+# (what `|exists: true` asks, and implied by every comparison with a text). Guards let
 # the engine skip, with one shared dict lookup per field, rules that are not constrained by the
 # primary index (e.g. "anonymous user" or "impersonation" rules that apply to every verb).
 
-Atom = tuple[str, str, frozenset[str] | None]
+Atom = tuple[str, str, frozenset[str] | FieldMatch | None]
+
+#: Modifiers of a comparison that tests each text of the field on its own: a ("test", path,
+#: field match) atom, which the engine turns into one memoized lookup per distinct value.
+_TEXT_TEST_MODIFIERS = frozenset(
+    {"contains", "startswith", "endswith", "re", "cidr", "all", "cased", "expand", "base64"}
+    | {"base64offset", "i", "ignorecase", "m", "multiline", "s", "dotall"}
+)
 
 #: Fields nearly every event has: a presence atom on them filters nothing.
 _ALWAYS_PRESENT = frozenset(
@@ -187,8 +196,18 @@ _ALWAYS_PRESENT = frozenset(
     }
 )
 
-#: Values most events carry: an exact atom on them filters little.
-_COMMON_VALUES = frozenset({"allow", "true", "false", "200", "201", "responsecomplete", "metadata"})
+#: Values most events carry in a field: an exact atom on them filters little.
+_COMMON_VALUES: dict[str, frozenset[str]] = {
+    "decision": frozenset({"allow"}),
+    "annotations.authorization.k8s.io/decision": frozenset({"allow"}),
+    "response.success": frozenset({"true", "false"}),
+    "responseStatus.code": frozenset({"200", "201"}),
+    "stage": frozenset({"responsecomplete"}),
+    "level": frozenset({"metadata", "request", "requestresponse"}),
+}
+
+#: Guards scoring this or worse let nearly every event through: cheaper not to look them up.
+WEAK_GUARD = 300
 
 
 def _text_form(value: object) -> str | None:
@@ -204,25 +223,30 @@ def _atom(fm: FieldMatch) -> Atom | None:
     mods = set(fm.modifiers)
     if fm.path in INDEXED:
         return None  # the primary index already uses these
-    if None in fm.values or "exists" in mods or "fieldref" in mods:
-        return None  # null matches absence; exists/fieldref are about structure, not text
+    if "exists" in mods:
+        if len(fm.values) == 1 and fm.values[0] is True and fm.path not in _ALWAYS_PRESENT:
+            return ("present", fm.path, None)
+        return None  # exists: false holds when the field is absent
+    if None in fm.values or "fieldref" in mods:
+        return None  # null matches absence; fieldref compares two fields
     if not mods - {"cased"}:
         texts = {_text_form(v) for v in fm.values}
         if None not in texts and not any(set(t) & {"*", "?", "\\"} for t in texts if t is not None):
             return ("exact", fm.path, frozenset(t for t in texts if t is not None))
-    if "all" in mods and len(fm.values) == 0:
-        return None
+    if fm.values and not mods - _TEXT_TEST_MODIFIERS:
+        return ("test", fm.path, fm)
     if fm.path in _ALWAYS_PRESENT:
         return None
-    return ("text", fm.path, None)
+    return ("present", fm.path, None)  # a text value is a non-null value
 
 
-def _score(atoms: list[Atom]) -> int:
+def score(atoms: list[Atom]) -> int:
     """Lower is better: how likely the guard is to let an ordinary event through."""
     worst = 0
-    for kind, _path, values in atoms:
-        common = kind == "exact" and bool(values and values & _COMMON_VALUES)
-        worst = max(worst, 2 if common else 0 if kind == "exact" else 1)
+    for kind, path, values in atoms:
+        common = isinstance(values, frozenset) and bool(values & _COMMON_VALUES.get(path, set()))
+        rank = 0 if kind == "exact" else 1 if kind == "test" else 2  # "present" last
+        worst = max(worst, 3 if common else rank)
     return worst * 100 + len(atoms)
 
 
@@ -241,16 +265,52 @@ def guard(node: Node, selections: Mapping[str, Selection]) -> list[Atom] | None:
             atoms = [a for a in (_atom(fm) for fm in alt) if a is not None]
             if not atoms:
                 return None
-            out.append(min(atoms, key=lambda a: _score([a])))
+            out.append(min(atoms, key=lambda a: score([a])))
         return out
     if isinstance(node, Not):
         return None
     if isinstance(node, And):
         options = [g for g in (guard(i, selections) for i in node.items) if g is not None]
-        return min(options, key=_score) if options else None
+        return min(options, key=score) if options else None
     if isinstance(node, AtLeast) and node.count > len(node.items):
         return []
     parts = [guard(i, selections) for i in node.items]
     if any(p is None for p in parts):
         return None
     return [a for p in parts if p is not None for a in p]
+
+
+# --- blockers -----------------------------------------------------------------------------------
+#
+# The other way round: field comparisons any one of which, when it holds, makes the rule false
+# (`selection and not filter_system` with `filter_system: {user.username|expand: ...}`). Most
+# audit traffic comes from control-plane identities that such filters exempt, so one lookup of
+# the user name rules out every rule that trusts it.
+
+
+def blockers(node: Node, selections: Mapping[str, Selection]) -> list[FieldMatch]:
+    """Comparisons any one of which, when it holds for an event, makes ``node`` false.
+
+    >>> from detections.rule import FieldMatch, Selection
+    >>> sel = Selection("s", ((FieldMatch("verb", "verb", "verb", (), ("get",)),),))
+    >>> flt = Selection("f", ((FieldMatch("u", "user.username", "user.username", (),
+    ...                                   ("kubelet",)),),))
+    >>> [fm.path for fm in blockers(And((Ref("s"), Not(Ref("f")))), {"s": sel, "f": flt})]
+    ['user.username']
+    """
+    if isinstance(node, And):
+        return [fm for item in node.items for fm in blockers(item, selections)]
+    if isinstance(node, Not):
+        return _holders(node.item, selections)
+    return []
+
+
+def _holders(node: Node, selections: Mapping[str, Selection]) -> list[FieldMatch]:
+    """Comparisons any one of which, when it holds for an event, makes ``node`` true."""
+    if isinstance(node, Ref):
+        return [alt[0] for alt in selections[node.name].alternatives if len(alt) == 1]
+    if isinstance(node, Or):
+        return [fm for item in node.items for fm in _holders(item, selections)]
+    if isinstance(node, Not):
+        return blockers(node.item, selections)
+    return []  # And / AtLeast: one comparison alone does not make them true

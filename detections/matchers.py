@@ -18,7 +18,7 @@ import base64
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import re2
 
@@ -49,6 +49,45 @@ MODIFIERS = (*MATCH_TYPES, *TRANSFORMS, *FLAGS, *REGEX_FLAGS)
 
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
+
+#: Distinct texts one memoized test remembers before it starts afresh (bounds memory).
+MEMO_ENTRIES = 2048
+#: Longer texts are tested every time: they rarely repeat and would bloat the memo.
+MEMO_MAX_TEXT = 256
+
+_T = TypeVar("_T")
+
+
+def memoize(test: Callable[[str], _T]) -> Callable[[str], _T]:
+    """``test`` with a bounded memo of its results, keyed by the text.
+
+    Field values repeat endlessly in audit logs (user agents, user names, images), so a
+    pattern list is run once per distinct value instead of once per event. The memo is
+    cleared when full, so a flood of unique values costs what it would without one.
+
+    >>> calls = []
+    >>> slow = memoize(lambda t: calls.append(t) or t.startswith("kube"))
+    >>> slow("kubectl/v1.31"), slow("kubectl/v1.31"), len(calls)
+    (True, True, 1)
+    """
+    memo: dict[str, _T] = {}
+    get = memo.get
+
+    def check(text: str) -> _T:
+        found = get(text)
+        if found is None:
+            found = test(text)
+            if len(text) <= MEMO_MAX_TEXT:
+                if len(memo) >= MEMO_ENTRIES:
+                    memo.clear()
+                memo[text] = found
+        return found
+
+    return check
+
+
+def _lowered(test: Callable[[str], bool]) -> Callable[[str], bool]:
+    return lambda t: test(t.lower())
 
 
 class MatchSpecError(ValueError):
@@ -143,6 +182,19 @@ def _text(value: Any) -> str | None:
     if isinstance(value, (int, float)):
         return str(value)
     return None
+
+
+def texts_of(leaves: Sequence[Any]) -> tuple[str, ...]:
+    """The text forms (str, number, bool) of a field's leaves, as comparisons see them.
+
+    >>> texts_of(("a", 401, True, None, {"x": 1}))
+    ('a', '401', 'true')
+    """
+    if not leaves:
+        return ()
+    if len(leaves) == 1 and leaves[0].__class__ is str:
+        return tuple(leaves)
+    return tuple(t for t in map(_text, leaves) if t is not None)
 
 
 def _texts_compute(
@@ -374,6 +426,10 @@ def compile_match(
             expanded_values.extend(expanded)
         else:
             expanded_values.append(v)
+    if not expanded_values and "exists" not in mods:
+        # Only `|expand` of empty lists gets here: an OR over nothing, and `|all` of nothing
+        # must not turn into "everything" either. An empty list matches no event.
+        return _never
     try:
         return _compile_values(path, modifiers, expanded_values, raw, getter)
     except MatchSpecError as exc:
@@ -420,7 +476,9 @@ def _compile_values(
                 nets.append(ipaddress.ip_network(str(v), strict=False))
             except ValueError:
                 raise MatchSpecError(f"invalid CIDR {v!r}", i) from None
-        return _combine(getter, [_cidr_test(n) for n in nets], match_all)
+        if match_all:
+            return _combine(getter, [_cidr_test(n) for n in nets], True)
+        return _any_address(getter, cidr_test(nets))
 
     strings = list(values)
 
@@ -438,7 +496,9 @@ def _compile_values(
                 )
                 raise MatchSpecError(f"regex {v!r} is not valid RE2 syntax: {detail}", i) from None
         texts = _texts_getter(path, raw, lower=False)
-        return _combine_texts(texts, [_regex_test(r) for r in regexes], match_all)
+        if match_all:
+            return _combine_texts(texts, [memoize(_regex_test(r)) for r in regexes], True)
+        return _any_text("T" + path, _texts_compute(raw, False, path), _regex_any(regexes))
 
     if mtype == "fieldref":
         lower = "cased" not in mods
@@ -452,6 +512,50 @@ def _compile_values(
         return _fieldref(mine, others, match_all)
 
     # plain / contains / startswith / endswith, possibly base64-encoded
+    lower, patterns, null_ok = _string_patterns(modifiers, strings)
+    texts = _texts_getter(path, raw, lower=False)
+    if not patterns and not null_ok:
+        return _never  # an |expand of an empty list: OR over nothing
+    if match_all:
+        tests = [_raw_test(_string_test(g), lower) for g in patterns]
+        return _combine_texts(texts, tests, True)
+    flat = [p for g in patterns for p in g]
+    if not flat:  # only null: the field is absent or null
+        return lambda event, cache: all(v is None for v in getter(event, cache))
+    test = _raw_test(_string_test(flat), lower)
+    if null_ok:
+
+        def null_or(event: dict[str, Any], cache: dict[str, Any]) -> bool:
+            leaves = getter(event, cache)
+            if all(v is None for v in leaves):
+                return True
+            return any(test(t) for t in texts(event, cache))
+
+        return null_or
+    if all(p.kind == "exact" for p in flat):
+        return _any_exact(
+            ("L" if lower else "T") + path, _texts_compute(raw, lower, path), {p.text for p in flat}
+        )
+    return _any_text("T" + path, _texts_compute(raw, False, path), test)
+
+
+def _raw_test(test: Callable[[str], bool], lower: bool) -> Callable[[str], bool]:
+    """A memoized test of an event's own text (lowered first when the match ignores case)."""
+    return memoize(_lowered(test) if lower else test)
+
+
+def _regex_any(regexes: Sequence[Any]) -> Callable[[str], bool]:
+    tests = [_regex_test(r) for r in regexes]
+    return memoize(lambda t: any(test(t) for test in tests))
+
+
+def _string_patterns(
+    modifiers: Sequence[str], strings: Sequence[Any]
+) -> tuple[bool, list[list[_Pattern]], bool]:
+    """(lower-case?, one OR-group of patterns per value, null allowed?) for string matches."""
+    mods = set(modifiers)
+    mtype = next((m for m in modifiers if m in MATCH_TYPES), None)
+    match_all = "all" in mods
     lower = "cased" not in mods and not ({"base64", "base64offset"} & mods)
     null_ok = False
     patterns: list[list[_Pattern]] = []  # one OR-group per original value (for |all)
@@ -481,29 +585,61 @@ def _compile_values(
                 toks.insert(0, STAR)
             group.append(_classify(toks))
         patterns.append(group)
-    texts = _texts_getter(path, raw, lower)
-    if not patterns and not null_ok:
-        return _never  # an |expand of an empty list: OR over nothing
-    if match_all:
-        tests = [_string_test(g) for g in patterns]
-        return _combine_texts(texts, tests, True)
-    flat = [p for g in patterns for p in g]
-    test = _string_test(flat) if flat else None
-    if null_ok:
+    return lower, patterns, null_ok
 
-        def null_or(event: dict[str, Any], cache: dict[str, Any]) -> bool:
-            leaves = getter(event, cache)
-            if all(v is None for v in leaves):
-                return True
-            return test is not None and any(test(t) for t in texts(event, cache))
 
-        return null_or
-    assert test is not None
-    if all(p.kind == "exact" for p in flat):
-        return _any_exact(
-            ("L" if lower else "T") + path, _texts_compute(raw, lower, path), {p.text for p in flat}
-        )
-    return _any_text(("L" if lower else "T") + path, _texts_compute(raw, lower, path), test)
+#: Modifiers whose comparison is a test of each text on its own (usable as a guard).
+_TEXT_MODIFIERS = frozenset(
+    {"contains", "startswith", "endswith", "re", "cidr", "all", "cased", "expand", "base64"}
+    | {"base64offset", *REGEX_FLAGS}
+)
+
+
+def text_test(
+    modifiers: Sequence[str], values: Sequence[Any], lists: Mapping[str, Sequence[Any]]
+) -> Callable[[str], bool] | None:
+    """A memoized test on one (un-lowered) text of a field, if the comparison is text-wise.
+
+    Whenever the comparison holds for an event, at least one text of the field passes the
+    test (for ``|all``, the test of the first value): the engine uses it to skip rules with
+    one dict lookup per distinct field value. None for null, numeric, exists, fieldref.
+
+    >>> t = text_test(("contains", "expand"), ["%tools%"], {"tools": ["peirates", "kubiscan"]})
+    >>> t("Peirates/v1"), t("kubectl/v1.31")
+    (True, False)
+    """
+    mods = set(modifiers)
+    if mods - _TEXT_MODIFIERS or any(v is None for v in values):
+        return None
+    expanded: list[Any] = []
+    for v in values:
+        if "expand" in mods:
+            if not isinstance(v, str):
+                return None
+            found, unknown = expand_placeholders(v, lists)
+            if unknown is not None:
+                return None
+            expanded.extend(found)
+        else:
+            expanded.append(v)
+    if not expanded:
+        return lambda t: False
+    if "cidr" in mods:
+        try:
+            nets = [ipaddress.ip_network(str(v), strict=False) for v in expanded]
+        except ValueError:
+            return None
+        return cidr_test(nets[:1] if "all" in mods else nets)
+    if "re" in mods:
+        flags = "".join(sorted({REGEX_FLAGS[m] for m in modifiers if m in REGEX_FLAGS}))
+        regexes = [
+            re2.compile((f"(?{flags})" if flags else "") + str(v), _RE2_OPTIONS)
+            for v in (expanded[:1] if "all" in mods else expanded)
+        ]
+        return _regex_any(regexes)
+    lower, patterns, _ = _string_patterns(modifiers, expanded)
+    group = patterns[0] if "all" in mods else [p for g in patterns for p in g]
+    return _raw_test(_string_test(group), lower)
 
 
 def _never(event: dict[str, Any], cache: dict[str, Any]) -> bool:
@@ -590,6 +726,56 @@ def _numeric_test(compare: Callable[[float, float], bool], bound: float) -> Call
         return n is not None and compare(n, bound)
 
     return test
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def cidr_test(nets: Sequence[Network]) -> Callable[[str], bool]:
+    """Whether an address text lies in any of ``nets``: memoized, one set lookup per prefix
+    length, so a feed of thousands of Tor exit nodes costs what a handful does.
+
+    >>> test = cidr_test([ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fc00::/7")])
+    >>> test("10.1.2.3"), test("11.0.0.1"), test("fd00::1"), test("not an address")
+    (True, False, True, False)
+    """
+    # (version, prefix length) -> network numbers shifted down to their prefix
+    tables: dict[tuple[int, int], set[int]] = {}
+    for net in nets:
+        shift = net.max_prefixlen - net.prefixlen
+        tables.setdefault((net.version, net.prefixlen), set()).add(
+            int(net.network_address) >> shift
+        )
+    by_version = {
+        version: tuple(
+            (bits - length, frozenset(numbers))
+            for (v, length), numbers in sorted(tables.items())
+            if v == version
+        )
+        for version, bits in ((4, 32), (6, 128))
+    }
+
+    def test(text: str) -> bool:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        number = int(address)
+        return any(number >> shift in numbers for shift, numbers in by_version[address.version])
+
+    return memoize(test)
+
+
+def _any_address(getter: Getter, test: Callable[[str], bool]) -> Predicate:
+    """Any string leaf of the field passes the (memoized) address test."""
+
+    def pred(event: dict[str, Any], cache: dict[str, Any]) -> bool:
+        for leaf in getter(event, cache):  # noqa: SIM110 - a plain loop is faster on the hot path
+            if isinstance(leaf, str) and test(leaf):
+                return True
+        return False
+
+    return pred
 
 
 def _cidr_test(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Callable[[Any], bool]:

@@ -224,8 +224,10 @@ def gke_to_event(entry: dict[str, Any]) -> dict[str, Any] | str:
         ev["user"] = {"username": authn["principalEmail"]}
     meta = pp.get("requestMetadata")
     if isinstance(meta, dict):
-        if isinstance(meta.get("callerIp"), str):
-            ev["sourceIPs"] = [meta["callerIp"]]
+        # Cloud Audit Logs spell it callerIp; some exporters and hand-written samples callerIP.
+        caller = meta.get("callerIp", meta.get("callerIP"))
+        if isinstance(caller, str):
+            ev["sourceIPs"] = [caller]
         if isinstance(meta.get("callerSuppliedUserAgent"), str):
             ev["userAgent"] = meta["callerSuppliedUserAgent"]
     status = pp.get("status")

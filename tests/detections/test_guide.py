@@ -1,4 +1,4 @@
-"""The README's rule-writing guide is executable: its files are written and its commands run, outputs compared.
+"""The README's rule-writing guide is executable: files written, commands run, outputs compared.
 
 Conventions in the guide: a fenced block whose info string has ``file=PATH`` is written to
 PATH; a ``console`` block holds ``$ klaxon ...`` commands, each followed by its expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,3 +61,58 @@ def test_numbers_in_lists_match_numeric_fields() -> None:
     pred = compile_match("requestObject.spec.ports.port", ("expand",), ["%ports%"], lists)
     assert pred({"requestObject": {"spec": {"ports": [{"port": 80}, {"port": 2375}]}}}, {})
     assert not pred({"requestObject": {"spec": {"ports": [{"port": 80}]}}}, {})
+
+
+EMPTY_LIST_RULE = (
+    "title: empty\nid: 5b6c7d8e-0000-4000-8000-00000000000a\ndetection:\n"
+    "  s:\n    verb: get\n    {key}: '%nobody%'\n  condition: {condition}\n"
+)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "user.username|expand",
+        "user.username|contains|expand",
+        "user.username|startswith|all|expand",
+        "user.username|re|expand",
+        "user.username|cased|expand",
+        "user.username|base64offset|contains|expand",
+        "user.username|fieldref|all|expand",
+        "sourceIPs|cidr|all|expand",
+        "responseStatus.code|gte|all|expand",
+        "responseStatus.code|lt|expand",
+    ],
+)
+def test_an_empty_list_matches_nothing(tmp_path: Path, key: str) -> None:
+    """A named list with `values: []` loads, and a comparison with it holds for no event,
+    `|all` included (all of nothing must not become "everything")."""
+    (tmp_path / "mine.yml").write_text("nobody:\n  description: none yet\n  values: []\n")
+    text = EMPTY_LIST_RULE.format(key=key, condition="s")
+    rules = load_rules([], [tmp_path / "mine.yml"], texts={"r.yml": text})
+    events: list[dict[str, Any]] = [
+        {"verb": "get"},
+        {"verb": "get", "user": {"username": "alice"}, "sourceIPs": ["10.0.0.1"]},
+        {"verb": "get", "responseStatus": {"code": 403}, "user": {"username": "403"}},
+    ]
+    for engine in (Engine(rules), Engine(rules, use_index=False)):
+        assert [engine.evaluate(ev) for ev in events] == [[], [], []]
+
+
+def test_not_an_empty_list_matches_everything(tmp_path: Path) -> None:
+    """`selection and not filter` with an empty allow-list filters nothing out."""
+    (tmp_path / "mine.yml").write_text("nobody:\n  values: []\n")
+    text = (
+        "title: empty\nid: 5b6c7d8e-0000-4000-8000-00000000000b\ndetection:\n"
+        "  s: {verb: get}\n  f: {user.username|expand: '%nobody%'}\n  condition: s and not f\n"
+    )
+    engine = Engine(load_rules([], [tmp_path / "mine.yml"], texts={"r.yml": text}))
+    assert len(engine.evaluate({"verb": "get", "user": {"username": "alice"}})) == 1
+
+
+def test_exists_with_a_list_is_a_load_error(tmp_path: Path) -> None:
+    """`|exists` takes true or false, never a list, and says so at load time."""
+    (tmp_path / "mine.yml").write_text("nobody:\n  values: []\n")
+    text = EMPTY_LIST_RULE.format(key="user.username|exists|expand", condition="s")
+    with pytest.raises(RuleLoadError, match="'exists' takes a single true or false"):
+        load_rules([], [tmp_path / "mine.yml"], texts={"r.yml": text})

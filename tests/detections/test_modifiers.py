@@ -248,3 +248,35 @@ def test_invalid_specs_are_rejected(mods: tuple[str, ...], values: list[Any], me
     """Patterns RE2 cannot compile and nonsensical modifier uses fail at load time."""
     with pytest.raises(MatchSpecError, match=re.escape(message)):
         compile_match("f", mods, values)
+
+
+ADDRESSES = st.one_of(
+    st.ip_addresses().map(str),
+    st.sampled_from(["10.0.0.1", "not an ip", "", "1.2.3", "::ffff:10.0.0.1", "010.0.0.1"]),
+)
+NETWORKS = st.one_of(
+    st.ip_addresses(v=4).flatmap(
+        lambda a: st.integers(0, 32).map(lambda n: ipaddress.ip_network(f"{a}/{n}", strict=False))
+    ),
+    st.ip_addresses(v=6).flatmap(
+        lambda a: st.integers(0, 128).map(lambda n: ipaddress.ip_network(f"{a}/{n}", strict=False))
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(NETWORKS, min_size=1, max_size=6), st.lists(ADDRESSES, min_size=1, max_size=4))
+def test_cidr_lists_match_like_ipaddress(
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network], ips: list[str]
+) -> None:
+    """`|cidr` over many networks (one set lookup per prefix length) agrees with `ip in net`."""
+
+    def reference(text: str) -> bool:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return False
+        return any(address in net for net in nets)
+
+    pred = compile_match("sourceIPs", ("cidr",), [str(n) for n in nets])
+    assert pred({"sourceIPs": ips}, {}) is any(reference(ip) for ip in ips)

@@ -316,6 +316,14 @@ def test_gke_status_stage_and_subresource_mapping() -> None:
     assert ev["cluster"] == "gke-1"
 
 
+def test_gke_caller_ip_is_the_source_ip_in_either_spelling() -> None:
+    """requestMetadata.callerIp (Cloud Audit Logs) and callerIP (some exporters) both map."""
+    for key in ("callerIp", "callerIP"):
+        entry = gke_entry(requestMetadata={key: "198.51.100.9", "callerSuppliedUserAgent": "k/1"})
+        (ev,) = decode_payload(dumps(entry)).events
+        assert ev["sourceIPs"] == ["198.51.100.9"] and ev["userAgent"] == "k/1"
+
+
 def test_gke_non_kubernetes_services_are_filtered_and_bad_payloads_rejected() -> None:
     """GCP admin entries of other services are filtered; non-AuditLog payloads rejected."""
     other = decode_payload(dumps(gke_entry(serviceName="container.googleapis.com")))

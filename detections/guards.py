@@ -1,0 +1,394 @@
+"""Guard lookups: which guarded rules an event's field values let through, in a few dict hits.
+
+A rule's guard (:func:`detections.index.guard`) is a list of atoms over non-indexed fields, at
+least one of which holds whenever the rule matches. For every guarded field the engine keeps
+one *classifier*: a memoized function from one text of the field to the numbers of the rules
+whose atom on that field the text satisfies. Field values repeat endlessly in audit logs (user
+names, user agents, response codes, images), so after warm-up each field costs one walk and
+one dict lookup per event, however many rules guard on it.
+
+A lookup returns a frozenset of rule numbers, or None when the field has no value at all
+(absent or null): then neither its value atoms nor its presence atoms hold.
+
+>>> from detections.matchers import text_test
+>>> classify = classifier([(0, exact_test(frozenset({"system:anonymous"}))),
+...                        (1, text_test(("startswith",), ["system:serviceaccount:"], {}))])
+>>> look = field_lookup("user.username", classify)
+>>> look({"user": {"username": "System:Anonymous"}}, {}), look({"verb": "get"}, {})
+(frozenset({0}), None)
+>>> sorted(look({"user": {"username": ["system:serviceaccount:a:b", "system:anonymous"]}}, {}))
+[0, 1]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from detections.fields import compile_path, derived_root, flatten_into
+from detections.matchers import MEMO_ENTRIES, memoize, texts_of
+
+#: text -> numbers of the rules whose atom on one field the text satisfies.
+Classifier = Callable[[str], frozenset[int]]
+#: (event, per-event cache) -> rule numbers let through, or None when the field has no value.
+Lookup = Callable[[dict[str, Any], dict[str, Any]], frozenset[int] | None]
+
+NOTHING: frozenset[int] = frozenset()
+_MISSING = object()
+
+
+def classifier(atoms: Sequence[tuple[int, Callable[[str], bool]]]) -> Classifier:
+    """One field's classifier over ``(rule number, text test)`` atoms (memoized)."""
+    items = tuple(atoms)
+    # Equal results are one object, so whoever keys a dict by them compares by identity.
+    canonical: dict[frozenset[int], frozenset[int]] = {}
+
+    def classify(text: str) -> frozenset[int]:
+        found = frozenset(n for n, test in items if test(text))
+        if len(canonical) >= MEMO_ENTRIES:
+            canonical.clear()
+        return canonical.setdefault(found, found)
+
+    return memoize(classify)
+
+
+def exact_test(values: frozenset[str]) -> Callable[[str], bool]:
+    """The text test of an ``exact`` atom: the lower-cased text is one of ``values``."""
+    return lambda t: t.lower() in values
+
+
+def _general(path: str, classify: Classifier, present: frozenset[int]) -> Lookup:
+    """Any field through the general walker (lists, dotted keys, derived fields)."""
+    getter = compile_path(path)
+
+    def general(event: dict[str, Any], cache: dict[str, Any]) -> frozenset[int] | None:
+        leaves = getter(event, cache)
+        if not any(leaf is not None for leaf in leaves):
+            return None
+        found = present
+        for t in texts_of(leaves):
+            found = found | classify(t)
+        return found
+
+    return general
+
+
+def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTHING) -> Lookup:
+    """The lookup of one field; ``present`` rules are let through by any non-null value.
+
+    Plain paths of up to three keys holding a string, an integer or a flat list of strings
+    are read inline; anything else takes the general walker, so the result is the same.
+    """
+    general = _general(path, classify, present)
+    split = derived_root(path)
+    if split is not None and not split[1]:
+        return _derived_lookup(compile_path(path), classify, present, general)
+    keys = tuple(path.split(".")) if split is None else ()
+    if not 1 <= len(keys) <= 3:
+        return general
+    a, b, c = (*keys, "", "")[:3]
+    depth = len(keys)
+    # Dotted keys the walker would try at the top when `a` is absent ("user.username").
+    top_alts = tuple(".".join(keys[:j]) for j in range(depth, 1, -1))
+    by_number: dict[int, frozenset[int]] = {}
+
+    def lookup(event: dict[str, Any], cache: dict[str, Any]) -> frozenset[int] | None:
+        v = event.get(a)
+        if v is None:
+            if a in event:
+                return general(event, cache)
+            for alt in top_alts:
+                if alt in event:
+                    return general(event, cache)
+            return None
+        if depth > 1:
+            if v.__class__ is not dict:
+                return general(event, cache)
+            v = v.get(b)
+            if depth > 2:
+                if v.__class__ is not dict:
+                    return general(event, cache)
+                v = v.get(c)
+        if v.__class__ is str:
+            return classify(v) | present if present else classify(v)
+        if v.__class__ is int:  # a status code: remembered by number, no str() per event
+            found = by_number.get(v)
+            if found is None:
+                found = classify(str(v))
+                if len(by_number) < MEMO_ENTRIES:
+                    by_number[v] = found
+            return found | present
+        if v is None:
+            return None  # absent or null below the top: no dotted alternatives at that depth
+        if v.__class__ is list:  # e.g. user.groups: a flat list of strings
+            if not v:
+                return None
+            hits = NOTHING
+            for item in v:
+                if item.__class__ is not str:
+                    return general(event, cache)
+                hit = classify(item)
+                if hit:
+                    hits = hit if not hits else hits | hit
+            return hits | present if present else hits
+        return general(event, cache)
+
+    return lookup
+
+
+def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> Lookup:
+    """One lookup for several two-key fields under the same top key (``user.username`` and
+    ``user.groups``): the union of their :func:`field_lookup` results, one walk to the top.
+
+    >>> look = sibling_lookup([
+    ...     ("user.username", classifier([(0, exact_test(frozenset({"admin"})))]), NOTHING),
+    ...     ("user.groups", classifier([(1, exact_test(frozenset({"system:masters"})))]),
+    ...      NOTHING)])
+    >>> sorted(look({"user": {"username": "admin", "groups": ["system:masters"]}}, {}))
+    [0, 1]
+    >>> look({"verb": "get"}, {}) is None
+    True
+    """
+    tops = {path.split(".")[0] for path, _, _ in fields}
+    shapes = {len(path.split(".")) == 2 and derived_root(path) is None for path, _, _ in fields}
+    if len(tops) != 1 or shapes != {True}:
+        raise ValueError("sibling_lookup needs two-key plain fields under one top key")
+    (top,) = tops
+    subs = tuple(
+        (path.split(".")[1], classify, present, _general(path, classify, present))
+        for path, classify, present in fields
+    )
+    top_alts = tuple(path for path, _, _ in fields)  # "user.username" as one dotted key
+    everything = [general for *_, general in subs]
+
+    def slow(event: dict[str, Any], cache: dict[str, Any]) -> frozenset[int] | None:
+        hits: frozenset[int] | None = None
+        for general in everything:
+            found = general(event, cache)
+            if found is not None:
+                hits = found if hits is None else hits | found
+        return hits
+
+    def lookup(event: dict[str, Any], cache: dict[str, Any]) -> frozenset[int] | None:
+        v = event.get(top)
+        if v.__class__ is not dict:
+            if v is None and top not in event:
+                for alt in top_alts:
+                    if alt in event:
+                        return slow(event, cache)
+                return None
+            return slow(event, cache)
+        hits: frozenset[int] | None = None
+        for key, classify, present, general in subs:
+            x = v.get(key)
+            if x is None:
+                continue  # absent or null: no dotted alternatives below the top
+            cls = x.__class__
+            found: frozenset[int] | None
+            if cls is str:
+                found = classify(x)
+            elif cls is list:
+                if not x:
+                    continue  # no values
+                found = NOTHING
+                for item in x:
+                    if item.__class__ is not str:
+                        found = general(event, cache)  # mixed values: the walker decides
+                        break
+                    hit = classify(item)
+                    if hit:
+                        found = hit if not found else found | hit
+                if found is None:
+                    continue
+            else:
+                found = general(event, cache)
+                if found is None:
+                    continue
+            if present:
+                found = found | present
+            if hits is None or not hits:
+                hits = found
+            elif found:
+                hits = hits | found
+        return hits
+
+    return lookup
+
+
+def _derived_lookup(
+    getter: Callable[..., tuple[Any, ...]],
+    classify: Classifier,
+    present: frozenset[int],
+    general: Lookup,
+) -> Lookup:
+    """A derived field itself (``response.success``, ``decision``): one cached scalar."""
+
+    def lookup(event: dict[str, Any], cache: dict[str, Any]) -> frozenset[int] | None:
+        leaves = getter(event, cache)
+        if not leaves:
+            return None
+        if len(leaves) == 1:
+            v = leaves[0]
+            cls = v.__class__
+            if cls is bool:
+                return classify("true" if v else "false") | present
+            if cls is str:
+                return classify(v) | present
+        return general(event, cache)
+
+    return lookup
+
+
+# --- many fields under one derived root in one walk ------------------------------------------
+
+
+class _Level:
+    """One trie level: per key, the level below and the guarded field ending there, plus the
+    dotted keys the per-field walker would try at this depth when a key is absent."""
+
+    __slots__ = ("alts", "children", "dotted")
+
+    def __init__(self) -> None:
+        self.children: dict[str, tuple[_Level | None, tuple[Classifier, frozenset[int]] | None]]
+        self.children = {}
+        self.alts: dict[str, tuple[str, ...]] = {}  # key -> its dotted alternatives
+        self.dotted: frozenset[str] = frozenset()  # all of them
+
+    def add(self, rest: tuple[str, ...], end: tuple[Classifier, frozenset[int]]) -> None:
+        key = rest[0]
+        self.alts[key] = tuple(
+            dict.fromkeys(
+                self.alts.get(key, ()) + tuple(".".join(rest[:j]) for j in range(len(rest), 1, -1))
+            )
+        )
+        self.dotted = self.dotted.union(self.alts[key])
+        below, here = self.children.get(key, (None, None))
+        if len(rest) == 1:
+            here = end
+        else:
+            below = below or _Level()
+            below.add(rest[1:], end)
+        self.children[key] = (below, here)
+
+
+class _Fallback(Exception):
+    """Something only the general walkers handle (a dotted key, a dict or str subclass)."""
+
+
+def _leaf_hits(
+    leaves: Sequence[Any], classify: Classifier, present: frozenset[int], hits: frozenset[int]
+) -> frozenset[int]:
+    for leaf in leaves:
+        cls = leaf.__class__
+        if cls is str:
+            t = leaf
+        elif cls is bool:
+            t = "true" if leaf else "false"
+        elif cls is int or cls is float:
+            t = str(leaf)
+        elif isinstance(leaf, (str, int, float)):
+            raise _Fallback
+        else:
+            if leaf is not None and present:  # a mapping: present, but no text
+                hits = hits | present
+            continue
+        found = classify(t)
+        if present:
+            found = found | present
+        if found:
+            hits = found if not hits else hits | found
+    return hits
+
+
+def _visit(value: Any, below: _Level | None, here: Any, hits: frozenset[int]) -> frozenset[int]:
+    flat: Sequence[Any]
+    if value.__class__ is list:
+        flat = []
+        flatten_into(value, flat)
+    else:
+        flat = (value,)
+    if here is not None:
+        hits = _leaf_hits(flat, here[0], here[1], hits)
+    if below is not None:
+        hits = _walk(flat, below, hits)
+    return hits
+
+
+def _walk(nodes: Sequence[Any], level: _Level, hits: frozenset[int]) -> frozenset[int]:
+    children = level.children
+    for node in nodes:
+        if node.__class__ is not dict:
+            if isinstance(node, dict):
+                raise _Fallback
+            continue
+        if len(node) <= len(children):
+            # Few keys (a securityContext): look at what is there.
+            for key, value in node.items():
+                entry = children.get(key)
+                if entry is None:
+                    if key in level.dotted:
+                        raise _Fallback  # a dotted alternative: the walkers decide
+                    continue
+                hits = _visit(value, entry[0], entry[1], hits)
+        else:
+            # Many keys (a whole event): look up what the fields need.
+            for key, (below, here) in children.items():
+                value = node.get(key, _MISSING)
+                if value is _MISSING:
+                    for alt in level.alts[key]:
+                        if alt in node:
+                            raise _Fallback
+                    continue
+                hits = _visit(value, below, here, hits)
+    return hits
+
+
+def nested_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> Lookup:
+    """One lookup for many fields sharing derived roots (a pod spec and its containers).
+
+    Equivalent to the union of each field's :func:`field_lookup` (None and empty alike), but
+    shared prefixes are walked once.
+
+    >>> look = nested_lookup([
+    ...     ("podSpec.hostPID", classifier([(0, exact_test(frozenset({"true"})))]), NOTHING),
+    ...     ("podSpec.allContainers.image", classifier([(1, exact_test(frozenset({"x"})))]),
+    ...      NOTHING)])
+    >>> sorted(look({"requestObject": {"kind": "Pod", "spec": {"hostPID": True,
+    ...     "containers": [{"image": "x"}]}}}, {}))
+    [0, 1]
+    """
+    groups: dict[str, _Level] = {}
+    direct: dict[str, list[tuple[Classifier, frozenset[int]]]] = {}
+    for path, classify, present in fields:
+        split = derived_root(path)
+        root, rest = split if split is not None else ("", tuple(path.split(".")))
+        if rest:
+            groups.setdefault(root, _Level()).add(rest, (classify, present))
+        else:
+            direct.setdefault(root, []).append((classify, present))
+    plan = [
+        (compile_path(root) if root else None, groups.get(root), direct.get(root, []))
+        for root in dict.fromkeys([*groups, *direct])
+    ]
+    fallback = [_general(path, classify, present) for path, classify, present in fields]
+
+    def lookup(event: dict[str, Any], cache: dict[str, Any]) -> frozenset[int] | None:
+        hits = NOTHING
+        try:
+            for get_root, level, ends in plan:
+                roots = get_root(event, cache) if get_root is not None else (event,)
+                if not roots:
+                    continue
+                for classify, present in ends:
+                    hits = _leaf_hits(roots, classify, present, hits)
+                if level is not None:
+                    hits = _walk(roots, level, hits)
+        except _Fallback:
+            hits = NOTHING
+            for each in fallback:
+                found = each(event, cache)
+                if found:
+                    hits = found if not hits else hits | found
+        return hits
+
+    return lookup
