@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -102,8 +103,26 @@ async def last_alert_time(bootstrap: str, topic: str, partitions: int) -> tuple[
         await consumer.stop()
 
 
-def run_worker(settings: Settings, workdir: Path, n: int, timeout: float) -> dict[str, Any]:
-    """Start a worker on the loaded topics; return its final status snapshot."""
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` (Linux ``/proc``; 0 elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def run_worker(
+    settings: Settings, workdir: Path, n: int, timeout: float, profile: Path | None = None
+) -> dict[str, Any]:
+    """Start a worker on the loaded topics; return its final status snapshot.
+
+    With ``profile``, the worker runs under ``py-spy record --idle --threads`` (raw collapsed
+    stacks written there when it stops; idle frames show where the worker waits).
+    """
     from pipeline.worker import settings_env
 
     status = workdir / "status.json"
@@ -111,13 +130,19 @@ def run_worker(settings: Settings, workdir: Path, n: int, timeout: float) -> dic
     env = {**os.environ, **settings_env(settings)}
     argv = [sys.executable, "-m", "klaxon", "worker", "--status-file", str(status)]
     argv += ["--health-interval", "0.25"]
+    if profile is not None:
+        spy = Path(sys.executable).with_name("py-spy")
+        argv = [str(spy), "record", "--idle", "--threads", "-r", "250", "-f", "speedscope"]
+        argv += ["-o", str(profile), "--", sys.executable, "-m", "klaxon", "worker"]
+        argv += ["--status-file", str(status), "--health-interval", "0.25"]
     started = time.time()
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         while True:
             time.sleep(0.25)
             if proc.poll() is not None:
-                raise SystemExit(f"worker exited {proc.returncode}; see {workdir / 'worker.log'}")
+                tail = (workdir / "worker.log").read_text(errors="replace")[-4000:]
+                raise SystemExit(f"worker exited {proc.returncode}; its log ends:\n{tail}")
             try:
                 snap: dict[str, Any] = json.loads(status.read_text())
             except (OSError, ValueError):
@@ -127,13 +152,17 @@ def run_worker(settings: Settings, workdir: Path, n: int, timeout: float) -> dic
                 c["events_in"] >= n
                 and c["events_messages_in"] >= c["events_messages_out"]
                 and snap["lag_total"] == 0
+                and not snap.get("sends_in_flight")  # every alert acknowledged by the broker
             ):
                 snap["worker_started_at"] = started
                 return snap
             if time.time() - started > timeout:
                 raise SystemExit(f"worker did not finish in {timeout}s: {c}")
     finally:
-        proc.terminate()
+        if profile is not None:
+            proc.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+        else:
+            proc.terminate()
         proc.wait(30)
         log.close()
 
@@ -143,7 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=50_000, help="events to load (50000)")
     parser.add_argument("--kafka", action="store_true", help="Apache Kafka instead of Tansu")
     parser.add_argument("--rules", type=Path, help="rule file/folder (default: packaged pack)")
+    parser.add_argument(
+        "--batch", type=int, default=200, help="events per raw message (200, as klaxon replay)"
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--profile", type=Path, metavar="OUT", help="run the worker under py-spy, write OUT"
+    )
     args = parser.parse_args(argv)
 
     from pipeline.brokers import KafkaCluster, TansuBroker
@@ -168,7 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         asyncio.run(ensure_topics(bootstrap, settings))
         n = args.events
-        load = asyncio.run(replay_events(events(n), bootstrap=bootstrap, topic=settings.topic_raw))
+        load = asyncio.run(
+            replay_events(
+                events(n), bootstrap=bootstrap, topic=settings.topic_raw, max_events=args.batch
+            )
+        )
         print(f"broker      {kind} at {bootstrap}, {settings.partitions} partitions")
         print(
             f"load        {n} events in {load.messages} messages, {load.bytes / 1e6:.1f} MB,"
@@ -176,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         ceil = asyncio.run(ceiling(bootstrap, settings.topic_raw, settings.partitions, n))
         print(f"ceiling     {ceil:,.0f} events/s (bare aiokafka getmany + orjson, 1 process)")
-        snap = run_worker(settings, Path(tmp), n, args.timeout)
+        broker_cpu = _cpu_seconds(getattr(broker, "pids", []))
+        snap = run_worker(settings, Path(tmp), n, args.timeout, args.profile)
+        broker_cpu = _cpu_seconds(getattr(broker, "pids", [])) - broker_cpu
         first, last = snap["first_message_at"], snap["last_message_at"]
         rate = n / (last - first) if last > first else float("nan")
         alerts, last_alert = asyncio.run(
@@ -191,8 +232,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"start-up    {first - snap['worker_started_at']:.1f}s (process start -> first message)"
         )
-        print(f"ratio       worker / ceiling = {rate / ceil:.2f}")
+        print(
+            f"ratio       worker / ceiling = {rate / ceil:.2f},"
+            f" end-to-end / ceiling = {e2e / ceil:.2f}"
+        )
+        cpu = snap.get("cpu_s_first_to_last") or {}
+        if cpu and last > first:
+            wall = last - first
+            print(
+                f"cpu         worker {cpu['process']:.2f}s"
+                f" ({cpu['process'] / wall:.0%} of one core,"
+                f" event loop thread {cpu['loop']:.2f}s) over {wall:.2f}s;"
+                f" {1e6 * cpu['process'] / n:.0f} us/event;"
+                f" broker {broker_cpu:.2f}s (whole worker run)"
+            )
         c = snap["counters"]
+        if "handoff_hits" in c:
+            print(
+                f"handoff     {c['handoff_hits']} events messages taken parsed from the"
+                f" normalise agent, {c['handoff_misses']} parsed"
+            )
         assert c["events_in"] == c["normalised"] + c["dead_lettered"] + sum(c["filtered"].values())
     return 0
 

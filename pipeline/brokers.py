@@ -15,7 +15,10 @@ sync or async context managers::
     with TansuBroker() as broker:              # or: async with TansuBroker() as broker:
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, ...)
 
-A broker still running when the interpreter exits is killed by an ``atexit`` hook.
+A broker still running when the interpreter exits is killed by an ``atexit`` hook, and on
+Linux every broker process also gets SIGKILL from the kernel when the process that started it
+dies in any way, SIGKILL included (``PR_SET_PDEATHSIG``), so no broker outlives a crashed or
+killed test run, demo or bench.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -95,6 +100,58 @@ def _run_blocking(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(factory())).result()
 
 
+#: ``prctl`` option: signal this process when its parent dies (``<linux/prctl.h>``).
+PR_SET_PDEATHSIG = 1
+
+_spawner: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def _parent_death_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux only).
+
+    Resolved here, in the parent, so the child between fork and exec only makes one foreign
+    call (no ``dlopen``, no imports: other threads may hold their locks at fork time). The
+    parent may die before the child's ``prctl`` runs; the child then sees another parent
+    pid and exits at once instead of running orphaned.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    kill = int(signal.SIGKILL)
+
+    def hook() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(PR_SET_PDEATHSIG, kill)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return hook
+
+
+def _spawn_thread_run(fn: Callable[[], T]) -> T:
+    """Run ``fn`` (which forks) on the main thread or one long-lived thread.
+
+    Linux sends the parent-death signal when the *thread* that forked the child ends, not
+    the process: a broker forked from a short-lived thread (``_run_blocking``'s pool, or
+    ``asyncio.to_thread``) would be killed as soon as that thread finished. So forks from
+    any other thread go through one spawner thread that lives until the interpreter exits.
+    """
+    global _spawner
+    if threading.current_thread() is threading.main_thread():
+        return fn()
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="klaxon-spawner")
+        pool = _spawner
+    return pool.submit(fn).result()
+
+
 class _Child:
     """One broker subprocess in its own process group, output appended to a log file."""
 
@@ -108,15 +165,21 @@ class _Child:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log: IO[bytes]
         with open(self.log_path, "ab") as log:
-            try:
-                self._proc = subprocess.Popen(
+            hook = _parent_death_hook()
+
+            def popen() -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
                     self.argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=self.env,
                     start_new_session=True,  # own process group: signals reach the whole tree
+                    preexec_fn=hook,  # dies with us, even on SIGKILL (Linux)
                 )
+
+            try:
+                self._proc = _spawn_thread_run(popen)
             except OSError as exc:
                 raise BrokerError(f"cannot start {self.argv[0]}: {exc}") from exc
         _LIVE.add(self)
@@ -124,6 +187,10 @@ class _Child:
     @property
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
 
     @property
     def returncode(self) -> int | None:
@@ -297,6 +364,12 @@ class TansuBroker(_Managed):
     def log_path(self) -> Path | None:
         return None if self._child is None else self._child.log_path
 
+    @property
+    def pids(self) -> list[int]:
+        """Process id of the running broker (empty if stopped), e.g. to read its CPU time."""
+        pid = self._child.pid if self._child is not None and self._child.alive else None
+        return [] if pid is None else [pid]
+
     def _resolve_binary(self) -> str:
         if self._binary:
             return self._binary
@@ -443,6 +516,11 @@ class KafkaCluster(_Managed):
         if not self._ports:
             raise BrokerError("KafkaCluster is not started")
         return ",".join(f"127.0.0.1:{p}" for p, _ in self._ports)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running nodes, e.g. to read their CPU time."""
+        return [c.pid for c in self._children if c.alive and c.pid is not None]
 
     def node_bootstrap(self, i: int) -> str:
         """The listener of node ``i`` alone."""

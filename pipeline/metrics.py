@@ -45,6 +45,9 @@ class Counters:
     send_errors: int = 0
     engine_reloads: int = 0
     reload_failures: int = 0
+    #: events messages whose parsed events came from this process's normalise agent / not
+    handoff_hits: int = 0
+    handoff_misses: int = 0
 
     def add_normalise(
         self,
@@ -84,23 +87,57 @@ class Counters:
 
 
 class Progress:
-    """Last processed offset per ``(topic, partition)`` and when the last message arrived."""
+    """Last processed offset per ``(topic, partition)`` and when the last message arrived.
 
-    def __init__(self, clock: Any = time.monotonic, wall: Any = time.time) -> None:
+    Also the process and event-loop-thread CPU seconds at the first and the latest processed
+    message, so a throughput measurement can tell computing from waiting.
+    """
+
+    def __init__(
+        self,
+        clock: Any = time.monotonic,
+        wall: Any = time.time,
+        cpu: Any = time.process_time,
+        thread_cpu: Any = time.thread_time,
+    ) -> None:
         self._clock = clock
         self._wall = wall
+        self._cpu = cpu
+        self._thread_cpu = thread_cpu
         self.offsets: dict[tuple[str, int], int] = {}
         self.last_message_at: float | None = None
         self.first_wall: float | None = None
         self.last_wall: float | None = None
+        self.first_cpu: tuple[float, float] | None = None
+        self.last_cpu: tuple[float, float] | None = None
 
     def mark(self, topic: str, partition: int, offset: int) -> None:
         """Record that ``offset`` of ``topic``/``partition`` has been processed."""
         self.offsets[(topic, partition)] = offset
         self.last_message_at = self._clock()
         self.last_wall = self._wall()
+        self.last_cpu = (self._cpu(), self._thread_cpu())
         if self.first_wall is None:
             self.first_wall = self.last_wall
+            self.first_cpu = self.last_cpu
+
+    def cpu_seconds(self) -> dict[str, float] | None:
+        """CPU seconds used from the first to the latest processed message (None before two).
+
+        ``process`` counts every thread (Faust runs the Kafka consumer in its own thread),
+        ``loop`` only the thread that marks progress (the event loop running the agents).
+
+        >>> ticks = iter([1.0, 0.5, 3.0, 2.0])
+        >>> p = Progress(cpu=lambda: next(ticks), thread_cpu=lambda: next(ticks))
+        >>> p.mark("raw", 0, 1); p.mark("raw", 0, 2); p.cpu_seconds()
+        {'process': 2.0, 'loop': 1.5}
+        """
+        if self.first_cpu is None or self.last_cpu is None:
+            return None
+        return {
+            "process": round(self.last_cpu[0] - self.first_cpu[0], 4),
+            "loop": round(self.last_cpu[1] - self.first_cpu[1], 4),
+        }
 
     def since_last(self) -> float | None:
         """Seconds since the last processed message (None before the first)."""
@@ -139,6 +176,7 @@ def health_snapshot(
     interval: float,
     wall: datetime | None = None,
     progress: Progress | None = None,
+    sends_in_flight: int | None = None,
 ) -> dict[str, Any]:
     """The JSON document logged every ``interval`` seconds and written to the status file.
 
@@ -164,6 +202,9 @@ def health_snapshot(
         # epoch seconds of the first and latest processed message (throughput measurements)
         "first_message_at": progress.first_wall if progress else None,
         "last_message_at": progress.last_wall if progress else None,
+        "cpu_s_first_to_last": progress.cpu_seconds() if progress else None,
+        # produced messages not yet acknowledged by the broker (0: all output is delivered)
+        "sends_in_flight": sends_in_flight,
     }
 
 

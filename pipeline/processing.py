@@ -69,11 +69,15 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One message to produce: optional explicit partition, key and value bytes."""
+    """One message to produce: optional explicit partition, key and value bytes.
+
+    Events messages also carry the events they encode (not sent: `pipeline.handoff`).
+    """
 
     key: bytes | None
     value: bytes
     partition: int | None = None
+    events: list[dict[str, Any]] | None = field(default=None, compare=False, repr=False)
 
 
 class EngineLike(Protocol):
@@ -136,7 +140,7 @@ def encode_events_messages(
     """
     value = orjson.dumps({"v": EVENTS_MESSAGE_VERSION, "events": events})
     if len(value) <= max_bytes or len(events) == 1:
-        return [Outgoing(event_key(events[0]), value, partition)]
+        return [Outgoing(event_key(events[0]), value, partition, events)]
     half = len(events) // 2
     return encode_events_messages(
         events[:half], partition, max_bytes=max_bytes
@@ -204,15 +208,17 @@ def detect_message(
     source: Source,
     engine: EngineLike,
     to_alert: Callable[[Any], dict[str, Any]],
+    *,
+    decoded: list[dict[str, Any]] | None = None,
 ) -> DetectResult:
     """Evaluate one events message; malformed messages and failing events become dead letters.
 
     The whole batch goes to ``engine.evaluate_batch``; only if that raises are the events
     retried one by one, so one poisonous event costs its own dead letter, not its batch's
-    alerts.
+    alerts. ``decoded``: the message's events, already parsed (`pipeline.handoff`).
     """
     result = DetectResult()
-    events = decode_events_message(value)
+    events = decode_events_message(value) if decoded is None else decoded
     if isinstance(events, str):
         result.errors = 1
         result.dead_letters.append(_letter(events, value or b"", source))

@@ -14,12 +14,47 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import random
+import struct
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aiokafka.partitioner import murmur2
+__all__ = ["event_key", "group_by_partition", "murmur2", "partition_for", "partitioner"]
 
-__all__ = ["event_key", "group_by_partition", "partition_for"]
+_M = 0x5BD1E995
+_WORDS = [struct.Struct(f"<{n}I") for n in range(64)]
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash of ``data`` (unsigned 32 bit), as ``aiokafka.partitioner.murmur2``.
+
+    The same arithmetic with the 4-byte words unpacked by `struct` instead of byte by byte:
+    about 2x faster, which matters because every alert key is hashed once (tests compare it
+    with aiokafka's on random input).
+
+    >>> murmur2(b""), murmur2(b"prod|alice")
+    (275646681, 3311893801)
+    """
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    if words:
+        unpack = _WORDS[words] if words < 64 else struct.Struct(f"<{words}I")
+        for k in unpack.unpack_from(data):
+            k = (k * _M) & 0xFFFFFFFF
+            k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
+            h = ((h * _M) & 0xFFFFFFFF) ^ k
+    extra = length & 3
+    if extra:
+        base = length & ~3
+        if extra >= 3:
+            h ^= data[base + 2] << 16
+        if extra >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * _M) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * _M) & 0xFFFFFFFF
+    return h ^ (h >> 15)
 
 
 def event_key(event: dict[str, Any]) -> bytes:
@@ -44,7 +79,18 @@ def partition_for(key: bytes, partitions: int) -> int:
     >>> partition_for(b"", 4), partition_for(b"prod|alice", 1)
     (1, 0)
     """
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def partitioner(key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
+    """aiokafka's `DefaultPartitioner` with the faster `murmur2` (Faust's ``producer_partitioner``).
+
+    >>> partitioner(b"prod|alice", [0, 1, 2, 3], [0, 1, 2, 3]) == partition_for(b"prod|alice", 4)
+    True
+    """
+    if key is None:
+        return random.choice(available or all_partitions)
+    return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
 
 
 def group_by_partition(

@@ -1,10 +1,17 @@
-"""Klaxon's four topics: their layout (pure) and idempotent creation on any Kafka-protocol broker.
+"""Klaxon's topics: their layout (pure) and idempotent creation on any Kafka-protocol broker.
 
 `topic_specs` says what the topics should look like for given `Settings`; `ensure_topics`
 makes a broker match: it creates missing topics, accepts existing ones with the right
 partition count, and refuses (`TopicError`) ones whose partition count differs, because
 events are routed to partitions by key and a silent mismatch would break co-partitioning.
 Works on Apache Kafka and on the embedded Tansu broker.
+
+Besides the four topics of the contract, the stateful detections (`pipeline.tables`) need two
+internal topics, `stateful_topic_specs`: the changelog of their Faust table (compacted, named
+the way Faust names it, ``<app id>-stateful-changelog``) and ``<events>.by-group``, which
+carries matches of correlations whose group is not the events topic's ``cluster|user`` key
+to the partition of their own group. Both have the events topic's partition count (Faust
+co-partitions them with it).
 """
 
 from __future__ import annotations
@@ -12,14 +19,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.config import Settings
 from pipeline.errors import TopicError
 
-__all__ = ["TopicSpec", "ensure_topics", "topic_specs"]
+__all__ = [
+    "STATE_TABLE",
+    "TopicSpec",
+    "changelog_topic",
+    "ensure_topics",
+    "rekey_topic",
+    "stateful_topic_specs",
+    "topic_specs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +82,54 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+#: Name of the Faust table that holds the stateful detectors' state (see `pipeline.tables`).
+STATE_TABLE = "stateful"
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The state table's changelog topic, named as Faust names it (``<id>-<table>-changelog``).
+
+    >>> changelog_topic(Settings())
+    'klaxon-stateful-changelog'
+    """
+    return f"{settings.app_id}-{STATE_TABLE}-changelog"
+
+
+def rekey_topic(settings: Settings) -> str:
+    """The repartition topic for correlations grouped by something other than the user.
+
+    >>> rekey_topic(Settings())
+    'klaxon.audit.events.by-group'
+    """
+    return f"{settings.topic_events}.by-group"
+
+
+def stateful_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The state changelog (compacted: the latest value per key is the state) and the
+    repartition topic (delete retention, like the events topic), with the events topic's
+    partition count so Faust assigns partition *p* of all of them to the same worker.
+
+    >>> [(s.name, s.configs["cleanup.policy"]) for s in stateful_topic_specs(Settings())]
+    [('klaxon-stateful-changelog', 'compact'), ('klaxon.audit.events.by-group', 'delete')]
+    """
+    durability = {"min.insync.replicas": "2"} if settings.replication_factor >= 3 else {}
+    retention = {"retention.ms": str(settings.raw_retention_ms)}
+    return [
+        TopicSpec(
+            name=changelog_topic(settings),
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            configs={"cleanup.policy": "compact", **durability},
+        ),
+        TopicSpec(
+            name=rekey_topic(settings),
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            configs={"cleanup.policy": "delete", **retention, **durability},
+        ),
+    ]
+
+
 def _error_name(code: int) -> str:
     from aiokafka.errors import for_code
 
@@ -74,18 +137,23 @@ def _error_name(code: int) -> str:
 
 
 async def ensure_topics(
-    bootstrap: str, settings: Settings, *, timeout: float = 30.0
+    bootstrap: str,
+    settings: Settings,
+    *,
+    timeout: float = 30.0,
+    extra: Sequence[TopicSpec] = (),
 ) -> dict[str, Literal["created", "exists"]]:
     """Create Klaxon's topics on ``bootstrap`` unless they exist with the same partition count.
 
-    Returns each topic's outcome. Raises `TopicError` when a topic exists with another
+    ``extra`` adds more topics (the worker passes `stateful_topic_specs`). Returns each
+    topic's outcome. Raises `TopicError` when a topic exists with another
     partition count, the broker refuses a topic, or the topics have no leaders within
     ``timeout`` seconds (the call also waits for that, so producers can start right away).
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaError
 
-    specs = topic_specs(settings)
+    specs = topic_specs(settings) + list(extra)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
         await admin.start()

@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
     create = sub.add_parser(
         "create",
-        help="create the raw, events, alerts and dead-letter topics (existing ones are checked)",
+        help="create the raw, events, alerts, dead-letter and stateful topics"
+        " (existing ones are checked)",
     )
     create.add_argument(
         "--bootstrap",
@@ -42,7 +43,7 @@ register_topics_cli = register
 
 
 def _create(args: argparse.Namespace) -> int:
-    from pipeline.topics import ensure_topics, topic_specs
+    from pipeline.topics import ensure_topics, stateful_topic_specs, topic_specs
 
     try:
         settings = Settings.from_env()
@@ -63,11 +64,12 @@ def _create(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        outcome = asyncio.run(ensure_topics(bootstrap, settings))
+        internal = stateful_topic_specs(settings)
+        outcome = asyncio.run(ensure_topics(bootstrap, settings, extra=internal))
     except PipelineError as exc:
         print(f"klaxon topics create: {exc}", file=sys.stderr)
         return 1
-    for spec in topic_specs(settings):
+    for spec in [*topic_specs(settings), *internal]:
         configs = " ".join(f"{k}={v}" for k, v in sorted(spec.configs.items()))
         print(
             f"{outcome[spec.name]:<8} {spec.name}  partitions={spec.partitions}"

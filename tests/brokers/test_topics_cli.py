@@ -21,12 +21,19 @@ def _run(argv: list[str]) -> int:
 def test_create_then_rerun_reports_created_then_exists(
     tansu: TansuBroker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """First run creates the four topics, the second finds them; both exit 0."""
-    monkeypatch.setenv("KLAXON_TOPIC_RAW", "cli.raw.topic")
+    """First run creates the four topics and the two stateful ones, the second finds them."""
+    for var, name in [
+        ("KLAXON_TOPIC_RAW", "cli.raw.topic"),
+        ("KLAXON_TOPIC_EVENTS", "cli.events.topic"),
+        ("KLAXON_TOPIC_ALERTS", "cli.alerts.topic"),
+        ("KLAXON_TOPIC_DEADLETTER", "cli.deadletter.topic"),
+        ("KLAXON_APP_ID", "cli-app"),
+    ]:
+        monkeypatch.setenv(var, name)
     argv = ["topics", "create", "--bootstrap", tansu.bootstrap_servers, "--partitions", "2"]
     assert _run(argv) == 0
     first = capsys.readouterr().out.splitlines()
-    assert len(first) == 4 and all(line.startswith("created") for line in first)
+    assert len(first) == 6 and all(line.startswith("created") for line in first)
     assert "cli.raw.topic  partitions=2 replication=1" in first[0]
     assert _run(argv) == 0
     assert all(line.startswith("exists") for line in capsys.readouterr().out.splitlines())

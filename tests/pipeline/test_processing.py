@@ -20,7 +20,8 @@ from pipeline.processing import (
     encode_events_messages,
     normalise_message,
 )
-from pipeline.routing import event_key, group_by_partition, partition_for
+from pipeline.routing import event_key, group_by_partition, partition_for, partitioner
+from pipeline.routing import murmur2 as fast_murmur2
 
 SRC = Source("raw", 2, 41)
 
@@ -50,7 +51,14 @@ def jsonl(*items: Any) -> bytes:
 def test_partitioning_uses_kafkas_murmur2(key: bytes, java_murmur2: int) -> None:
     """Keys hash exactly like Kafka's Java client, so other producers agree with us."""
     assert murmur2(key) == java_murmur2 & 0xFFFFFFFF
+    assert fast_murmur2(key) == java_murmur2 & 0xFFFFFFFF
     assert partition_for(key, 7) == (java_murmur2 & 0x7FFFFFFF) % 7
+
+
+@given(st.binary(max_size=600))
+def test_fast_murmur2_equals_aiokafkas_for_any_bytes(data: bytes) -> None:
+    """Our word-at-a-time murmur2 gives aiokafka's byte-at-a-time result for every input."""
+    assert fast_murmur2(data) == murmur2(data)
 
 
 @given(st.binary(min_size=1, max_size=64), st.integers(min_value=1, max_value=64))
@@ -58,6 +66,7 @@ def test_partition_for_agrees_with_aiokafka_default_partitioner(key: bytes, n: i
     """Our partition for a key is the one aiokafka's default partitioner picks."""
     parts = list(range(n))
     assert partition_for(key, n) == DefaultPartitioner()(key, parts, parts)
+    assert partitioner(key, parts, parts) == DefaultPartitioner()(key, parts, parts)
 
 
 def test_group_by_partition_keeps_each_principal_together_in_order() -> None:

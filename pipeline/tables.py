@@ -1,0 +1,247 @@
+"""The Faust shell of the stateful detections: state table, by-group agent, watermark timer.
+
+`install_stateful` adds to a worker's app:
+
+- the **state table** ``stateful`` (in-memory store, ``memory://``: a worker rebuilds its
+  partitions from the changelog ``<app id>-stateful-changelog`` at start and after every
+  rebalance; rocksdict is not installed, and the state is small). Faust assigns changelog
+  partition *p* with events partition *p* (same partition count: co-partitioned). The table
+  is only Faust's restore mechanism: the detectors work on `pipeline.stateful` dicts, and
+  the shell writes their changes to the changelog itself, with the partition explicit;
+- the agent ``klaxon.stateful-by-group`` on ``<events>.by-group`` (re-keyed correlation
+  matches and silence heartbeats, `pipeline.stateful`);
+- the timer ``klaxon.stateful`` (every second): per owned partition, the event-time
+  watermark advances correlation windows, closes anomaly windows, prunes expired terms and
+  checks silent clusters;
+- rebalance hooks: every partition is dropped and rebuilt from the table when next used.
+
+The detect agent calls `StatefulShell.bind` (an engine wrapper: the stateless matches go
+to the processor, base-rule matches are filtered out) and, after sending the message's
+stateless alerts, `StatefulShell.finish`, which writes in this order: stateful alerts and
+by-group messages (awaiting their delivery when there are any), then the state changes
+and the meta key. A crash between the two steps can repeat an alert (same id), never lose
+one; the meta key makes a re-read message not count twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from pipeline.errors import WorkerError
+from pipeline.stateful import StatefulOptions, StatefulProcessor
+from pipeline.topics import STATE_TABLE, changelog_topic, rekey_topic
+
+__all__ = ["BoundEngine", "StatefulShell", "install_stateful"]
+
+log = logging.getLogger("klaxon.stateful")
+
+#: Seconds between two runs of the watermark timer.
+TICK_INTERVAL = 1.0
+
+
+class BoundEngine:
+    """The engine seen by `pipeline.processing.detect_message` for one events message."""
+
+    def __init__(self, shell: StatefulShell, engine: Any, message: Any) -> None:
+        self.shell = shell
+        self.engine = engine
+        self.partition: int = message.partition
+        self.topic: str = message.topic
+        self.offset: int | None = message.offset
+        self.skip = shell.processor.applied(self.partition, self.topic, self.offset)
+
+    def evaluate_batch(self, events: list[dict[str, Any]]) -> list[Any]:
+        """Stateless matches minus suppressed base rules; stateful alerts are kept for
+        `StatefulShell.finish`. Called again per event if the whole batch raised."""
+        matches = self.engine.evaluate_batch(events)
+        shell = self.shell
+        alerts = shell.processor.process(
+            events,
+            matches,
+            self.partition,
+            topic=self.topic,
+            offset=self.offset,
+            now=shell.clock(),
+            skip=self.skip,
+        )
+        if alerts:
+            shell.pending.setdefault(self.partition, []).extend(alerts)
+        return shell.processor.suppress(matches)
+
+
+class StatefulShell:
+    """Owns the processor, the table and the output of the stateful detections."""
+
+    def __init__(
+        self,
+        app: Any,
+        rt: Any,
+        processor: StatefulProcessor,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        settings = rt.settings
+        self.app = app
+        self.rt = rt
+        self.processor = processor
+        self.clock = clock
+        self.engine = rt.holder.engine
+        self.table = app.Table(
+            STATE_TABLE, partitions=settings.partitions, key_type=bytes, value_type=bytes
+        )
+        name = self.table.changelog_topic.get_topic_name()
+        if name != changelog_topic(settings):
+            raise WorkerError(
+                f"Faust names the state changelog {name!r}, expected "
+                f"{changelog_topic(settings)!r}; it would not be pre-created"
+            )
+        self.changelog = name
+        self.topic_alerts = settings.topic_alerts
+        self.topic_events = settings.topic_events
+        self.topic_rekey = rekey_topic(settings)
+        self.loaded: set[int] = set()
+        self.busy: set[int] = set()  # partitions with a message between bind and finish
+        self.pending: dict[int, list[dict[str, Any]]] = {}
+        self.alerts = 0
+
+    # -- partitions --------------------------------------------------------------------------
+
+    def ensure_loaded(self, partition: int) -> None:
+        """Rebuild ``partition`` from the table the first time it is used since a rebalance
+        (the table has been recovered by then: Faust resumes streams only afterwards)."""
+        if partition in self.loaded:
+            return
+        items = [(k, v) for k, v in self.table.data.items() if isinstance(k, bytes)]
+        used = self.processor.load(partition, items, now=self.clock())
+        self.loaded.add(partition)
+        if used:
+            log.info("stateful: partition %d restored from %d changelog keys", partition, used)
+
+    def reset(self) -> None:
+        """Forget every partition (called on rebalance)."""
+        for p in list(self.processor.parts):
+            self.processor.drop(p)
+        self.loaded.clear()
+        self.pending.clear()
+        self.busy.clear()
+
+    def owned(self) -> list[int]:
+        """Events partitions assigned to this worker, if the tables are ready."""
+        app = self.app
+        if not app.tables.actives_ready:
+            return []
+        try:
+            assignment = app.consumer.assignment()
+        except Exception:
+            return []
+        return sorted({tp.partition for tp in assignment if tp.topic == self.topic_events})
+
+    # -- the detect agent's hooks ------------------------------------------------------------
+
+    def bind(self, engine: Any, message: Any) -> BoundEngine:
+        """The engine for one events message (reloaded rules are picked up here)."""
+        if engine is not self.engine:
+            self.engine = engine
+            self.processor.set_rules(engine.ruleset)
+        self.ensure_loaded(message.partition)
+        self.busy.add(message.partition)
+        return BoundEngine(self, engine, message)
+
+    async def finish(self, message: Any) -> None:
+        """Emit the message's stateful alerts and by-group messages, then its state."""
+        partition = message.partition
+        try:
+            await self.emit(partition, self.pending.pop(partition, []))
+        finally:
+            self.busy.discard(partition)
+
+    async def on_rekeyed(self, event: Any) -> None:
+        """One by-group message."""
+        msg = event.message
+        self.ensure_loaded(msg.partition)
+        self.busy.add(msg.partition)
+        try:
+            alerts = self.processor.process_rekeyed(
+                event.value, msg.partition, topic=msg.topic, offset=msg.offset, now=self.clock()
+            )
+            await self.emit(msg.partition, alerts)
+        finally:
+            self.busy.discard(msg.partition)
+        self.rt.progress.mark(msg.topic, msg.partition, msg.offset)
+
+    async def tick(self) -> None:
+        """The watermark timer: judge what the watermarks passed, on idle partitions too."""
+        for partition in self.owned():
+            if partition in self.busy:
+                continue
+            self.ensure_loaded(partition)
+            await self.emit(partition, self.processor.tick(partition, self.clock()))
+
+    # -- output ------------------------------------------------------------------------------
+
+    async def emit(self, partition: int, alerts: Sequence[dict[str, Any]]) -> None:
+        """Alerts and by-group messages first (delivered, if any), then state changes."""
+        app = self.app
+        guard = app.delivery
+        try:
+            send = app.producer._ensure_producer().send
+            waits = []
+            for alert in alerts:
+                fut = await send(
+                    self.topic_alerts, orjson.dumps(alert), key=str(alert["id"]).encode()
+                )
+                guard.track(fut)
+                waits.append(fut)
+            for rec in self.processor.take_rekeyed(partition):
+                fut = await send(self.topic_rekey, rec.value, key=rec.key, partition=rec.partition)
+                guard.track(fut)
+                waits.append(fut)
+            if waits:
+                await asyncio.gather(*waits)
+            for key, value in self.processor.changes(partition, self.clock()):
+                guard.track(await send(self.changelog, value, key=key, partition=partition))
+        except Exception as exc:  # the state must not get ahead of what was delivered
+            self.rt.counters.send_errors += 1
+            guard.poison(exc)
+            log.critical("cannot produce stateful output, stopping the worker: %r", exc)
+            await app.crash(exc)
+            raise
+        if alerts:
+            self.alerts += len(alerts)
+            self.rt.counters.alerts += len(alerts)
+
+
+def install_stateful(
+    app: Any, rt: Any, options: StatefulOptions | None = None
+) -> StatefulShell | None:
+    """Add the state table, the by-group agent, the timer and rebalance hooks to ``app``.
+
+    Returns None (nothing installed) when the engine carries no rule set (test doubles).
+    """
+    ruleset = getattr(rt.holder.engine, "ruleset", None)
+    if ruleset is None:
+        return None
+    processor = StatefulProcessor(ruleset, partitions=rt.events_partitions, options=options)
+    shell = StatefulShell(app, rt, processor)
+
+    @app.agent(app.topic(shell.topic_rekey), concurrency=1, name="klaxon.stateful-by-group")  # type: ignore[untyped-decorator,unused-ignore]
+    async def by_group(stream: Any) -> None:
+        async for event in stream.events():
+            await shell.on_rekeyed(event)
+
+    @app.timer(TICK_INTERVAL, name="klaxon.stateful")  # type: ignore[untyped-decorator,unused-ignore]
+    async def watermarks() -> None:
+        await shell.tick()
+
+    async def on_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
+        shell.reset()
+
+    app.on_partitions_revoked.connect(on_rebalance)
+    app.on_partitions_assigned.connect(on_rebalance)
+    return shell

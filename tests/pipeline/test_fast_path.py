@@ -1,0 +1,132 @@
+"""The worker's fast path gives the same results as the plain one: handoff, GC tuning, metrics."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline.handoff import Handoff
+from pipeline.metrics import Counters, Progress, health_snapshot
+from pipeline.processing import Source, decode_events_message, detect_message, normalise_message
+from pipeline.reload import build_engine
+from pipeline.worker import tune_gc
+from tests.pipeline.conftest import RULES, build_input
+
+
+def _raw_payloads(lines: list[bytes], per_message: int = 50) -> list[bytes]:
+    return [b"\n".join(lines[i : i + per_message]) for i in range(0, len(lines), per_message)]
+
+
+def test_handed_off_events_are_exactly_what_the_detect_agent_would_parse() -> None:
+    """For the bundled sample, every events message's attached events equal its parsed value."""
+    messages = 0
+    for i, payload in enumerate(_raw_payloads(build_input())):
+        result = normalise_message(payload, Source("raw", 0, i), partitions=4, cluster="c")
+        for out in result.messages:
+            parsed = decode_events_message(out.value)
+            assert out.events == parsed
+            assert _types(out.events) == _types(parsed)  # list stays list, int stays int
+            messages += 1
+    assert messages > 10
+
+
+def _types(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _types(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_types(v) for v in value]
+    return type(value).__name__
+
+
+def test_detect_finds_the_same_alerts_from_handed_off_and_from_parsed_events() -> None:
+    """Taking events from the handoff changes no alert (ids and bodies)."""
+    from detections.alert import to_alert
+
+    engine, _ = build_engine([RULES], [])
+    handoff = Handoff()
+    plain: list[bytes] = []
+    fast: list[bytes] = []
+    for i, payload in enumerate(_raw_payloads(build_input())):
+        result = normalise_message(payload, Source("raw", 0, i), partitions=4, cluster="c")
+        for out in result.messages:
+            assert out.events is not None
+            handoff.put(out.value, out.events)
+        for j, out in enumerate(result.messages):
+            src = Source("events", out.partition, j)
+            plain += [a.value for a in detect_message(out.value, src, engine, to_alert).alerts]
+            decoded = handoff.take(out.value)
+            assert decoded is not None
+            res = detect_message(out.value, src, engine, to_alert, decoded=decoded)
+            fast += [a.value for a in res.alerts]
+    assert plain and fast == plain
+    assert handoff.misses == 0 and len(handoff) == 0
+
+
+def test_handoff_only_answers_for_the_exact_bytes_it_was_given() -> None:
+    """A value that differs by one byte, or was never put, is a miss (the agent parses it)."""
+    handoff = Handoff()
+    value = orjson.dumps({"v": 1, "events": [{"auditID": "a"}]})
+    handoff.put(value, [{"auditID": "a"}])
+    assert handoff.take(value.replace(b'"a"', b'"b"')) is None
+    assert handoff.take(None) is None
+    assert handoff.take(bytes(bytearray(value))) == [{"auditID": "a"}]  # equal bytes, new object
+    assert (handoff.hits, handoff.misses) == (1, 2)
+
+
+def test_handoff_holds_at_most_its_bound_dropping_the_oldest_first() -> None:
+    """Events held never exceed the bound; the oldest batches go, oversized ones never enter."""
+    handoff = Handoff(max_events=10)
+    for i in range(6):
+        handoff.put(str(i).encode(), [{"n": i}] * 4)
+        assert handoff.events <= 10
+    assert handoff.take(b"0") is None and handoff.take(b"5") == [{"n": 5}] * 4
+    handoff.put(b"huge", [{}] * 11)
+    assert handoff.take(b"huge") is None
+    assert handoff.dropped == 4
+
+
+def test_handoff_bound_of_zero_keeps_nothing() -> None:
+    """``handoff_events=0`` turns the handoff off."""
+    handoff = Handoff(max_events=0)
+    handoff.put(b"x", [{}])
+    assert len(handoff) == 0 and handoff.take(b"x") is None
+
+
+@pytest.fixture
+def restore_gc() -> Any:
+    old = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*old)
+
+
+def test_tune_gc_freezes_start_up_objects_and_raises_the_young_threshold(restore_gc: Any) -> None:
+    """After tuning, start-up objects are out of collections and young collections are rare."""
+    before = gc.get_threshold()
+    assert tune_gc(12_345) == before
+    assert gc.get_threshold() == (12_345, before[1], before[2])
+    assert gc.get_freeze_count() > 0
+
+
+def test_snapshot_reports_cpu_seconds_and_sends_in_flight() -> None:
+    """The status file says how much CPU processing took and whether output is still unacked."""
+    ticks = iter([10.0, 5.0, 12.5, 6.0])
+    progress = Progress(cpu=lambda: next(ticks), thread_cpu=lambda: next(ticks))
+    progress.mark("raw", 0, 1)
+    progress.mark("raw", 0, 2)
+    snap = health_snapshot(
+        Counters(),
+        lag={},
+        since_last=0.0,
+        now=1.0,
+        started=0.0,
+        rules=1,
+        interval=1.0,
+        progress=progress,
+        sends_in_flight=3,
+    )
+    assert snap["cpu_s_first_to_last"] == {"process": 2.5, "loop": 1.0}
+    assert snap["sends_in_flight"] == 3
