@@ -108,6 +108,11 @@ async def replay_events(
     from aiokafka.errors import KafkaError
 
     headers = [(CLUSTER_HEADER, cluster.encode())] if cluster else None
+    # One key per replayed source: its batches stay in one raw partition, in file order, as a
+    # cluster's own audit sink would write them. Stateful detections then see each principal's
+    # events in time order however fast the replay runs; normalising is cheap, and detection is
+    # spread over the events partitions by principal anyway.
+    key = (cluster or "replay").encode()
     batches = iter_batches(events, max_events=max_events, max_bytes=max_bytes, schedule=schedule)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -136,7 +141,7 @@ async def replay_events(
                     await producer.flush()
                     await asyncio.sleep(wait)
             try:
-                pending.append(await producer.send(topic, batch.payload, headers=headers))
+                pending.append(await producer.send(topic, batch.payload, key=key, headers=headers))
             except KafkaError as exc:
                 raise ReplayDeliveryError(
                     f"cannot send a {len(batch.payload)}-byte batch of {batch.events} events"
