@@ -5,8 +5,9 @@ Choices, each checked against faust-streaming 0.15.3's code:
 - Values are raw bytes (``value_serializer='raw'``); agents parse with orjson themselves.
 - No web server (``web_enabled=False``): its ``/table`` endpoint serves table data.
 - Topics are never declared by Faust (``topic_allow_declare=False``) and there is no leader
-  topic (``topic_disable_leader=True``, we have no tables); `pipeline.topics.ensure_topics`
-  creates ours up front.
+  topic (``topic_disable_leader=True``); `pipeline.topics.ensure_topics` creates ours up
+  front, including the state table's changelog with the events topic's partition count
+  (`pipeline.topics.stateful_topic_specs`).
 - Fast start: the ~30 s from start to first event is the group join, which the broker holds
   for a time tied to the session timeout (Tansu answers JoinGroup after session_timeout/2;
   Kafka's ``group.initial.rebalance.delay.ms`` is 0 on ours). We use a 6 s session (Kafka's
