@@ -857,6 +857,7 @@ class _Builder:
                         suggest(target, names),
                     )
         for corr, doc in self.correlations:
+            self.tag_lints(corr.tags, corr.klaxon.mtmk if corr.klaxon else (), doc)
             for i, target in enumerate(corr.rules):
                 if target not in names and target not in corr_names:
                     self.err(
@@ -919,7 +920,7 @@ class _Builder:
         self.field_lints(doc, rule.detection, ("detection",))
         if not rule.techniques:
             self.lint(doc, ("tags",), "no ATT&CK technique tag (attack.tNNNN)", "no-attack")
-        self.technique_lints(rule, doc)
+        self.tag_lints(rule.tags, rule.klaxon.mtmk, doc)
         if rule.level is None:
             self.lint(doc, (), "no 'level'; alerts will use 'medium'", "no-level")
         if rule.logsource and (
@@ -964,14 +965,15 @@ class _Builder:
                         "redundant-quantifier",
                     )
 
-    def technique_lints(self, rule: Rule, doc: Document) -> None:
-        """ATT&CK tags and Threat Matrix ids checked against the bundled mitre catalogue."""
+    def tag_lints(self, tags: Sequence[str], mtmk: Sequence[str], doc: Document) -> None:
+        """ATT&CK tags and Threat Matrix ids (of a rule or a correlation) checked against the
+        bundled mitre catalogue."""
         attack = _mitre()
         if attack is None:
             return
-        for message in attack.validate_tags(rule.tags):
+        for message in attack.validate_tags(tags):
             tag = message.split(":", 1)[0]
-            index = next((i for i, t in enumerate(rule.tags) if t == tag), None)
+            index = next((i for i, t in enumerate(tags) if t == tag), None)
             path: DocPath = ("tags", index) if index is not None else ("tags",)
             self.lint(
                 doc,
@@ -979,7 +981,7 @@ class _Builder:
                 message.split(": ", 1)[-1] if index is not None else message,
                 "attack-tag",
             )
-        for message in attack.validate_mtmk(rule.klaxon.mtmk):
+        for message in attack.validate_mtmk(mtmk):
             self.lint(doc, ("klaxon", "mtmk"), message, "mtmk")
 
     def never_matching_filters(
