@@ -34,24 +34,59 @@ Tansu broker.
 ``KLAXON_DATA_DIR`` (``$XDG_DATA_HOME/klaxon``, else ``~/.local/share/klaxon``)
     Worker state directory (Faust tables, embedded broker logs).
 
+Stateful detections (``docs/stateful.md``). Durations are seconds, or a number with ``s``,
+``m`` or ``h``; the defaults are those of `pipeline.stateful.StatefulOptions`.
+
+``KLAXON_STATEFUL_DETECTORS`` (``correlations,new-terms,anomaly,silence``)
+    Comma-separated stateful detector families to run; ``none`` runs none. ``anomaly`` is
+    the online per-principal model (its windows are kept anyway when a model file is set).
+``KLAXON_CORRELATION_LATENESS`` (``30``)
+    How far behind a correlation group's newest event an event may arrive and still count.
+``KLAXON_STATEFUL_ADVANCE_DELAY`` (``120``)
+    The timer judges correlation and anomaly windows this far behind a partition's
+    watermark (a partition's events are only roughly in time order).
+``KLAXON_STATEFUL_IDLE_GRACE`` (``60``)
+    Wall seconds without input after which a partition's watermark follows the wall clock.
+``KLAXON_ANOMALY_THRESHOLD`` (``6``)
+    Window score (root of summed squared z's) at which the online anomaly model alerts.
+``KLAXON_SILENCE_THRESHOLD`` (``600``)
+    A cluster without events for this long (event time) is reported quiet.
+``KLAXON_ANOMALY_MODEL``
+    JSON model written by ``klaxon anomaly train``: every closed per-principal window is
+    also scored by this offline IsolationForest (in batches) and alerts above the threshold
+    saved in the model. Checked here: a file that is not such a model, or one trained with
+    another window length than the worker's, is a `ConfigError`.
+
 >>> s = Settings.from_env({"KLAXON_PARTITIONS": "8", "KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2:9092"})
 >>> s.partitions, s.bootstrap_servers, s.topic_alerts
 (8, 'k1:9092,k2:9092', 'klaxon.alerts')
+>>> s = Settings.from_env({"KLAXON_STATEFUL_DETECTORS": "anomaly, silence",
+...                        "KLAXON_STATEFUL_ADVANCE_DELAY": "2m"})
+>>> s.stateful_detectors, s.advance_delay
+(('anomaly', 'silence'), 120.0)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError
 
-__all__ = ["Settings"]
+if TYPE_CHECKING:
+    from detections.stateful.offline import IsolationModel
+
+__all__ = ["DETECTOR_FAMILIES", "Settings", "stateful_env"]
 
 DAY_MS = 24 * 60 * 60 * 1000
+#: The stateful detector families, in their canonical order.
+DETECTOR_FAMILIES = ("correlations", "new-terms", "anomaly", "silence")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def _default_data_dir(env: Mapping[str, str]) -> Path:
@@ -84,6 +119,84 @@ def _name(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    number, unit = (raw[:-1], raw[-1]) if raw[-1] in _UNITS else (raw, "s")
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a duration (seconds, or 30s, 2m, 1h)") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}={raw!r} must be a finite duration of at least 0")
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be a finite number above 0")
+    return value
+
+
+def _families(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return DETECTOR_FAMILIES
+    if raw.lower() == "none":
+        return ()
+    given = {p.strip().lower().replace("_", "-") for p in raw.split(",") if p.strip()}
+    unknown = sorted(given - set(DETECTOR_FAMILIES))
+    if unknown:
+        raise ConfigError(
+            f"{name}={raw!r}: unknown {', '.join(unknown)} (known: {', '.join(DETECTOR_FAMILIES)},"
+            " or none)"
+        )
+    return tuple(f for f in DETECTOR_FAMILIES if f in given)
+
+
+def _model(env: Mapping[str, str], name: str) -> Path | None:
+    """The offline model path, checked now so that a bad file stops the start-up."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    check_model(path, name)
+    return path
+
+
+def check_model(path: Path, name: str = "KLAXON_ANOMALY_MODEL") -> IsolationModel:
+    """Load an offline anomaly model for the worker; raises `ConfigError` naming ``name``.
+
+    >>> check_model(Path("/nonexistent/model.json"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.ConfigError: KLAXON_ANOMALY_MODEL=/nonexistent/model.json: cannot read ...
+    """
+    from detections.stateful.anomaly import AnomalySettings
+    from detections.stateful.errors import ModelFormatError
+    from detections.stateful.offline import load
+
+    try:
+        model = load(path)
+    except ModelFormatError as exc:
+        raise ConfigError(f"{name}={path}: {exc}") from None
+    window = AnomalySettings().window
+    if model.window != window:
+        raise ConfigError(
+            f"{name}={path}: trained on {model.window:g}-second windows, the worker uses"
+            f" {window:g}-second windows (train again with --window {window:g})"
+        )
+    return model
+
+
 @dataclass(frozen=True)
 class Settings:
     """Immutable runtime settings; build with `Settings.from_env()` or override with
@@ -103,6 +216,13 @@ class Settings:
     cluster: str = "default"
     app_id: str = "klaxon"
     data_dir: Path = dataclasses.field(default_factory=lambda: _default_data_dir(os.environ))
+    stateful_detectors: tuple[str, ...] = DETECTOR_FAMILIES
+    correlation_lateness: float = 30.0
+    advance_delay: float = 120.0
+    idle_grace: float = 60.0
+    anomaly_threshold: float = 6.0
+    silence_threshold: float = 600.0
+    anomaly_model: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -138,9 +258,40 @@ class Settings:
             cluster=env.get("KLAXON_CLUSTER", "").strip() or cls.cluster,
             app_id=_name(env, "KLAXON_APP_ID", cls.app_id),
             data_dir=Path(data_dir).expanduser() if data_dir else _default_data_dir(env),
+            stateful_detectors=_families(env, "KLAXON_STATEFUL_DETECTORS"),
+            correlation_lateness=_seconds(
+                env, "KLAXON_CORRELATION_LATENESS", cls.correlation_lateness
+            ),
+            advance_delay=_seconds(env, "KLAXON_STATEFUL_ADVANCE_DELAY", cls.advance_delay),
+            idle_grace=_seconds(env, "KLAXON_STATEFUL_IDLE_GRACE", cls.idle_grace),
+            anomaly_threshold=_positive_float(
+                env, "KLAXON_ANOMALY_THRESHOLD", cls.anomaly_threshold
+            ),
+            silence_threshold=_seconds(env, "KLAXON_SILENCE_THRESHOLD", cls.silence_threshold),
+            anomaly_model=_model(env, "KLAXON_ANOMALY_MODEL"),
         )
 
     @property
     def topics(self) -> tuple[str, str, str, str]:
         """The four topic names: raw, events, alerts, dead-letter."""
         return (self.topic_raw, self.topic_events, self.topic_alerts, self.topic_deadletter)
+
+
+def stateful_env(settings: Settings) -> dict[str, str]:
+    """The variables of the stateful settings (for `pipeline.worker.settings_env`).
+
+    >>> env = stateful_env(Settings(advance_delay=5.0, stateful_detectors=()))
+    >>> env["KLAXON_STATEFUL_ADVANCE_DELAY"], env["KLAXON_STATEFUL_DETECTORS"]
+    ('5.0', 'none')
+    >>> Settings.from_env(env).advance_delay
+    5.0
+    """
+    return {
+        "KLAXON_STATEFUL_DETECTORS": ",".join(settings.stateful_detectors) or "none",
+        "KLAXON_CORRELATION_LATENESS": repr(settings.correlation_lateness),
+        "KLAXON_STATEFUL_ADVANCE_DELAY": repr(settings.advance_delay),
+        "KLAXON_STATEFUL_IDLE_GRACE": repr(settings.idle_grace),
+        "KLAXON_ANOMALY_THRESHOLD": repr(settings.anomaly_threshold),
+        "KLAXON_SILENCE_THRESHOLD": repr(settings.silence_threshold),
+        "KLAXON_ANOMALY_MODEL": str(settings.anomaly_model or ""),
+    }

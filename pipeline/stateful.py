@@ -6,7 +6,10 @@ stateless `Match`es the engine found in them. It feeds correlation base-rule mat
 correlations (`detections.stateful.correlation`), matches to the first-seen detectors
 (`detections.stateful.newterms`) and every event to the per-principal anomaly model
 (`detections.stateful.anomaly`), and returns their alerts (the `detections.alert.to_alert`
-shape). Silent-sink checks (`detections.stateful.silence`) run on heartbeats.
+shape). Silent-sink checks (`detections.stateful.silence`) run on heartbeats. With an
+offline model (`StatefulOptions.offline_model`, ``KLAXON_ANOMALY_MODEL``) the feature rows
+of all per-principal windows closed by one message (or one `tick`) are scored by it in one
+batch call (`detections.stateful.offline.score_windows`), never one row at a time.
 
 State is kept **per partition** of the events topic (`PartitionState`) in plain dicts, and
 every change is listed by `StatefulProcessor.changes` as ``(key, JSON value or None)`` pairs
@@ -91,7 +94,9 @@ from detections.stateful import correlation as corr
 from detections.stateful import newterms as nt
 from detections.stateful.anomaly import PrincipalState, hst_from_json, hst_to_json
 from detections.stateful.errors import StatefulError
+from detections.stateful.offline import IsolationModel, RecordingAnomalyModel, score_windows
 from detections.stateful.timeutil import event_time
+from pipeline.config import Settings, check_model
 from pipeline.routing import partition_for
 
 __all__ = [
@@ -101,6 +106,7 @@ __all__ = [
     "StatefulProcessor",
     "TrackedStore",
     "co_partitioned",
+    "options_from_settings",
     "packaged_new_terms",
 ]
 
@@ -141,6 +147,38 @@ class StatefulOptions:
     hst_checkpoint_every: float = 60.0
     correlation: CorrelationSettings = field(default_factory=CorrelationSettings)
     anomaly_settings: AnomalySettings = field(default_factory=AnomalySettings)
+    #: The offline IsolationForest (`klaxon anomaly train`): scores every closed
+    #: per-principal window, all windows closed by one message or tick in one batch. It
+    #: needs the online model's windows, which are kept even when ``anomaly`` is off.
+    offline_model: IsolationModel | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def windows(self) -> bool:
+        """Whether per-principal windows are kept (for the online or the offline model)."""
+        return self.anomaly or self.offline_model is not None
+
+
+def options_from_settings(settings: Settings) -> StatefulOptions:
+    """The worker's options from its `Settings` (``KLAXON_*`` variables; loads the model).
+
+    >>> o = options_from_settings(Settings(stateful_detectors=("anomaly",), idle_grace=5.0))
+    >>> o.correlations, o.anomaly, o.idle_grace, o.anomaly_settings.threshold
+    (False, True, 5.0, 6.0)
+    """
+    families = set(settings.stateful_detectors)
+    model = None if settings.anomaly_model is None else check_model(settings.anomaly_model)
+    return StatefulOptions(
+        correlations="correlations" in families,
+        new_terms="new-terms" in families,
+        anomaly="anomaly" in families,
+        silence="silence" in families,
+        silence_threshold=settings.silence_threshold,
+        idle_grace=settings.idle_grace,
+        advance_delay=settings.advance_delay,
+        correlation=CorrelationSettings(lateness=settings.correlation_lateness),
+        anomaly_settings=AnomalySettings(threshold=settings.anomaly_threshold),
+        offline_model=model,
+    )
 
 
 def co_partitioned(group_by: Sequence[str]) -> bool:
@@ -331,13 +369,33 @@ class StatefulProcessor:
             partition=partition,
             correlations=self._corr_engine(TrackedStore()),
             new_terms=self._nt_engine(TrackedStore()),
-            anomaly=AnomalyModel(self.options.anomaly_settings),
+            anomaly=self._anomaly_model(),
             last_input=now,
             hst_saved_at=now,
             pruned_at=now,
         )
         self.parts[partition] = part
         return part
+
+    def _anomaly_model(self) -> AnomalyModel:
+        opts = self.options
+        if opts.offline_model is None:
+            return AnomalyModel(opts.anomaly_settings)
+        return RecordingAnomalyModel(opts.anomaly_settings, online=opts.anomaly)
+
+    def _score_offline(self, part: PartitionState) -> list[dict[str, Any]]:
+        """Alerts of the offline model for every window closed since the last call, scored
+        in one batch."""
+        model = self.options.offline_model
+        recorder = part.anomaly
+        if model is None or not isinstance(recorder, RecordingAnomalyModel):
+            return []
+        closed = recorder.take_closed()
+        try:
+            return score_windows(model, closed, recorder.settings.window)
+        except Exception as exc:
+            self._error("offline model", exc)
+            return []
 
     def load(
         self, partition: int, items: Iterable[tuple[bytes, bytes | None]], now: float = 0.0
@@ -449,7 +507,7 @@ class StatefulProcessor:
             if t > latest.get(c, float("-inf")):
                 latest[c] = t
         part.wm = wm
-        if opts.anomaly:
+        if opts.windows:
             model = part.anomaly
             principals = model.principals
             urgent, lazy = part.touched, part.lazy
@@ -470,6 +528,7 @@ class StatefulProcessor:
                     urgent.add(key)  # new principal or a closed window: the baseline changed
                 elif key not in urgent:
                     lazy.add(key)  # only the open window's counts: checkpointed periodically
+            alerts.extend(self._score_offline(part))
         targets, nt_rules = self._targets, self._nt_rules
         for match in matches:
             rid = match.rule.id
@@ -628,7 +687,7 @@ class StatefulProcessor:
             alerts.extend(part.correlations.advance(judged))
         except Exception as exc:
             self._error("correlation advance", exc)
-        if opts.anomaly:
+        if opts.windows:
             model = part.anomaly
             cfg = model.settings
             limit = judged - cfg.lateness
@@ -641,6 +700,7 @@ class StatefulProcessor:
                 alerts.extend(model.advance(judged))
             except Exception as exc:
                 self._error("anomaly advance", exc)
+            alerts.extend(self._score_offline(part))
             if model.windows_scored != part.hst_saved and (
                 now - part.hst_saved_at >= opts.hst_checkpoint_every
             ):

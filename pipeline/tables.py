@@ -15,6 +15,11 @@
   checks silent clusters;
 - rebalance hooks: every partition is dropped and rebuilt from the table when next used.
 
+The detectors' options come from the worker's `Settings`
+(`pipeline.stateful.options_from_settings`: which families run, lateness, delays,
+thresholds, and the offline model of ``KLAXON_ANOMALY_MODEL``, whose alerts are produced
+like the others).
+
 The detect agent calls `StatefulShell.bind` (an engine wrapper: the stateless matches go
 to the processor, base-rule matches are filtered out) and, after sending the message's
 stateless alerts, `StatefulShell.finish`, which writes in this order: stateful alerts and
@@ -34,7 +39,7 @@ from typing import Any
 import orjson
 
 from pipeline.errors import WorkerError
-from pipeline.stateful import StatefulOptions, StatefulProcessor
+from pipeline.stateful import StatefulOptions, StatefulProcessor, options_from_settings
 from pipeline.topics import STATE_TABLE, changelog_topic, rekey_topic
 
 __all__ = ["BoundEngine", "StatefulShell", "install_stateful"]
@@ -222,11 +227,22 @@ def install_stateful(
 ) -> StatefulShell | None:
     """Add the state table, the by-group agent, the timer and rebalance hooks to ``app``.
 
-    Returns None (nothing installed) when the engine carries no rule set (test doubles).
+    ``options`` default to `options_from_settings` of ``rt.settings``. Returns None (nothing
+    installed) when the engine carries no rule set (test doubles).
     """
     ruleset = getattr(rt.holder.engine, "ruleset", None)
     if ruleset is None:
         return None
+    if options is None:
+        options = options_from_settings(rt.settings)
+    model = options.offline_model
+    if model is not None:
+        log.info(
+            "stateful: offline anomaly model %s (%d trees, alert threshold %.3f)",
+            rt.settings.anomaly_model,
+            len(model.trees),
+            model.cut,
+        )
     processor = StatefulProcessor(ruleset, partitions=rt.events_partitions, options=options)
     shell = StatefulShell(app, rt, processor)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.agents import Runtime, install_agents
 from pipeline.app import WorkerOptions, create_app
-from pipeline.config import Settings
+from pipeline.config import Settings, stateful_env
 from pipeline.errors import PipelineError, WorkerError
 from pipeline.handoff import Handoff
 from pipeline.reload import EngineHolder, RuleWatcher, build_engine, fingerprint, watched_paths
@@ -55,6 +55,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "KLAXON_CLUSTER": settings.cluster,
         "KLAXON_APP_ID": settings.app_id,
         "KLAXON_DATA_DIR": str(settings.data_dir),
+        **stateful_env(settings),
     }
     return env
 

@@ -27,6 +27,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--window", type=float, default=300.0, help="window seconds (default 300)")
     p.add_argument("--trees", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--contamination",
+        type=float,
+        default=0.001,
+        help="share of baseline windows allowed above the saved alert threshold (default 0.001)",
+    )
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("score", help="print the most anomalous windows of LOGs")
     p.add_argument("logs", nargs="+", metavar="LOG", type=Path)
@@ -58,18 +64,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             n_estimators=args.trees,
             seed=args.seed,
             window=args.window,
+            contamination=args.contamination,
         )
         offline.save(model, args.out)
     except StatefulError as exc:
         print(f"klaxon anomaly train: {exc}", file=sys.stderr)
         return 1
     principals = len({r.principal for r in rows})
-    print(f"trained on {len(rows)} windows of {principals} principals -> {args.out}")
+    print(
+        f"trained on {len(rows)} windows of {principals} principals -> {args.out}"
+        f" (alert threshold {model.cut:.3f})"
+    )
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    """Score windows in one batch and print the oddest."""
+    """Score windows in one batch and print the oddest (anomaly score, higher is odder;
+    ANOMALOUS: above the model's threshold, i.e. the worker would alert)."""
     from detections.stateful import offline
 
     try:
@@ -81,6 +92,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     names = [f[0] for f in FEATURES]
     for score, row in offline.top_windows(model, rows, args.top):
         busy = ", ".join(f"{n}={v:g}" for n, v in zip(names, row.features, strict=True) if v)
-        flag = " ANOMALOUS" if score < model.offset else ""
-        print(f"{score:.3f}{flag}  {row.principal}  window {row.start:.0f}  {busy}")
+        odd = -score  # anomaly score: higher is odder, as in the worker's alerts
+        flag = " ANOMALOUS" if odd > model.cut else ""
+        print(f"{odd:.3f}{flag}  {row.principal}  window {row.start:.0f}  {busy}")
     return 0
