@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import signal
@@ -35,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.config import Settings
+from pipeline.config import Settings, isolated_settings
 
 
 def events(n: int) -> Iterator[bytes]:
@@ -189,16 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     kind = "Apache Kafka" if args.kafka else "Tansu"
     with tempfile.TemporaryDirectory(prefix="klaxon-bench-") as tmp, broker:
         bootstrap = broker.bootstrap_servers
-        tag = uuid.uuid4().hex[:8]
-        settings = dataclasses.replace(
-            Settings.from_env({}),
-            bootstrap_servers=bootstrap,
-            topic_raw=f"bench.raw.{tag}",
-            topic_events=f"bench.events.{tag}",
-            topic_alerts=f"bench.alerts.{tag}",
-            topic_deadletter=f"bench.deadletter.{tag}",
-            app_id=f"klaxon-bench-{tag}",
-            data_dir=Path(tmp) / "data",
+        settings = isolated_settings(
+            bootstrap,
+            Path(tmp) / "data",
+            prefix="bench.",
+            app="klaxon-bench",
             rules_paths=(args.rules,) if args.rules else (),
         )
         asyncio.run(ensure_topics(bootstrap, settings))

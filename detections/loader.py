@@ -42,6 +42,7 @@ from detections.matchers import MatchSpecError, compile_match, split_modifiers
 from detections.rule import (
     CORRELATION_TYPES,
     LEVELS,
+    META_KEYS,
     RELATED_TYPES,
     STATUSES,
     Correlation,
@@ -52,6 +53,7 @@ from detections.rule import (
     Rule,
     RuleSet,
     Selection,
+    source_name,
 )
 from detections.yamlsrc import Document, YamlProblems, dotted, load_documents
 from detections.yamlsrc import Path as DocPath
@@ -59,15 +61,7 @@ from detections.yamlsrc import Path as DocPath
 PACKAGED_RULES = Path(__file__).resolve().parent / "rules"
 
 RULE_KEYS = (
-    "title",
-    "id",
-    "name",
-    "status",
-    "description",
-    "references",
-    "author",
-    "date",
-    "modified",
+    *META_KEYS,
     "tags",
     "logsource",
     "detection",
@@ -75,40 +69,10 @@ RULE_KEYS = (
     "falsepositives",
     "level",
     "related",
-    "license",
     "klaxon",
 )
-FILTER_KEYS = (
-    "title",
-    "id",
-    "name",
-    "status",
-    "description",
-    "references",
-    "author",
-    "date",
-    "modified",
-    "logsource",
-    "filter",
-    "license",
-)
-CORRELATION_KEYS = (
-    "title",
-    "id",
-    "name",
-    "status",
-    "description",
-    "references",
-    "author",
-    "date",
-    "modified",
-    "tags",
-    "falsepositives",
-    "level",
-    "correlation",
-    "license",
-    "klaxon",
-)
+FILTER_KEYS = (*META_KEYS, "logsource", "filter")
+CORRELATION_KEYS = (*META_KEYS, "tags", "falsepositives", "level", "correlation", "klaxon")
 CORRELATION_BLOCK_KEYS = (
     "type",
     "rules",
@@ -201,13 +165,6 @@ def _is_packaged(path: Path) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _source_name(file: str, packaged: bool) -> str:
-    """A short, machine-independent origin for alerts: ``detections/rules/x.yml`` or a file name."""
-    if packaged:
-        return "detections/rules/" + file.replace("\\", "/").split("detections/rules/")[-1]
-    return file.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _license(doc_license: str | None, file: str, packaged: bool) -> str | None:
@@ -400,7 +357,7 @@ class _Builder:
                 related=related,
                 license=_license(self.text(doc, m, "license"), file, packaged),
                 klaxon=klaxon,
-                source=_source_name(file, packaged),
+                source=source_name(file, "detections/rules/", under_root=packaged),
             )
         if rule is not None and len(self.problems) == before:
             self.rules.append((rule, doc, packaged))

@@ -16,9 +16,41 @@ LEVELS = ("informational", "low", "medium", "high", "critical")
 STATUSES = ("stable", "test", "experimental", "deprecated", "unsupported")
 RELATED_TYPES = ("derived", "obsolete", "merged", "renamed", "similar")
 CORRELATION_TYPES = ("event_count", "value_count", "temporal", "temporal_ordered")
+# Sigma metadata keys every document kind accepts (rules, filters, correlations, new terms);
+# each kind's allowed top-level keys extend this tuple.
+META_KEYS = (
+    "title",
+    "id",
+    "name",
+    "status",
+    "description",
+    "references",
+    "author",
+    "date",
+    "modified",
+    "license",
+)
 
 _TECHNIQUE = re.compile(r"^attack\.(t\d{4}(?:\.\d{3})?)$", re.IGNORECASE)
 _GROUP_OR_SOFTWARE = re.compile(r"^attack\.[gs]\d{4}$", re.IGNORECASE)
+
+
+def source_name(file: str, root: str, *, under_root: bool | None = None) -> str:
+    """A short, machine-independent origin for alerts: ``root`` plus the path below it, else
+    the bare file name. ``under_root`` says whether ``file`` lies in ``root`` (by default:
+    whether ``root`` appears in its path).
+
+    >>> source_name("/srv/klaxon/detections/rules/exec.yml", "detections/rules/")
+    'detections/rules/exec.yml'
+    >>> source_name("C:\\\\rules\\\\mine.yml", "detections/rules/")
+    'mine.yml'
+    """
+    norm = file.replace("\\", "/")
+    if under_root is None:
+        under_root = root in norm
+    if under_root:
+        return root + norm.split(root)[-1]
+    return norm.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +121,7 @@ class Rule:
     related: tuple[dict[str, str], ...] = ()
     license: str | None = None
     klaxon: KlaxonBlock = field(default_factory=KlaxonBlock)
-    source: str = ""  # short, machine-independent origin (see loader._source_name)
+    source: str = ""  # short, machine-independent origin (see source_name)
 
     @property
     def techniques(self) -> tuple[str, ...]:

@@ -71,6 +71,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,6 +276,37 @@ class Settings:
     def topics(self) -> tuple[str, str, str, str]:
         """The four topic names: raw, events, alerts, dead-letter."""
         return (self.topic_raw, self.topic_events, self.topic_alerts, self.topic_deadletter)
+
+
+def isolated_settings(
+    bootstrap: str,
+    data_dir: Path,
+    *,
+    prefix: str = "",
+    app: str = "klaxon-test",
+    rules_paths: tuple[Path, ...] = (),
+) -> Settings:
+    """Default settings for ``bootstrap`` whose topics and app id no other run shares (tests and
+    benchmarks on a shared broker): ``{prefix}raw.<tag>`` ... and ``{app}-<tag>``.
+
+    >>> s = isolated_settings("127.0.0.1:9092", Path("/tmp/x"), prefix="bench.", app="klaxon-bench")
+    >>> s.topic_raw.startswith("bench.raw."), s.app_id.startswith("klaxon-bench-")
+    (True, True)
+    >>> s.topic_alerts.rsplit(".", 1)[1] == s.app_id.rsplit("-", 1)[1]
+    True
+    """
+    tag = uuid.uuid4().hex[:12]
+    return dataclasses.replace(
+        Settings.from_env({}),
+        bootstrap_servers=bootstrap,
+        topic_raw=f"{prefix}raw.{tag}",
+        topic_events=f"{prefix}events.{tag}",
+        topic_alerts=f"{prefix}alerts.{tag}",
+        topic_deadletter=f"{prefix}deadletter.{tag}",
+        app_id=f"{app}-{tag}",
+        data_dir=data_dir,
+        rules_paths=rules_paths,
+    )
 
 
 def stateful_env(settings: Settings) -> dict[str, str]:

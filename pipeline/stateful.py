@@ -461,6 +461,21 @@ class StatefulProcessor:
     def _part(self, partition: int, now: float) -> PartitionState:
         return self.parts.get(partition) or self.new_partition(partition, now)
 
+    def _enter(
+        self, partition: int, topic: str, offset: int | None, now: float, skip: bool | None
+    ) -> PartitionState | None:
+        """The partition's state for an incoming message (marked as just heard from), or
+        None when the message is already in it (``skip``, by default `applied`) and is dropped.
+        """
+        if skip is None:
+            skip = self.applied(partition, topic, offset)
+        part = self._part(partition, now)
+        part.last_input = now
+        if skip:
+            self.skipped_messages += 1
+            return None
+        return part
+
     def _error(self, what: str, exc: BaseException) -> None:
         self.errors += 1
         if what not in self._logged:
@@ -485,12 +500,8 @@ class StatefulProcessor:
         ``skip`` (default: `applied`) leaves the state alone for a message already in it.
         ``now`` is the caller's wall clock (only used for idle watermarks).
         """
-        if skip is None:
-            skip = self.applied(partition, topic, offset)
-        part = self._part(partition, now)
-        part.last_input = now
-        if skip:
-            self.skipped_messages += 1
+        part = self._enter(partition, topic, offset, now, skip)
+        if part is None:
             return []
         alerts: list[dict[str, Any]] = []
         opts = self.options
@@ -608,12 +619,8 @@ class StatefulProcessor:
         skip: bool | None = None,
     ) -> list[dict[str, Any]]:
         """Feed one by-group message (re-keyed matches and silence heartbeats)."""
-        if skip is None:
-            skip = self.applied(partition, topic, offset)
-        part = self._part(partition, now)
-        part.last_input = now
-        if skip:
-            self.skipped_messages += 1
+        part = self._enter(partition, topic, offset, now, skip)
+        if part is None:
             return []
         alerts: list[dict[str, Any]] = []
         try:

@@ -19,7 +19,6 @@ Tests using any broker fixture get the ``kafka`` marker (deselect with ``-m "not
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.brokers import KafkaCluster, TansuBroker
-from pipeline.config import Settings
+from pipeline.config import Settings, isolated_settings
 from pipeline.errors import BrokerNotInstalled
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,14 +118,4 @@ def broker(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def klaxon_settings(broker: str, tmp_path: Path) -> Settings:
     """Settings for ``broker`` with topic names, app id and data dir unique to this test."""
-    tag = uuid.uuid4().hex[:12]
-    return dataclasses.replace(
-        Settings.from_env({}),
-        bootstrap_servers=broker,
-        topic_raw=f"raw.{tag}",
-        topic_events=f"events.{tag}",
-        topic_alerts=f"alerts.{tag}",
-        topic_deadletter=f"deadletter.{tag}",
-        app_id=f"klaxon-test-{tag}",
-        data_dir=tmp_path / "klaxon-data",
-    )
+    return isolated_settings(broker, tmp_path / "klaxon-data")

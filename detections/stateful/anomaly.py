@@ -326,6 +326,25 @@ def score(state: PrincipalState, x: list[float]) -> tuple[float, list[tuple[int,
     return math.sqrt(sum(z * z for _, z in zs)), zs
 
 
+def principal_context(key: str, last: tuple[str, str, str, str]) -> dict[str, Any]:
+    """An anomaly alert's ``context`` from the principal key ``cluster|username`` and the
+    (auditID, stage, source IP, user agent) of its last event.
+
+    >>> principal_context("prod|alice", ("a1", "ResponseComplete", "", "kubectl"))["user"]
+    {'username': 'alice'}
+    """
+    cluster, name = key.split("|", 1)
+    audit_id, stage, ip, agent = last
+    return {
+        "cluster": cluster,
+        "user": {"username": name},
+        "auditID": audit_id,
+        "stage": stage,
+        "sourceIPs": [ip] if ip else [],
+        "userAgent": agent or None,
+    }
+
+
 def describe(state: PrincipalState, x: list[float], i: int, window: float) -> str:
     """Plain words for one feature's departure ("reads of secrets 40x its usual rate").
 
@@ -523,18 +542,10 @@ class AnomalyModel:
         start: float,
         basis: str,
     ) -> dict[str, Any]:
-        cluster, name = key.split("|", 1)
+        context = principal_context(key, state.last)
+        name = context["user"]["username"]
         window = self.settings.window
         reasons = [describe(state, x, i, window) for i, z in zs[:3] if z >= 2.0]
-        audit_id, stage, ip, agent = state.last
-        context: dict[str, Any] = {
-            "cluster": cluster,
-            "user": {"username": name},
-            "auditID": audit_id,
-            "stage": stage,
-            "sourceIPs": [ip] if ip else [],
-            "userAgent": agent or None,
-        }
         evidence = {
             "score": round(total, 2),
             "population_score": round(pop, 3),

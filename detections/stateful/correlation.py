@@ -66,7 +66,7 @@ import orjson
 
 from detections.engine import Match
 from detections.fields import compile_path, resolve_alias
-from detections.rule import Correlation, RuleSet
+from detections.rule import Correlation, RuleSet, source_name
 from detections.stateful.alerts import Detector, make_alert, stable_id
 from detections.stateful.errors import StateFormatError, UnsupportedCorrelation
 from detections.stateful.timeutil import event_time, iso
@@ -124,13 +124,6 @@ class Condition:
 
 def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else str(v)
-
-
-def _source(file: str) -> str:
-    norm = file.replace("\\", "/")
-    if "detections/rules/" in norm:
-        return "detections/rules/" + norm.split("detections/rules/")[-1]
-    return norm.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -191,7 +184,7 @@ class CorrelationSpec:
             tags=corr.tags,
             description=corr.description
             or f"Sigma {corr.type} correlation over {', '.join(titles)}.",
-            source=_source(corr.file),
+            source=source_name(corr.file, "detections/rules/"),
             author=corr.author or "Klaxon",
             mtmk=corr.klaxon.mtmk if corr.klaxon else (),
             falsepositives=corr.falsepositives,

@@ -61,29 +61,14 @@ import yaml
 from detections.engine import Match
 from detections.errors import Problem, RuleLoadError, suggest
 from detections.fields import compile_path, resolve_alias
-from detections.rule import LEVELS, RuleSet
+from detections.rule import LEVELS, META_KEYS, RuleSet, source_name
 from detections.stateful.alerts import Detector, make_alert, stable_id
 from detections.stateful.errors import StateFormatError
 from detections.stateful.timeutil import event_time, iso
 
 PACKAGED = Path(__file__).resolve().parent / "newterms"
 STATE_VERSION = 1
-DOC_KEYS = (
-    "title",
-    "id",
-    "name",
-    "status",
-    "description",
-    "references",
-    "author",
-    "date",
-    "modified",
-    "tags",
-    "falsepositives",
-    "level",
-    "new_terms",
-    "license",
-)
+DOC_KEYS = (*META_KEYS, "tags", "falsepositives", "level", "new_terms")
 BLOCK_KEYS = (
     "rules",
     "fields",
@@ -152,13 +137,6 @@ def _transform(name: str) -> Transform | None:
     if m and 0 <= int(m.group(1)) <= 32:
         return ip_network(int(m.group(1)))
     return None
-
-
-def _source(file: str) -> str:
-    norm = file.replace("\\", "/")
-    if "detections/stateful/newterms/" in norm:
-        return "detections/stateful/newterms/" + norm.split("detections/stateful/newterms/")[-1]
-    return norm.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -279,7 +257,7 @@ class NewTermsSpec:
             level=str(level),
             tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
             description=str(doc.get("description") or "").strip(),
-            source=_source(file),
+            source=source_name(file, "detections/stateful/newterms/"),
             falsepositives=tuple(str(x) for x in doc.get("falsepositives") or ()),
         )
         return cls(

@@ -58,6 +58,7 @@ from detections.stateful.anomaly import (
     AnomalySettings,
     PrincipalState,
     describe,
+    principal_context,
 )
 from detections.stateful.errors import ModelFormatError, TrainingError
 from detections.stateful.timeutil import event_time, hour_of_day, iso
@@ -484,7 +485,8 @@ def score_windows(
 def _offline_alert(
     model: IsolationModel, w: ClosedWindow, score: float, why: np.ndarray, window: float
 ) -> dict[str, Any]:
-    cluster, name = w.principal.split("|", 1)
+    context = principal_context(w.principal, w.last)
+    name = context["user"]["username"]
     basis = "principal" if w.learnt else "population"
     ref = PrincipalState()
     ref.mean = array("d", w.usual if w.learnt else model.medians)
@@ -496,15 +498,6 @@ def _offline_alert(
         for i, text in zip(order, words, strict=False)
     ]
     reasons = words[:TOP_FEATURES] or ["an unusual combination of features"]
-    audit_id, stage, ip, agent = w.last
-    context: dict[str, Any] = {
-        "cluster": cluster,
-        "user": {"username": name},
-        "auditID": audit_id,
-        "stage": stage,
-        "sourceIPs": [ip] if ip else [],
-        "userAgent": agent or None,
-    }
     evidence = {
         "basis": "offline",
         "score": round(score, 3),

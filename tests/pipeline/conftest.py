@@ -13,17 +13,16 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from pipeline.config import Settings
+from pipeline.config import Settings, isolated_settings
 from pipeline.reload import build_engine
 from pipeline.worker import settings_env
 from replay.reader import iter_batches
@@ -208,18 +207,7 @@ def expected_for(lines: list[bytes], *, with_garbage: bool = True) -> Expected:
 
 
 def unique_settings(bootstrap: str, tmp: Path) -> Settings:
-    tag = uuid.uuid4().hex[:10]
-    return replace(
-        Settings.from_env({}),
-        bootstrap_servers=bootstrap,
-        topic_raw=f"raw.{tag}",
-        topic_events=f"events.{tag}",
-        topic_alerts=f"alerts.{tag}",
-        topic_deadletter=f"deadletter.{tag}",
-        app_id=f"klaxon-test-{tag}",
-        data_dir=tmp / "data",
-        rules_paths=(RULES,),
-    )
+    return isolated_settings(bootstrap, tmp / "data", rules_paths=(RULES,))
 
 
 @pytest.fixture(scope="session")
