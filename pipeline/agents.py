@@ -58,7 +58,7 @@ class Runtime:
     progress: Progress = field(default_factory=Progress)
     started: float = field(default_factory=time.monotonic)
     handoff: Handoff = field(default_factory=Handoff)
-    stateful: Any = None  # stateful: pipeline.tables.StatefulShell, set by install_agents
+    stateful: Any = None  # pipeline.tables.StatefulShell, set by install_agents
 
 
 def header_value(headers: Any, name: str) -> str | None:
@@ -103,9 +103,9 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
     guard = app.delivery
     counters = rt.counters
     handoff = rt.handoff
-    from pipeline.tables import install_stateful  # stateful:
+    from pipeline.tables import install_stateful
 
-    rt.stateful = install_stateful(app, rt)  # stateful: state table, by-group agent, timer
+    rt.stateful = install_stateful(app, rt)  # state table, by-group agent, timer
 
     async def send_all(topic: str, outgoing: list[Outgoing], dead: list[bytes]) -> None:
         """Queue ``outgoing`` to ``topic`` and ``dead`` to the dead-letter topic.
@@ -165,12 +165,12 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
     async def detect(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            engine = rt.holder.engine  # stateful: the next line wraps it (feeds, filters)
-            engine = rt.stateful.bind(engine, msg) if rt.stateful else engine  # stateful:
+            engine = rt.holder.engine  # the next line wraps it (feeds, filters)
+            engine = rt.stateful.bind(engine, msg) if rt.stateful else engine
             result = detect_message(
                 event.value,
                 Source(msg.topic, msg.partition, msg.offset),
-                engine,  # stateful:
+                engine,
                 rt.to_alert,
                 decoded=handoff.take(event.value) if handoff.max_events else None,
             )
@@ -178,8 +178,8 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
                 events=result.events, alerts=len(result.alerts), dead=len(result.dead_letters)
             )
             await send_all(s.topic_alerts, result.alerts, result.dead_letters)
-            if rt.stateful is not None:  # stateful: its alerts, then its state
-                await rt.stateful.finish(msg)  # stateful:
+            if rt.stateful is not None:  # its alerts, then its state
+                await rt.stateful.finish(msg)
             rt.progress.mark(msg.topic, msg.partition, msg.offset)
 
     if rt.watcher is not None:
@@ -203,8 +203,8 @@ async def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
     try:
         consumer = app.consumer
         tps = sorted(consumer.assignment())
-        if rt.stateful is not None:  # stateful: the state changelog is read only at recovery
-            tps = [tp for tp in tps if tp.topic != rt.stateful.changelog]  # stateful:
+        if rt.stateful is not None:  # the state changelog is read only at recovery
+            tps = [tp for tp in tps if tp.topic != rt.stateful.changelog]
         if tps:
             highs = await consumer.highwaters(*tps)
             positions: dict[tuple[str, int], int | None] = {}

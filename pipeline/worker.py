@@ -87,8 +87,8 @@ def prepare(settings: Settings, bootstrap: str) -> Runtime:
     from detections.alert import to_alert
     from pipeline.topics import ensure_topics, stateful_topic_specs
 
-    extra = stateful_topic_specs(settings)  # stateful: state changelog, by-group topic
-    asyncio.run(ensure_topics(bootstrap, settings, extra=extra))  # stateful: extra=
+    extra = stateful_topic_specs(settings)  # state changelog, by-group topic
+    asyncio.run(ensure_topics(bootstrap, settings, extra=extra))
     rules, lists = list(settings.rules_paths), list(settings.lists_paths)
     seen = fingerprint(watched_paths(rules, lists))  # before loading: a change during load counts
     try:
