@@ -20,7 +20,7 @@ from detections import Engine, load_rules
 from detections.alert import to_alert
 from detections.stateful import CorrelationEngine, suppressed_rule_ids
 from detections.stateful.timeutil import iso
-from pipeline.config import Settings
+from pipeline.config import DETECTOR_FAMILIES, Settings
 from pipeline.routing import event_key, partition_for
 from pipeline.stateful import packaged_new_terms
 from pipeline.topics import changelog_topic, ensure_topics
@@ -118,7 +118,11 @@ def offline_alerts(lines: list[bytes]) -> dict[str, str]:
 
 
 def stateful_settings(bootstrap: str, tmp: Path) -> Settings:
-    return replace(unique_settings(bootstrap, tmp), rules_paths=(CORRELATIONS,))
+    return replace(
+        unique_settings(bootstrap, tmp),
+        rules_paths=(CORRELATIONS,),
+        stateful_detectors=DETECTOR_FAMILIES,
+    )
 
 
 def send(settings: Settings, lines: list[bytes]) -> None:
