@@ -97,16 +97,11 @@ def _worker(args: argparse.Namespace) -> int:
 
     try:
         settings = Settings.from_env()
+        bootstrap = settings.bootstrap_for(
+            args.bootstrap, "`klaxon up` starts an embedded broker and a worker"
+        )
     except PipelineError as exc:
         print(f"klaxon worker: {exc}", file=sys.stderr)
-        return 2
-    bootstrap = args.bootstrap or settings.bootstrap_servers
-    if not bootstrap:
-        print(
-            "klaxon worker: no cluster given (--bootstrap or KAFKA_BOOTSTRAP_SERVERS);"
-            " `klaxon up` starts an embedded broker and a worker",
-            file=sys.stderr,
-        )
         return 2
     return run_worker(settings, options_from_args(args), bootstrap=bootstrap)
 

@@ -277,6 +277,22 @@ class Settings:
         """The four topic names: raw, events, alerts, dead-letter."""
         return (self.topic_raw, self.topic_events, self.topic_alerts, self.topic_deadletter)
 
+    def bootstrap_for(self, flag: str | None, hint: str) -> str:
+        """The cluster a command talks to: its ``--bootstrap`` flag, else
+        ``KAFKA_BOOTSTRAP_SERVERS``; `ConfigError` ending in ``hint`` when neither is given.
+
+        >>> Settings(bootstrap_servers="k:9092").bootstrap_for(None, "")
+        'k:9092'
+        >>> Settings().bootstrap_for(None, "try `klaxon up`")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        pipeline.errors.ConfigError: no cluster given (...KAFKA_BOOTSTRAP_SERVERS); try `klaxon up`
+        """
+        bootstrap = flag or self.bootstrap_servers
+        if not bootstrap:
+            raise ConfigError(f"no cluster given (--bootstrap or KAFKA_BOOTSTRAP_SERVERS); {hint}")
+        return bootstrap
+
 
 def isolated_settings(
     bootstrap: str,

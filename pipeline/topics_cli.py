@@ -13,7 +13,7 @@ import dataclasses
 import sys
 
 from pipeline.config import Settings
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 
 __all__ = ["register", "register_topics_cli"]
 
@@ -56,13 +56,12 @@ def _create(args: argparse.Namespace) -> int:
             print("klaxon topics create: counts must be at least 1", file=sys.stderr)
             return 2
         settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
-        bootstrap = args.bootstrap or settings.bootstrap_servers
-        if not bootstrap:
-            print(
-                "klaxon topics create: no cluster given (--bootstrap or KAFKA_BOOTSTRAP_SERVERS);"
-                " the embedded broker creates its own topics",
-                file=sys.stderr,
+        try:
+            bootstrap = settings.bootstrap_for(
+                args.bootstrap, "the embedded broker creates its own topics"
             )
+        except ConfigError as exc:  # a usage error (exit 2), unlike a broker's refusal (1)
+            print(f"klaxon topics create: {exc}", file=sys.stderr)
             return 2
         internal = stateful_topic_specs(settings)
         outcome = asyncio.run(ensure_topics(bootstrap, settings, extra=internal))

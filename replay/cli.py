@@ -57,16 +57,11 @@ def _replay(args: argparse.Namespace) -> int:
 
     try:
         settings = Settings.from_env()
+        bootstrap = settings.bootstrap_for(
+            args.bootstrap, "`klaxon demo FILE` replays into an embedded broker"
+        )
     except PipelineError as exc:
         print(f"klaxon replay: {exc}", file=sys.stderr)
-        return 2
-    bootstrap = args.bootstrap or settings.bootstrap_servers
-    if not bootstrap:
-        print(
-            "klaxon replay: no cluster given (--bootstrap or KAFKA_BOOTSTRAP_SERVERS);"
-            " `klaxon demo FILE` replays into an embedded broker",
-            file=sys.stderr,
-        )
         return 2
     if args.batch < 1 or args.max_bytes < 1:
         print("klaxon replay: --batch and --max-bytes must be positive", file=sys.stderr)
