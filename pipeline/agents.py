@@ -4,13 +4,16 @@
   per partition of the ``cluster|user`` key, and dead letters.
 - ``klaxon.detect``: events topic -> `processing.detect_message` with the current engine ->
   alerts (key = alert id) and dead letters.
-- timers: rule hot reload (`reload.RuleWatcher`) and the health line / status file.
+- timers: offset commits (`offsets.OffsetLedger`), rule hot reload (`reload.RuleWatcher`),
+  and the health line / status file with the watchdog's actions (`watchdog.Watchdog`).
 
-Both agents run with ``concurrency=1`` (Faust may commit past in-flight messages otherwise,
-faust-streaming #606), queue their output straight into the aiokafka producer that Faust
-flushes before every commit (never ``send_and_wait``; the producer batches) and never raise
-on input: bad input becomes a dead letter. A send that fails poisons the `DeliveryGuard` and
-crashes the worker, so no offset is committed past it. Events batches the normalise agent
+Both agents run with ``concurrency=1``, process a message only when the ledger admits it
+(exactly the next offset of its partition), queue their output straight into the aiokafka
+producer (never ``send_and_wait``; the producer batches), then mark the offset done; the
+commit timer commits done offsets after the producer's flush. They never raise on input:
+bad input, an output too large to send, or an exception while processing becomes a dead
+letter. A send that fails for any other reason poisons the `DeliveryGuard` and crashes the
+worker, so no offset is committed past it. Events batches the normalise agent
 encodes for partitions this worker consumes are also kept parsed in `pipeline.handoff`, so
 the detect agent usually skips parsing them again.
 """
@@ -28,12 +31,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import logs
 from pipeline.app import KlaxonApp, WorkerOptions
 from pipeline.config import Settings
+from pipeline.errors import DeliveryError, WorkerStalled
 from pipeline.handoff import Handoff
-from pipeline.metrics import Counters, Progress, health_snapshot, lag_by_partition
-from pipeline.processing import Outgoing, Source, detect_message, normalise_message
+from pipeline.metrics import Counters, Progress, health_snapshot
+from pipeline.offsets import FaustPort, OffsetLedger
+from pipeline.processing import (
+    DetectResult,
+    NormaliseResult,
+    Outgoing,
+    Source,
+    dead_letter_bytes,
+    describe_error,
+    detect_message,
+    normalise_message,
+)
 from pipeline.reload import EngineHolder, RuleWatcher
+from pipeline.watchdog import Watchdog
 
 __all__ = ["CLUSTER_HEADER", "Runtime", "install_agents", "write_status"]
 
@@ -59,6 +75,9 @@ class Runtime:
     started: float = field(default_factory=time.monotonic)
     handoff: Handoff = field(default_factory=Handoff)
     stateful: Any = None  # pipeline.tables.StatefulShell, set by install_agents
+    ledger: OffsetLedger | None = None  # set by install_agents
+    watchdog: Watchdog | None = None
+    port: FaustPort | None = None
 
 
 def header_value(headers: Any, name: str) -> str | None:
@@ -95,38 +114,88 @@ def aiokafka_producer(app: KlaxonApp) -> Any:
     return producer._ensure_producer()
 
 
+class Sender:
+    """Queues a message's outputs into the producer Faust flushes before every commit.
+
+    Straight into aiokafka's producer: Faust's own ``Topic.send`` adds ~40 µs of bookkeeping
+    per message (we use none of its callbacks), which at one message per alert was a fifth of
+    the worker. An output the broker would refuse for its size (over ``max_bytes``, or refused
+    by the producer as too large) becomes a dead letter instead: one oversized message must
+    not block its partition. Any other failure to queue poisons the `DeliveryGuard` and stops
+    the worker before a commit covers the input.
+    """
+
+    def __init__(self, app: KlaxonApp, rt: Runtime) -> None:
+        self.app = app
+        self.counters = rt.counters
+        self.deadletter = rt.settings.topic_deadletter
+        self.max_bytes = rt.options.max_message_bytes
+
+    async def send(
+        self, topic: str, outgoing: list[Outgoing], dead: list[bytes], source: Source
+    ) -> int:
+        """Queue ``outgoing`` to ``topic`` and ``dead`` to the dead-letter topic; returns how
+        many outputs were turned into dead letters for their size."""
+        from aiokafka.errors import MessageSizeTooLargeError
+
+        refused = 0
+        letters = list(dead)
+        try:
+            send = aiokafka_producer(self.app).send
+            track = self.app.delivery.track
+            for out in outgoing:
+                if len(out.value) > self.max_bytes:
+                    refused += 1
+                    letters.append(too_large(out.value, topic, self.max_bytes, source))
+                    continue
+                try:
+                    track(await send(topic, out.value, key=out.key, partition=out.partition))
+                except MessageSizeTooLargeError as exc:
+                    refused += 1
+                    letters.append(too_large(out.value, topic, self.max_bytes, source, exc))
+            for letter in letters:
+                track(await send(self.deadletter, letter))
+        except Exception as exc:  # not queued: stop before any commit covers this message
+            self.counters.send_errors += 1
+            self.app.delivery.poison(exc)
+            log.critical("cannot produce to Kafka, stopping the worker: %r", exc)
+            await self.app.crash(exc)
+            raise
+        return refused
+
+
+def too_large(
+    value: bytes, topic: str, limit: int, source: Source, exc: BaseException | None = None
+) -> bytes:
+    """The dead letter of an output too large to produce (original truncated)."""
+    why = f" ({type(exc).__name__})" if exc is not None else ""
+    reason = f"output for {topic} of {len(value)} bytes exceeds the {limit}-byte limit{why}"
+    return dead_letter_bytes(reason, value, source)
+
+
 def install_agents(app: KlaxonApp, rt: Runtime) -> None:
-    """Add the normalise and detect agents and the reload and health timers to ``app``."""
+    """Add the normalise and detect agents, the commit, reload and health timers to ``app``.
+
+    The input topics are declared with ``acks=False``: Faust never commits them; the
+    `OffsetLedger` admits each message, and the commit timer commits processed offsets after
+    the producer acknowledged their output (`pipeline.offsets` says why).
+    """
     s = rt.settings
-    raw_topic = app.topic(s.topic_raw)
-    events_topic = app.topic(s.topic_events)
-    guard = app.delivery
+    raw_topic = app.topic(s.topic_raw, acks=False)
+    events_topic = app.topic(s.topic_events, acks=False)
     counters = rt.counters
     handoff = rt.handoff
+    app.ledger_topics.update((s.topic_raw, s.topic_events))
+    port = FaustPort(app)
+    rt.ledger = ledger = OffsetLedger(port)
+    rt.watchdog = Watchdog(
+        ledger, stall_after=rt.options.stall_after, exit_after=rt.options.stall_exit
+    )
+    rt.port = port
+    sender = Sender(app, rt)
     from pipeline.tables import install_stateful
 
     rt.stateful = install_stateful(app, rt)  # state table, by-group agent, timer
-
-    async def send_all(topic: str, outgoing: list[Outgoing], dead: list[bytes]) -> None:
-        """Queue ``outgoing`` to ``topic`` and ``dead`` to the dead-letter topic.
-
-        Straight into the aiokafka producer that Faust started and flushes before each
-        commit: Faust's own ``Topic.send`` adds ~40 µs of bookkeeping per message (we use
-        none of its callbacks), which at one message per alert was a fifth of the worker.
-        """
-        try:
-            send = aiokafka_producer(app).send
-            track = guard.track
-            for out in outgoing:
-                track(await send(topic, out.value, key=out.key, partition=out.partition))
-            for letter in dead:
-                track(await send(s.topic_deadletter, letter))
-        except Exception as exc:  # not queued: stop before any commit covers this message
-            counters.send_errors += 1
-            guard.poison(exc)
-            log.critical("cannot produce to Kafka, stopping the worker: %r", exc)
-            await app.crash(exc)
-            raise
 
     def consumed_events_partitions() -> set[int]:
         """Events partitions this worker's detect agent reads (handoff is pointless for others)."""
@@ -139,48 +208,82 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
     async def normalise(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            cluster = header_value(msg.headers, CLUSTER_HEADER) or s.cluster
-            result = normalise_message(
-                event.value,
-                Source(msg.topic, msg.partition, msg.offset),
-                partitions=rt.events_partitions,
-                cluster=cluster,
+            if not await ledger.admit(msg.topic, msg.partition, msg.offset):
+                continue
+            source = Source(msg.topic, msg.partition, msg.offset)
+            try:
+                cluster = header_value(msg.headers, CLUSTER_HEADER) or s.cluster
+                result = normalise_message(
+                    event.value, source, partitions=rt.events_partitions, cluster=cluster
+                )
+            except Exception as exc:  # a bug, not bad input: the message still is not lost
+                result = NormaliseResult(events_in=1)
+                result.dead_letters.append(worker_error("normalise", exc, event.value, source))
+            refused = await sender.send(
+                s.topic_events, result.messages, result.dead_letters, source
             )
             counters.add_normalise(
                 events_in=result.events_in,
                 normalised=result.normalised,
                 dead=len(result.dead_letters),
                 filtered=result.filtered,
-                messages_out=len(result.messages),
+                messages_out=len(result.messages) - refused,
             )
-            await send_all(s.topic_events, result.messages, result.dead_letters)
             if handoff.max_events and result.messages:
                 ours = consumed_events_partitions()
                 for out in result.messages:
                     if out.events is not None and out.partition in ours:
                         handoff.put(out.value, out.events)
+            ledger.done(msg.topic, msg.partition, msg.offset)
             rt.progress.mark(msg.topic, msg.partition, msg.offset)
 
     @app.agent(events_topic, concurrency=1, name="klaxon.detect")
     async def detect(stream: Any) -> None:
         async for event in stream.events():
             msg = event.message
-            engine = rt.holder.engine  # the next line wraps it (feeds, filters)
-            engine = rt.stateful.bind(engine, msg) if rt.stateful else engine
-            result = detect_message(
-                event.value,
-                Source(msg.topic, msg.partition, msg.offset),
-                engine,
-                rt.to_alert,
-                decoded=handoff.take(event.value) if handoff.max_events else None,
-            )
+            if not await ledger.admit(msg.topic, msg.partition, msg.offset):
+                continue
+            source = Source(msg.topic, msg.partition, msg.offset)
+            try:
+                engine = rt.holder.engine  # the next line wraps it (feeds, filters)
+                engine = rt.stateful.bind(engine, msg) if rt.stateful else engine
+                result = detect_message(
+                    event.value,
+                    source,
+                    engine,
+                    rt.to_alert,
+                    decoded=handoff.take(event.value) if handoff.max_events else None,
+                )
+            except Exception as exc:  # a bug, not bad input: the message still is not lost
+                result = DetectResult(errors=1)
+                result.dead_letters.append(worker_error("detect", exc, event.value, source))
+                if rt.stateful is not None:
+                    rt.stateful.abandon(msg)
+            refused = await sender.send(s.topic_alerts, result.alerts, result.dead_letters, source)
             counters.add_detect(
-                events=result.events, alerts=len(result.alerts), dead=len(result.dead_letters)
+                events=result.events,
+                alerts=len(result.alerts) - refused,
+                dead=len(result.dead_letters) + refused,
             )
-            await send_all(s.topic_alerts, result.alerts, result.dead_letters)
             if rt.stateful is not None:  # its alerts, then its state
                 await rt.stateful.finish(msg)
+            ledger.done(msg.topic, msg.partition, msg.offset)
             rt.progress.mark(msg.topic, msg.partition, msg.offset)
+
+    @app.timer(rt.options.commit_interval, name="klaxon.commit")  # type: ignore[untyped-decorator,unused-ignore]
+    async def commit() -> None:
+        try:
+            await ledger.commit()
+        except DeliveryError as exc:  # an output was lost: process its input again
+            log.critical("%s; stopping the worker", exc)
+            await app.crash(exc)
+
+    async def on_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", ())
+        await ledger.revoke((tp.topic, tp.partition) for tp in revoked)
+
+    revoked_signal: Any = app.on_partitions_revoked  # typed by mode for sync receivers only
+    revoked_signal.connect(on_revoked)
 
     if rt.watcher is not None:
         watcher = rt.watcher
@@ -191,38 +294,73 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
 
     @app.timer(rt.options.health_interval, name="klaxon.health")  # type: ignore[untyped-decorator,unused-ignore]
     async def health() -> None:
-        snapshot = await health_now(app, rt)
+        logs.install()
+        snapshot = health_now(app, rt)
         health_log.info(json.dumps(snapshot, sort_keys=True, separators=(",", ":")))
         if rt.options.status_file:
             await asyncio.to_thread(write_status, rt.options.status_file, snapshot)
+        await watchdog_actions(app, rt, snapshot)
 
 
-async def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
-    """The current health snapshot: counters, per-partition lag, seconds since last message."""
-    lag: dict[str, int] = {}
+def worker_error(stage: str, exc: BaseException, value: bytes | None, source: Source) -> bytes:
+    """The dead letter of a message whose processing raised (logged: it is a bug)."""
+    log.error(
+        "%s failed on %s:%s@%s: %r",
+        stage,
+        source.topic,
+        source.partition,
+        source.offset,
+        exc,
+        exc_info=exc,
+    )
+    return dead_letter_bytes(f"{stage} error: {describe_error(exc)}", value or b"", source)
+
+
+def input_partitions(app: KlaxonApp, rt: Runtime) -> set[tuple[str, int]]:
+    """The worker's assigned input partitions (not the state changelog, read at recovery)."""
+    skip = rt.stateful.changelog if rt.stateful is not None else None
     try:
-        consumer = app.consumer
-        tps = sorted(consumer.assignment())
-        if rt.stateful is not None:  # the state changelog is read only at recovery
-            tps = [tp for tp in tps if tp.topic != rt.stateful.changelog]
-        if tps:
-            highs = await consumer.highwaters(*tps)
-            positions: dict[tuple[str, int], int | None] = {}
-            for tp in tps:
-                if (tp.topic, tp.partition) not in rt.progress.offsets:
-                    positions[(tp.topic, tp.partition)] = await consumer.position(tp)
-            lag = lag_by_partition(
-                {(tp.topic, tp.partition): int(h) for tp, h in highs.items()},
-                rt.progress.offsets,
-                positions,
-            )
-    except Exception as exc:  # health must not take the worker down; say why lag is missing
-        log.warning("cannot read consumer lag: %r", exc)
+        return {(tp.topic, tp.partition) for tp in app.consumer.assignment() if tp.topic != skip}
+    except Exception:  # consumer not started or being rebalanced
+        return set()
+
+
+async def watchdog_actions(app: KlaxonApp, rt: Runtime, snapshot: dict[str, Any]) -> None:
+    """Start the next broker probe; seek stalled partitions back; exit if stalled too long."""
+    dog, port = rt.watchdog, rt.port
+    if dog is None or port is None:
+        return
+    dog.kick(input_partitions(app, rt), port.end_offsets)
+    for (topic, partition), offset in dog.to_rewind().items():
+        log.warning("%s:%d stalled: reading again from offset %d", topic, partition, offset)
+        rt.counters.rewinds += 1
+        try:
+            await port.seek((topic, partition), offset)
+        except Exception as exc:
+            log.warning("cannot seek %s:%d: %r", topic, partition, exc)
+    if snapshot.get("status") == "stalled" and snapshot.get("stalled_for_s", 0) >= dog.exit_after:
+        stalled = WorkerStalled(
+            f"partitions {', '.join(snapshot['stalled'])} made no progress for"
+            f" {snapshot['stalled_for_s']:.0f}s with messages waiting; exiting to be restarted"
+        )
+        log.critical("%s", stalled)
+        await app.crash(stalled)
+
+
+def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
+    """The current health snapshot, from cached state only (never waits for the broker)."""
     rt.counters.handoff_hits = rt.handoff.hits
     rt.counters.handoff_misses = rt.handoff.misses
+    if rt.ledger is not None:
+        stats = rt.ledger.stats
+        rt.counters.redelivered = stats.redelivered
+        rt.counters.gaps = stats.gaps
+        rt.counters.lost_to_retention = stats.lost_to_retention
+        rt.counters.commit_failures = stats.commit_failures
+    seen = rt.watchdog.assess() if rt.watchdog is not None else None
     return health_snapshot(
         rt.counters,
-        lag=lag,
+        lag=seen.lag if seen else {},
         since_last=rt.progress.since_last(),
         now=time.monotonic(),
         started=rt.started,
@@ -230,4 +368,8 @@ async def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
         interval=rt.options.health_interval,
         progress=rt.progress,
         sends_in_flight=len(app.delivery.pending),
+        broker=seen.broker if seen else "unknown",
+        broker_error=seen.broker_error if seen else None,
+        stalled=seen.stalled if seen else [],
+        stalled_for=seen.stalled_for if seen else 0.0,
     )

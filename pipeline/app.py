@@ -17,11 +17,12 @@ Choices, each checked against faust-streaming 0.15.3's code:
   (200) count messages, not events: 64/64 starved the agents (measured ~6-8k events/s against
   ~10-11k with 200/256, 30k events, 80 rules); the worst case is 256 x 0.9 MB per topic of
   buffered input, typically ~50 MB. Commits happen every second.
-- At-least-once: ``Consumer._commit_offsets`` awaits ``producer.flush()`` before committing,
-  and our agents await aiokafka's ``send`` (which queues into its accumulator) before the
-  message is acked, so a commit never covers output still in memory. aiokafka's ``flush``
-  does not report failed deliveries, though; `DeliveryGuard` makes the flush raise if any
-  send failed, which crashes the worker before it commits (the input is processed again).
+- At-least-once: Faust does not commit the input topics (declared with ``acks=False``); the
+  worker's `pipeline.offsets.OffsetLedger` admits each message in offset order and commits
+  processed offsets after ``producer.flush()``, so a commit never covers output still in
+  memory. aiokafka's ``flush`` does not report failed deliveries, though; `DeliveryGuard`
+  makes the flush raise if any send failed, which crashes the worker before it commits (the
+  input is processed again).
 - Fetches wait at most 100 ms for data (Faust fixes 1.5 s, which Tansu always waits out):
   see `KlaxonApp._new_consumer`.
 - Keys are placed with `pipeline.routing.partitioner` (Kafka's murmur2, 2x faster than
@@ -33,6 +34,7 @@ Choices, each checked against faust-streaming 0.15.3's code:
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +63,16 @@ class WorkerOptions:
     handoff_events: int = 20_000
     health_interval: float = 30.0
     reload_interval: float = 5.0
+    #: Outputs larger than this become dead letters instead (Kafka's default topic limit is
+    #: 1,048,588 bytes; lower this if your topics' ``max.message.bytes`` is lower).
+    max_message_bytes: int = 1_000_000
+    #: Seconds an input partition may keep uncommitted messages without its commit moving
+    #: before it counts as stalled (and is read again from its next offset).
+    stall_after: float = 60.0
+    #: Seconds stalled after which the worker exits (non-zero) to be restarted.
+    stall_exit: float = 300.0
+    #: Produce with an idempotent producer (Apache Kafka; Tansu refuses it).
+    idempotent: bool = False
     loglevel: str = "warning"
     status_file: str | None = None
 
@@ -115,15 +127,46 @@ class DeliveryGuard:
             )
 
 
+class ReadOffsets(defaultdict[Any, "int | None"]):
+    """Faust's per-partition *read offsets*, reported as unknown for ``topics``.
+
+    Faust's fetch loop drops every fetched message whose offset is below the partition's read
+    offset, and it sets the read offset even for a message whose hand-off to the stream it
+    abandoned for a rebalance, so messages read again after a seek back (ours, or its own
+    seek to the committed offset) can be dropped until a newer offset comes, and a partition
+    whose newest messages were dropped this way is stranded. For the worker's input topics
+    the `pipeline.offsets.OffsetLedger` does this job exactly, so Faust passes every message.
+
+    >>> from faust.types import TP
+    >>> r = ReadOffsets({"raw"}); r[TP("raw", 0)] = 9; r[TP("other", 0)] = 9
+    >>> r[TP("raw", 0)], r[TP("other", 0)], r[TP("other", 1)]
+    (None, 9, None)
+    """
+
+    def __init__(self, topics: set[str]) -> None:
+        super().__init__(lambda: None)
+        self.topics = topics
+
+    def __getitem__(self, tp: Any) -> int | None:
+        if tp.topic in self.topics:
+            return None
+        return super().__getitem__(tp)
+
+
 class KlaxonApp(faust.App):  # type: ignore[misc,unused-ignore]  # faust is untyped
     """`faust.App` whose producer's ``flush`` also checks the `DeliveryGuard`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.delivery = DeliveryGuard()
+        self.ledger_topics = set()
 
     #: Longest a fetch may wait for data (seconds); set by `create_app`.
     fetch_max_wait: float = 0.1
+    #: Topics whose offsets the worker tracks and commits itself (`pipeline.offsets`); Faust
+    #: neither commits them nor filters their messages by its read offsets. Filled in by
+    #: `pipeline.agents.install_agents` before the consumer starts.
+    ledger_topics: set[str]
 
     def _new_consumer(self) -> Any:
         """Faust's consumer, with ``fetch_max_wait_ms`` lowered from Faust's fixed 1500.
@@ -144,10 +187,16 @@ class KlaxonApp(faust.App):  # type: ignore[misc,unused-ignore]  # faust is unty
             return aio
 
         setattr(thread, "_create_worker_consumer", create_worker_consumer)  # noqa: B010
+        consumer._read_offset = ReadOffsets(self.ledger_topics)
         return consumer
+
+    #: Whether the producer is idempotent (`WorkerOptions.idempotent`); set by `create_app`.
+    idempotent: bool = False
 
     def _new_producer(self) -> Any:
         producer = super()._new_producer()
+        if self.idempotent:  # Faust only asks for it inside transactions, which we do not use
+            setattr(producer, "_settings_extra", lambda: {"enable_idempotence": True})  # noqa: B010
         original_flush = producer.flush
         guard = self.delivery
 
@@ -200,4 +249,5 @@ def create_app(
         worker_redirect_stdouts=False,
     )
     app.fetch_max_wait = opts.fetch_max_wait
+    app.idempotent = opts.idempotent
     return app

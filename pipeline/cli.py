@@ -57,6 +57,35 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         "--status-file", metavar="PATH", help="also write the health snapshot (JSON) here"
     )
     parser.add_argument(
+        "--stall-after",
+        type=float,
+        default=d.stall_after,
+        metavar="S",
+        help="seconds an input partition may wait with uncommitted messages before it counts"
+        f" as stalled and is read again (default {d.stall_after:g})",
+    )
+    parser.add_argument(
+        "--stall-exit",
+        type=float,
+        default=d.stall_exit,
+        metavar="S",
+        help=f"seconds stalled after which the worker exits to be restarted"
+        f" (default {d.stall_exit:g})",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=d.max_message_bytes,
+        metavar="N",
+        help="larger outputs become dead letters; keep it under your topics'"
+        f" max.message.bytes (default {d.max_message_bytes})",
+    )
+    parser.add_argument(
+        "--idempotent",
+        action="store_true",
+        help="idempotent producer (Apache Kafka with acks=all; Tansu refuses it)",
+    )
+    parser.add_argument(
         "--loglevel",
         default=d.loglevel,
         choices=["debug", "info", "warning", "error"],
@@ -74,6 +103,10 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         reload_interval=float(args.reload_interval),
         status_file=args.status_file,
         loglevel=args.loglevel,
+        stall_after=float(args.stall_after),
+        stall_exit=float(args.stall_exit),
+        max_message_bytes=int(args.max_message_bytes),
+        idempotent=bool(args.idempotent),
     )
 
 
@@ -133,7 +166,10 @@ def _status(args: argparse.Namespace) -> int:
         print(f"status      {snapshot.get('status')} (written {age:.0f}s ago)")
         print(f"uptime      {snapshot.get('uptime_s')}s, rules {snapshot.get('rules')}")
         print(f"last msg    {snapshot.get('seconds_since_last_message')}s ago")
-        print(f"lag         {snapshot.get('lag_total')}  {snapshot.get('lag')}")
+        print(f"broker      {snapshot.get('broker')}  {snapshot.get('broker_error') or ''}")
+        print(f"lag         {snapshot.get('lag_total')}  {snapshot.get('lag')} (uncommitted)")
+        if snapshot.get("stalled"):
+            print(f"stalled     {snapshot['stalled']} for {snapshot.get('stalled_for_s')}s")
         print(
             f"events      in {c.get('events_in')}  normalised {c.get('normalised')}"
             f"  dead-lettered {c.get('dead_lettered')}  filtered {c.get('filtered')}"

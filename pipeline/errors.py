@@ -33,3 +33,7 @@ class DeliveryError(PipelineError):
 
 class WorkerError(PipelineError):
     """A worker could not start (no broker, rules that do not load, bad options)."""
+
+
+class WorkerStalled(WorkerError):
+    """Input partitions made no progress for too long with messages waiting."""

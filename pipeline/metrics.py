@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["Counters", "Progress", "health_snapshot", "lag_by_partition", "snapshot_problems"]
+__all__ = ["STATUSES", "Counters", "Progress", "health_snapshot", "snapshot_problems"]
 
 
 @dataclass
@@ -48,6 +48,16 @@ class Counters:
     #: events messages whose parsed events came from this process's normalise agent / not
     handoff_hits: int = 0
     handoff_misses: int = 0
+    #: input messages fetched again after they were processed (skipped, not reprocessed)
+    redelivered: int = 0
+    #: times an input partition skipped offsets and was sought back to the missing one
+    gaps: int = 0
+    #: input offsets deleted by retention before they were processed
+    lost_to_retention: int = 0
+    #: offset commits the broker refused (retried; uncommitted input is processed again)
+    commit_failures: int = 0
+    #: times a stalled input partition was sought back to its next unprocessed offset
+    rewinds: int = 0
 
     def add_normalise(
         self,
@@ -144,25 +154,8 @@ class Progress:
         return None if self.last_message_at is None else self._clock() - self.last_message_at
 
 
-def lag_by_partition(
-    highwaters: Mapping[tuple[str, int], int],
-    processed: Mapping[tuple[str, int], int],
-    positions: Mapping[tuple[str, int], int | None],
-) -> dict[str, int]:
-    """Messages not yet processed, per ``"topic:partition"`` of the assignment.
-
-    The next offset is the one after the last processed message, else the consumer's
-    position (the committed offset at start), else the partition counts as fully lagging.
-
-    >>> lag_by_partition({("raw", 0): 10, ("raw", 1): 7}, {("raw", 0): 5}, {("raw", 1): 7})
-    {'raw:0': 4, 'raw:1': 0}
-    """
-    lag: dict[str, int] = {}
-    for tp, high in sorted(highwaters.items()):
-        done = processed.get(tp)
-        nxt = done + 1 if done is not None else positions.get(tp)
-        lag[f"{tp[0]}:{tp[1]}"] = max(0, high - (nxt if nxt is not None else 0))
-    return lag
+#: Every ``status`` a snapshot can have, worst first; the last three are healthy for a probe.
+STATUSES = ("failing", "stalled", "degraded", "starting", "ok")
 
 
 def health_snapshot(
@@ -177,21 +170,41 @@ def health_snapshot(
     wall: datetime | None = None,
     progress: Progress | None = None,
     sends_in_flight: int | None = None,
+    broker: str = "ok",
+    broker_error: str | None = None,
+    stalled: list[str] | None = None,
+    stalled_for: float = 0.0,
 ) -> dict[str, Any]:
     """The JSON document logged every ``interval`` seconds and written to the status file.
 
-    ``status`` is ``ok`` unless a send failed (``failing``) or messages wait while nothing
-    has been processed for over 10 intervals (``stalled``).
+    ``lag`` is end offset minus *committed* offset per input partition (`pipeline.watchdog`).
+    ``status``: ``failing`` (a send failed), ``stalled`` (a partition's commit has not moved
+    for the stall time with messages waiting), ``degraded`` (the broker does not answer),
+    ``starting`` (no broker answer yet), else ``ok``.
+
+    >>> c = Counters()
+    >>> [health_snapshot(c, lag={"raw:0": 3}, since_last=None, now=1, started=0, rules=1,
+    ...                  interval=5, broker=b, stalled=s)["status"]
+    ...  for b, s in [("ok", []), ("unreachable", []), ("ok", ["raw:0"]), ("unknown", [])]]
+    ['ok', 'degraded', 'stalled', 'starting']
     """
     lag_total = sum(lag.values())
     status = "ok"
     if counters.send_errors:
         status = "failing"
-    elif lag_total and (since_last is None or since_last > 10 * interval):
-        status = "stalled" if now - started > 10 * interval else "starting"
+    elif stalled:
+        status = "stalled"
+    elif broker == "unreachable":
+        status = "degraded"
+    elif broker != "ok":
+        status = "starting"
     return {
         "at": (wall or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
         "status": status,
+        "broker": broker,
+        "broker_error": broker_error,
+        "stalled": list(stalled or []),
+        "stalled_for_s": round(stalled_for, 1),
         "uptime_s": round(now - started, 1),
         "interval_s": interval,
         "seconds_since_last_message": None if since_last is None else round(since_last, 1),
@@ -217,7 +230,7 @@ def snapshot_problems(snapshot: Mapping[str, Any], *, age: float) -> list[str]:
     ['status is stalled', 'snapshot is 60s old (worker writes every 5s)']
     """
     problems = []
-    if snapshot.get("status") not in ("ok", "starting"):
+    if snapshot.get("status") not in ("ok", "starting", "degraded"):
         problems.append(f"status is {snapshot.get('status')}")
     interval = float(snapshot.get("interval_s") or 0)
     if interval and age > 3 * interval:

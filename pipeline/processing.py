@@ -36,6 +36,8 @@ from schemas.deadletter import dead_letter
 from schemas.normalize import decode_payload
 
 __all__ = [
+    "BODY_FIELDS",
+    "EMPTY_MESSAGE",
     "EVENTS_MESSAGE_VERSION",
     "MAX_DEADLETTER_ORIGINAL",
     "MAX_MESSAGE_BYTES",
@@ -44,7 +46,10 @@ __all__ = [
     "NormaliseResult",
     "Outgoing",
     "Source",
+    "cut_bodies",
+    "dead_letter_bytes",
     "decode_events_message",
+    "describe_error",
     "detect_message",
     "encode_events_messages",
     "normalise_message",
@@ -56,6 +61,8 @@ EVENTS_MESSAGE_VERSION = 1
 MAX_MESSAGE_BYTES = 900_000
 #: Originals longer than this are truncated in dead letters (base64 grows them by 4/3).
 MAX_DEADLETTER_ORIGINAL = 600_000
+#: Filter reason of a raw message that is empty or only white space.
+EMPTY_MESSAGE = "empty-message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +114,7 @@ class DetectResult:
     errors: int = 0
 
 
-def _letter(reason: str, original: bytes, source: Source) -> bytes:
+def dead_letter_bytes(reason: str, original: bytes, source: Source) -> bytes:
     """An encoded dead letter; huge originals are truncated so the letter stays sendable."""
     if len(original) > MAX_DEADLETTER_ORIGINAL:
         reason = f"{reason} (original truncated from {len(original)} bytes)"
@@ -118,7 +125,7 @@ def _letter(reason: str, original: bytes, source: Source) -> bytes:
     return orjson.dumps(letter)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """``Type: message`` plus the innermost frame, short enough for a dead-letter reason."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
@@ -126,25 +133,95 @@ def _describe(exc: BaseException) -> str:
 
 
 def encode_events_messages(
-    events: list[dict[str, Any]], partition: int, *, max_bytes: int = MAX_MESSAGE_BYTES
+    events: list[dict[str, Any]],
+    partition: int,
+    *,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    rejected: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> list[Outgoing]:
     """``{"v":1,"events":[...]}`` messages for one partition, halved until under ``max_bytes``.
 
-    The key is the first event's routing key (informative: the partition is explicit). A
-    single event larger than ``max_bytes`` still gets its own message.
+    The key is the first event's routing key (informative: the partition is explicit). An
+    event that alone exceeds ``max_bytes``, or that orjson cannot encode (nested deeper than
+    it allows), travels without its request and response bodies (`cut_bodies`); if it still
+    does not fit it is left out and listed in ``rejected`` with the reason (raises
+    `ValueError` when no list is given).
 
     >>> evs = [{"cluster": "c", "user": {"username": "u"}, "pad": "x" * 100}] * 10
     >>> [len(orjson.loads(m.value)["events"]) for m in encode_events_messages(evs, 2,
     ...                                                                     max_bytes=500)]
     [2, 3, 2, 3]
+    >>> big = {"auditID": "b", "requestObject": {"data": "x" * 1000}}
+    >>> [orjson.loads(m.value)["events"][0]["requestObject"]
+    ...  for m in encode_events_messages([big], 0, max_bytes=500)]
+    [{'klaxon.cut': {'bytes': 1011, 'reason': 'event over 500 bytes'}}]
     """
-    value = orjson.dumps({"v": EVENTS_MESSAGE_VERSION, "events": events})
-    if len(value) <= max_bytes or len(events) == 1:
+    try:
+        value = orjson.dumps({"v": EVENTS_MESSAGE_VERSION, "events": events})
+    except orjson.JSONEncodeError:
+        if len(events) == 1:
+            return _encode_cut(events[0], partition, max_bytes, rejected, "not encodable")
+        value = b""  # find the culprit by halving
+    if value and len(value) <= max_bytes:
         return [Outgoing(event_key(events[0]), value, partition, events)]
+    if len(events) == 1:
+        why = f"event over {max_bytes} bytes"
+        return _encode_cut(events[0], partition, max_bytes, rejected, why)
     half = len(events) // 2
     return encode_events_messages(
-        events[:half], partition, max_bytes=max_bytes
-    ) + encode_events_messages(events[half:], partition, max_bytes=max_bytes)
+        events[:half], partition, max_bytes=max_bytes, rejected=rejected
+    ) + encode_events_messages(events[half:], partition, max_bytes=max_bytes, rejected=rejected)
+
+
+#: Fields that `cut_bodies` removes from an event too large or too deep to send.
+BODY_FIELDS = ("requestObject", "responseObject")
+
+
+def cut_bodies(event: dict[str, Any], reason: str) -> dict[str, Any]:
+    """``event`` with its request and response bodies replaced by a marker naming their size,
+    so rules still see who did what to which object (bodies are only a few percent of events).
+
+    >>> cut_bodies({"verb": "create", "requestObject": {"a": 1}}, "too big")
+    {'verb': 'create', 'requestObject': {'klaxon.cut': {'bytes': 7, 'reason': 'too big'}}}
+    """
+    out = dict(event)
+    for name in BODY_FIELDS:
+        if name in out:
+            out[name] = {"klaxon.cut": {"bytes": _size(out[name]), "reason": reason}}
+    return out
+
+
+def _size(obj: Any) -> int:
+    """Encoded size of ``obj`` (-1 when orjson refuses it, e.g. nested too deep)."""
+    try:
+        return len(orjson.dumps(obj))
+    except orjson.JSONEncodeError:
+        return -1
+
+
+def _encode_cut(
+    event: dict[str, Any],
+    partition: int,
+    max_bytes: int,
+    rejected: list[tuple[str, dict[str, Any]]] | None,
+    why: str,
+) -> list[Outgoing]:
+    cut = cut_bodies(event, why)
+    try:
+        value = orjson.dumps({"v": EVENTS_MESSAGE_VERSION, "events": [cut]})
+    except orjson.JSONEncodeError as exc:
+        reason = f"event cannot be encoded even without its bodies: {exc}"
+    else:
+        if len(value) <= max_bytes:
+            return [Outgoing(event_key(cut), value, partition, [cut])]
+        reason = (
+            f"event of {len(value)} bytes exceeds the {max_bytes}-byte message limit even"
+            " without its request and response bodies"
+        )
+    if rejected is None:
+        raise ValueError(reason)
+    rejected.append((reason, event))
+    return []
 
 
 def normalise_message(
@@ -157,25 +234,37 @@ def normalise_message(
 ) -> NormaliseResult:
     """Decode one raw message and route its events; never raises on bad input.
 
-    >>> r = normalise_message(b"", Source("raw", 0, 1), partitions=4, cluster="c")
-    >>> (r.events_in, r.normalised, r.messages, r.dead_letters)
-    (0, 0, [], [])
+    >>> r = normalise_message(b" \\n", Source("raw", 0, 1), partitions=4, cluster="c")
+    >>> (r.events_in, r.normalised, r.filtered, r.messages, r.dead_letters)
+    (1, 0, {'empty-message': 1}, [], [])
     """
     result = NormaliseResult()
-    if not payload:
-        return result  # a tombstone or empty message carries no items
+    if not payload or payload.isspace():  # a tombstone or blank message: counted, not lost
+        result.events_in = 1
+        result.filtered = {EMPTY_MESSAGE: 1}
+        return result
     try:
         decoded = decode_payload(payload, cluster=cluster)
     except Exception as exc:  # a normaliser bug must not stop the stream: keep the bytes
         result.events_in = 1
-        result.dead_letters.append(_letter(f"normaliser error: {_describe(exc)}", payload, source))
+        result.dead_letters.append(
+            dead_letter_bytes(f"normaliser error: {describe_error(exc)}", payload, source)
+        )
         return result
     result.events_in = len(decoded.events) + len(decoded.rejected) + sum(decoded.filtered.values())
     result.normalised = len(decoded.events)
     result.filtered = dict(decoded.filtered)
-    result.dead_letters = [_letter(r.reason, r.original, source) for r in decoded.rejected]
+    result.dead_letters = [
+        dead_letter_bytes(r.reason, r.original, source) for r in decoded.rejected
+    ]
+    rejected: list[tuple[str, dict[str, Any]]] = []
     for part, group in sorted(group_by_partition(decoded.events, partitions).items()):
-        result.messages.extend(encode_events_messages(group, part, max_bytes=max_bytes))
+        result.messages.extend(
+            encode_events_messages(group, part, max_bytes=max_bytes, rejected=rejected)
+        )
+    for reason, event in rejected:
+        result.normalised -= 1
+        result.dead_letters.append(dead_letter_bytes(reason, _dump(event), source))
     return result
 
 
@@ -221,7 +310,7 @@ def detect_message(
     events = decode_events_message(value) if decoded is None else decoded
     if isinstance(events, str):
         result.errors = 1
-        result.dead_letters.append(_letter(events, value or b"", source))
+        result.dead_letters.append(dead_letter_bytes(events, value or b"", source))
         return result
     good: list[dict[str, Any]] = []
     for item in events:
@@ -230,7 +319,7 @@ def detect_message(
         else:
             result.errors += 1
             reason = f"malformed events message: item is JSON {type(item).__name__}"
-            result.dead_letters.append(_letter(reason, orjson.dumps(item), source))
+            result.dead_letters.append(dead_letter_bytes(reason, orjson.dumps(item), source))
     result.events = len(good)
     try:
         matches = list(engine.evaluate_batch(good))
@@ -241,8 +330,8 @@ def detect_message(
                 matches.extend(engine.evaluate_batch([event]))
             except Exception as exc:
                 result.errors += 1
-                reason = f"detection error: {_describe(exc)}"
-                result.dead_letters.append(_letter(reason, _dump(event), source))
+                reason = f"detection error: {describe_error(exc)}"
+                result.dead_letters.append(dead_letter_bytes(reason, _dump(event), source))
     for match in matches:
         try:
             alert = to_alert(match)
@@ -250,8 +339,8 @@ def detect_message(
         except Exception as exc:
             result.errors += 1
             matched = getattr(match, "event", None)
-            reason = f"alert error: {_describe(exc)}"
-            result.dead_letters.append(_letter(reason, _dump(matched), source))
+            reason = f"alert error: {describe_error(exc)}"
+            result.dead_letters.append(dead_letter_bytes(reason, _dump(matched), source))
     return result
 
 

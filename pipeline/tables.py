@@ -158,6 +158,12 @@ class StatefulShell:
         self.busy.add(message.partition)
         return BoundEngine(self, engine, message)
 
+    def abandon(self, message: Any) -> None:
+        """Forget what a message whose processing raised left behind (its alerts included:
+        the message became a dead letter)."""
+        self.pending.pop(message.partition, None)
+        self.busy.discard(message.partition)
+
     async def finish(self, message: Any) -> None:
         """Emit the message's stateful alerts and by-group messages, then its state."""
         partition = message.partition
@@ -246,10 +252,20 @@ def install_stateful(
     processor = StatefulProcessor(ruleset, partitions=rt.events_partitions, options=options)
     shell = StatefulShell(app, rt, processor)
 
-    @app.agent(app.topic(shell.topic_rekey), concurrency=1, name="klaxon.stateful-by-group")  # type: ignore[untyped-decorator,unused-ignore]
+    ledger = rt.ledger  # commits the by-group topic like the other inputs (pipeline.offsets)
+    rekey = app.topic(shell.topic_rekey, acks=ledger is None)
+    if ledger is not None:
+        app.ledger_topics.add(shell.topic_rekey)
+
+    @app.agent(rekey, concurrency=1, name="klaxon.stateful-by-group")  # type: ignore[untyped-decorator,unused-ignore]
     async def by_group(stream: Any) -> None:
         async for event in stream.events():
+            msg = event.message
+            if ledger is not None and not await ledger.admit(msg.topic, msg.partition, msg.offset):
+                continue
             await shell.on_rekeyed(event)
+            if ledger is not None:
+                ledger.done(msg.topic, msg.partition, msg.offset)
 
     @app.timer(TICK_INTERVAL, name="klaxon.stateful")  # type: ignore[untyped-decorator,unused-ignore]
     async def watermarks() -> None:

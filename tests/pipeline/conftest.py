@@ -35,12 +35,14 @@ RULES = Path(__file__).parent / "rules"
 class WorkerProcess:
     """One ``klaxon worker`` subprocess; `stop` (SIGTERM) or `kill` (SIGKILL) it."""
 
-    def __init__(self, settings: Settings, workdir: Path, name: str = "w") -> None:
+    def __init__(
+        self, settings: Settings, workdir: Path, name: str = "w", args: tuple[str, ...] = ()
+    ) -> None:
         self.status = workdir / f"{name}.status.json"
         self.log_path = workdir / f"{name}.log"
         env = {**_base_env(), **settings_env(settings)}
         argv = [sys.executable, "-m", "klaxon", "worker", "--status-file", str(self.status)]
-        argv += ["--health-interval", "0.5", "--reload-interval", "0.5"]
+        argv += ["--health-interval", "0.5", "--reload-interval", "0.5", *args]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             argv, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
@@ -143,6 +145,44 @@ async def _read_topic(bootstrap: str, topic: str, partitions: int) -> list[Any]:
         return out
     finally:
         await consumer.stop()
+
+
+def committed_and_end(bootstrap: str, group: str, topics: list[str]) -> dict[str, tuple[int, int]]:
+    """``{"topic:partition": (committed offset or -1, end offset)}`` as the broker sees them."""
+
+    async def read() -> dict[str, tuple[int, int]]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            out: dict[str, tuple[int, int]] = {}
+            for topic in topics:
+                parts = consumer.partitions_for_topic(topic) or set()
+                if not parts:
+                    await consumer._client.force_metadata_update()
+                    parts = consumer.partitions_for_topic(topic) or set()
+                tps = [TopicPartition(topic, p) for p in sorted(parts)]
+                ends = await consumer.end_offsets(tps)
+                for tp in tps:
+                    committed = await consumer.committed(tp)
+                    out[f"{topic}:{tp.partition}"] = (
+                        -1 if committed is None else committed,
+                        ends[tp],
+                    )
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def stranded(bootstrap: str, group: str, topics: list[str]) -> dict[str, tuple[int, int]]:
+    """Partitions of ``topics`` whose committed offset is not their end offset (non-empty)."""
+    offsets = committed_and_end(bootstrap, group, topics)
+    return {tp: ce for tp, ce in offsets.items() if ce[0] != ce[1] and ce[1] > 0}
 
 
 def sample_events() -> list[dict[str, Any]]:

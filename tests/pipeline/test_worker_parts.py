@@ -16,7 +16,7 @@ from klaxon.cli import build_parser, main
 from pipeline.app import DeliveryGuard, create_app
 from pipeline.config import Settings
 from pipeline.errors import DeliveryError
-from pipeline.metrics import Counters, health_snapshot, lag_by_partition
+from pipeline.metrics import Counters, health_snapshot
 from pipeline.reload import EngineHolder, RuleWatcher, build_engine, fingerprint
 from tests.pipeline.conftest import RULES
 
@@ -130,26 +130,48 @@ def test_app_never_declares_topics_nor_serves_web() -> None:
     assert conf.broker_session_timeout <= 10 and conf.producer_acks == -1
 
 
-def test_lag_counts_unprocessed_messages_per_partition() -> None:
-    """Lag is highwater minus the next offset to process, never negative."""
-    lag = lag_by_partition(
-        {("t", 0): 10, ("t", 1): 5, ("t", 2): 3}, {("t", 0): 9, ("t", 1): 1}, {("t", 2): None}
-    )
-    assert lag == {"t:0": 0, "t:1": 3, "t:2": 3}
+def test_health_is_stalled_when_a_partition_commit_does_not_move() -> None:
+    """A partition the watchdog reports stalled makes the worker stalled, not ok; a broker
+    that does not answer makes it degraded (an outage is not a stall)."""
+
+    def status(**kw: object) -> str:
+        snap = health_snapshot(
+            Counters(),
+            lag={"t:0": 5},
+            since_last=1.0,
+            now=10.0,
+            started=0.0,
+            rules=1,
+            interval=30.0,
+            **kw,  # type: ignore[arg-type]
+        )
+        return str(snap["status"])
+
+    assert status(stalled=["t:0"], stalled_for=61.0) == "stalled"
+    assert status(broker="unreachable") == "degraded"
+    assert status() == "ok"
 
 
-def test_health_is_stalled_when_lag_waits_and_nothing_moves() -> None:
-    """Lag with no message processed for 10 intervals reads as stalled, not ok."""
-    snap = health_snapshot(
-        Counters(),
-        lag={"t:0": 5},
-        since_last=400.0,
-        now=1000.0,
-        started=0.0,
-        rules=1,
-        interval=30.0,
-    )
-    assert snap["status"] == "stalled"
+def test_status_command_fails_on_stalled_but_not_on_degraded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`klaxon status` exits 1 for a stalled worker (restart it) and 0 for a degraded one
+    (restarting it does not bring the broker back)."""
+    path = tmp_path / "status.json"
+    for kw, code in (({"stalled": ["raw:0"]}, 1), ({"broker": "unreachable"}, 0)):
+        snap = health_snapshot(
+            Counters(),
+            lag={"raw:0": 3},
+            since_last=1.0,
+            now=5.0,
+            started=0.0,
+            rules=2,
+            interval=1.0,
+            **kw,  # type: ignore[arg-type]
+        )
+        path.write_text(json.dumps(snap))
+        assert main(["status", str(path)]) == code
+    assert "stalled" in capsys.readouterr().err
 
 
 def test_status_command_reports_a_fresh_snapshot_and_fails_on_stale(

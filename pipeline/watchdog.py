@@ -1,0 +1,154 @@
+"""Honest health: lag from committed offsets, a broker probe that never blocks, stall recovery.
+
+`Watchdog.kick` starts a background read of the broker's end offsets for the worker's input
+partitions (bounded by the port's timeout; at most one at a time), and `Watchdog.assess`
+judges only from what is cached, so the health timer answers at once even while the broker
+is down. Lag is end offset minus **committed** offset (`pipeline.offsets.OffsetLedger`):
+what a restart would really process again, not what the fetcher has buffered.
+
+A partition is *stalled* when it has uncommitted messages and its committed offset has not
+moved for ``stall_after`` seconds while the broker answers (during an outage the worker is
+*degraded*, not stalled). A stalled partition is sought back to its next unprocessed offset
+once per ``stall_after`` (Faust can strand fetched messages around a rebalance); one stalled
+for ``exit_after`` seconds makes `Watchdog.must_exit` true and the worker exits, so that its
+orchestrator restarts it.
+
+>>> import asyncio
+>>> from pipeline.offsets import FakePort, OffsetLedger
+>>> now = [0.0]
+>>> ledger = OffsetLedger(FakePort(committed={("raw", 0): 3}), clock=lambda: now[0])
+>>> _ = asyncio.run(ledger.start(("raw", 0)))
+>>> dog = Watchdog(ledger, stall_after=30, exit_after=120, clock=lambda: now[0])
+>>> dog.record_probe({("raw", 0): 10})
+>>> dog.assess().broker, dog.assess().lag, dog.assess().stalled
+('ok', {'raw:0': 7}, [])
+>>> now[0] = 31.0; dog.record_probe({("raw", 0): 10}); dog.assess().stalled
+['raw:0']
+>>> dog.record_failure("KafkaConnectionError()"); dog.assess().broker, dog.assess().stalled
+('unreachable', [])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from pipeline.offsets import TP, OffsetLedger
+
+__all__ = ["Assessment", "Watchdog"]
+
+log = logging.getLogger("klaxon.watchdog")
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What the watchdog knows now: broker state, committed lag, stalled partitions."""
+
+    broker: str  # "ok", "unreachable" or "unknown" (no probe answered yet)
+    lag: dict[str, int] = field(default_factory=dict)
+    stalled: list[str] = field(default_factory=list)
+    stalled_for: float = 0.0
+    broker_error: str | None = None
+
+
+class Watchdog:
+    """Probes end offsets in the background and judges lag and stalls from cached state."""
+
+    def __init__(
+        self,
+        ledger: OffsetLedger,
+        *,
+        stall_after: float = 60.0,
+        exit_after: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ledger = ledger
+        self.stall_after = stall_after
+        self.exit_after = exit_after
+        self.clock = clock
+        self.ends: dict[TP, int] = {}
+        self.broker = "unknown"
+        self.broker_error: str | None = None
+        self.down_since: float | None = None
+        self.rewound_at: dict[TP, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the probe ---------------------------------------------------------------------------
+
+    def kick(
+        self, tps: Iterable[TP], read: Callable[[list[TP]], Awaitable[Mapping[TP, int]]]
+    ) -> None:
+        """Start reading the end offsets of ``tps`` unless a read is still under way."""
+        tps = sorted(tps)
+        if not tps or (self._task is not None and not self._task.done()):
+            return
+
+        async def probe() -> None:
+            try:
+                for tp in tps:  # a partition Faust never delivers from is still watched
+                    if tp not in self.ledger.next:
+                        await self.ledger.start(tp)
+                ends = await read(tps)
+            except Exception as exc:  # timeout, connection refused, no coordinator...
+                self.record_failure(repr(exc))
+            else:
+                self.record_probe(ends)
+
+        self._task = asyncio.ensure_future(probe())
+
+    def record_probe(self, ends: Mapping[TP, int]) -> None:
+        """The broker answered with these end offsets."""
+        now = self.clock()
+        if self.broker == "unreachable" and self.down_since is not None:
+            log.warning("broker reachable again after %.0fs", now - self.down_since)
+            for tp in self.ledger.moved_at:  # an outage is no stall: restart the clocks
+                self.ledger.moved_at[tp] = now
+        self.broker, self.broker_error, self.down_since = "ok", None, None
+        self.ends = {tp: int(end) for tp, end in ends.items()}
+
+    def record_failure(self, error: str) -> None:
+        """The broker did not answer (logged once per outage)."""
+        if self.broker != "unreachable":
+            self.down_since = self.clock()
+            log.warning("broker unreachable: %s (logged once until it is back)", error)
+        self.broker, self.broker_error = "unreachable", error
+
+    # -- judging -----------------------------------------------------------------------------
+
+    def assess(self) -> Assessment:
+        """Broker state, lag from committed offsets, partitions stalled (cached data only)."""
+        owned = set(self.ledger.committed)
+        ends = {tp: end for tp, end in self.ends.items() if tp in owned}
+        lag = {f"{t}:{p}": n for (t, p), n in sorted(self.ledger.lag(ends).items())}
+        stalled: list[str] = []
+        longest = 0.0
+        if self.broker == "ok":
+            for tp, end in sorted(ends.items()):
+                stuck = self.ledger.stuck_for(tp, end)
+                if stuck >= self.stall_after:
+                    stalled.append(f"{tp[0]}:{tp[1]}")
+                    longest = max(longest, stuck)
+        return Assessment(self.broker, lag, stalled, longest, self.broker_error)
+
+    def to_rewind(self) -> dict[TP, int]:
+        """Stalled partitions due for a seek back to their next unprocessed offset."""
+        now = self.clock()
+        out: dict[TP, int] = {}
+        if self.broker != "ok":
+            return out
+        for tp, end in self.ends.items():
+            stuck = self.ledger.stuck_for(tp, end) if tp in self.ledger.committed else 0.0
+            if stuck < self.stall_after or now - self.rewound_at.get(tp, -1e18) < self.stall_after:
+                continue
+            self.rewound_at[tp] = now
+            nxt = self.ledger.next.get(tp, self.ledger.committed.get(tp))
+            if nxt is not None:
+                out[tp] = nxt
+        return out
+
+    def must_exit(self, assessment: Assessment) -> bool:
+        """Whether a partition has been stalled for longer than ``exit_after``."""
+        return bool(assessment.stalled) and assessment.stalled_for >= self.exit_after
