@@ -139,12 +139,16 @@ class StatefulOptions:
     #: its own slightly older events late.
     advance_delay: float = 120.0
     #: Wall seconds between two checkpoints of principals whose only change is their open
-    #: window's counts (a closed window, i.e. a baseline change, is written at once). A crash
-    #: loses at most this much of the open windows' counts (the events are not read again).
-    anomaly_checkpoint_every: float = 5.0
-    #: Wall seconds between prunes of expired first-seen terms, and between HST checkpoints.
+    #: window's counts (a closed window, i.e. a baseline change, is written at once). 0, the
+    #: default, writes them with every message, like every other family's state: a crash then
+    #: loses nothing. A larger value writes less but a crash loses up to this much of the open
+    #: windows' counts (the events are not read again), and with them anomaly alerts.
+    anomaly_checkpoint_every: float = 0.0
+    #: Wall seconds between prunes of expired first-seen terms.
     prune_every: float = 60.0
-    hst_checkpoint_every: float = 60.0
+    #: Wall seconds between two checkpoints of a partition's HalfSpaceTrees after it learnt a
+    #: window; 0 (default): with the message or tick that changed it (exact, as above).
+    hst_checkpoint_every: float = 0.0
     correlation: CorrelationSettings = field(default_factory=CorrelationSettings)
     anomaly_settings: AnomalySettings = field(default_factory=AnomalySettings)
     #: The offline IsolationForest (`klaxon anomaly train`): scores every closed
@@ -777,6 +781,11 @@ class StatefulProcessor:
             entry = part.silence.get(cluster)
             out.append((_key(p, "s", cluster), None if entry is None else _json(entry)))
         part.silence_dirty = set()
+        if part.anomaly.windows_scored != part.hst_saved and (
+            now is None or now - part.hst_saved_at >= self.options.hst_checkpoint_every
+        ):
+            part.hst_dirty = True
+            part.hst_saved_at = part.hst_saved_at if now is None else now
         if part.hst_dirty:
             out.append((_key(p, "h"), _json(hst_to_json(part.anomaly.hst))))
             part.hst_dirty = False

@@ -3,6 +3,7 @@ trips, re-keying, watermarks and the suppression of base-rule alerts."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from detections import Engine, load_rules
 from detections.rule import RuleSet
 from detections.stateful import CorrelationEngine
+from detections.stateful.anomaly import AnomalySettings
 from detections.stateful.timeutil import iso
 from pipeline.routing import event_key, partition_for
 from pipeline.stateful import StatefulOptions, StatefulProcessor
@@ -221,3 +223,64 @@ def test_on_the_sample_only_informational_base_rules_are_held_back() -> None:
     assert [m for m in matches if m.rule.level != "informational"] == [
         m for m in kept if m.rule.level != "informational"
     ]
+
+
+def secret_burst_messages() -> list[list[dict[str, Any]]]:
+    """One principal's events messages: 20 quiet one-minute windows (five pod reads each),
+    then a window opened by one pod read, one secret read, and 40 more in two messages."""
+
+    def ev(t: float, resource: str, i: int) -> dict[str, Any]:
+        return {
+            "auditID": f"sa-{t}-{i}", "stage": "ResponseComplete", "verb": "get",
+            "user": {"username": "sa"}, "cluster": "prod", "sourceIPs": ["10.0.0.1"],
+            "userAgent": "app/1.0", "objectRef": {"resource": resource, "namespace": "shop"},
+            "responseStatus": {"code": 200}, "requestReceivedTimestamp": iso(t),
+        }  # fmt: skip
+
+    day = T0 + 9 * 3600
+    messages = [[ev(day + w * 60 + i * 7, "pods", i) for i in range(5)] for w in range(20)]
+    messages.append([ev(day + 20 * 60, "pods", 0)])
+    messages.append([ev(day + 20 * 60 + 1, "secrets", 0)])  # a first: written at once
+    for m in range(2):
+        messages.append([ev(day + 20 * 60 + 2 + m * 20 + i, "secrets", i) for i in range(20)])
+    return messages
+
+
+def anomaly_ids(options: StatefulOptions, crash_after: int | None) -> set[str]:
+    """Alert ids of `secret_burst_messages` fed as the detect agent does (one message per
+    wall second, its changelog writes after it), with a SIGKILL after message
+    ``crash_after``: a new processor loads the changelog and the input is read again from
+    two messages before the crash (at-least-once), then the windows are closed."""
+    rs = load_rules([str(CORRELATIONS)])
+    changelog: dict[bytes, bytes | None] = {}
+    proc = StatefulProcessor(rs, partitions=1, options=options)
+    messages = secret_burst_messages()
+    ids: set[str] = set()
+    i, now, crashed = 0, 0.0, False
+    while i < len(messages):
+        now += 1.0
+        ids |= {a["id"] for a in proc.process(messages[i], [], 0, topic="ev", offset=i, now=now)}
+        changelog.update(proc.changes(0, now))
+        if i == crash_after and not crashed:
+            crashed = True
+            proc = StatefulProcessor(rs, partitions=1, options=options)
+            proc.load(0, changelog.items(), now)
+            i -= 2
+        i += 1
+    return ids | {a["id"] for a in proc.tick(0, now + 10_000)}
+
+
+def test_an_anomaly_alert_survives_a_crash_in_the_middle_of_its_window() -> None:
+    """Killed right after the burst, the restarted worker still raises the burst's anomaly
+    alert: the open window's counts are checkpointed with every message (the default); with
+    the former five-second checkpoints the crash loses them, and the alert with them."""
+    exact = StatefulOptions(
+        correlations=False, new_terms=False, silence=False, advance_delay=0.0,
+        anomaly_settings=AnomalySettings(window=60, warmup=5, lateness=0),
+    )  # fmt: skip
+    whole = anomaly_ids(exact, None)
+    assert len(whole) == 1
+    assert anomaly_ids(exact, len(secret_burst_messages()) - 1) == whole
+    periodic = dataclasses.replace(exact, anomaly_checkpoint_every=5.0)
+    assert anomaly_ids(periodic, None) == whole
+    assert anomaly_ids(periodic, len(secret_burst_messages()) - 1) == set()
