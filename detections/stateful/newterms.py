@@ -60,7 +60,7 @@ import yaml
 
 from detections.engine import Match
 from detections.errors import Problem, RuleLoadError, suggest
-from detections.fields import compile_path, resolve_alias
+from detections.fields import Cache, Getter, compile_path, resolve_alias
 from detections.rule import LEVELS, META_KEYS, RuleSet, source_name
 from detections.stateful.alerts import Detector, make_alert, stable_id
 from detections.stateful.errors import StateFormatError
@@ -83,7 +83,6 @@ BLOCK_KEYS = (
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _CIDR = re.compile(r"^cidr:(\d{1,3})$")
-Getter = Callable[[dict[str, Any], dict[str, Any]], tuple[Any, ...]]
 Transform = Callable[[str], str]
 
 
@@ -353,7 +352,7 @@ class TermObservation:
     event: dict[str, Any]
 
 
-def _first(getter: Getter, event: dict[str, Any], cache: dict[str, Any]) -> str | None:
+def _first(getter: Getter, event: dict[str, Any], cache: Cache) -> str | None:
     for v in getter(event, cache):
         if v is not None and not isinstance(v, (dict, list)):
             return v if isinstance(v, str) else orjson.dumps(v).decode()
@@ -365,7 +364,7 @@ def observe(spec: NewTermsSpec, event: dict[str, Any]) -> TermObservation | None
     t = event_time(event)
     if t is None:
         return None
-    cache: dict[str, Any] = {}
+    cache: Cache = {}
     group = [_first(g, event, cache) for g in spec._group_getters]
     values: list[str] = []
     for getter, tf in spec._getters:
