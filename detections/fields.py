@@ -3,8 +3,10 @@
 A rule field such as ``podSpec.containers.securityContext.privileged`` is compiled once into a
 function ``(event, cache) -> tuple of leaf values``. Walkers cross lists (any element can
 match), and a dotted path also finds keys that themselves contain dots (annotation names such
-as ``authorization.k8s.io/decision``). Derived fields are computed at most once per event and
-kept in the per-evaluation ``cache`` dict.
+as ``authorization.k8s.io/decision``). Every walk starts with the one fast path
+(:func:`fast_path`: plain dicts only) and falls back to the general walker. Derived fields
+are computed at most once per event and kept in the per-evaluation cache, a dict keyed by
+typed :class:`Slot` s.
 
 >>> get = compile_path("podSpec.allContainers.image")
 >>> ev = {"requestObject": {"kind": "Pod", "spec": {"containers": [{"image": "nginx"}],
