@@ -34,7 +34,7 @@ from detections.fields import (
     fast_path,
     flatten_into,
 )
-from detections.matchers import MEMO_ENTRIES, memoize, texts_of
+from detections.matchers import MEMO_ENTRIES, MEMO_MAX_TEXT, memoize, texts_of
 
 #: text -> numbers of the rules whose atom on one field the text satisfies.
 Classifier = Callable[[str], frozenset[int]]
@@ -96,12 +96,18 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
     if probe is None:
         return general
     by_number: dict[int, frozenset[int]] = {}
+    by_text: dict[str, frozenset[int]] = {}  # the result with `present`, one dict hit
 
     def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
         v = probe(event)
         cls = v.__class__
         if cls is str:
-            return classify(v) | present if present else classify(v)
+            found = by_text.get(v)
+            if found is None:
+                found = classify(v) | present if present else classify(v)
+                if len(by_text) < MEMO_ENTRIES and len(v) <= MEMO_MAX_TEXT:
+                    by_text[v] = found
+            return found
         if cls is int:  # a status code: remembered by number, no str() per event
             found = by_number.get(v)
             if found is None:
@@ -145,11 +151,13 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
     if len(tops) != 1 or shapes != {True}:
         raise ValueError("sibling_lookup needs two-key plain fields under one top key")
     parent = fast_parent([path for path, _, _ in fields])
+    # (key below the top, classifier, presence rules, general lookup, text -> rule numbers)
+    subs: tuple[tuple[str, Classifier, frozenset[int], Lookup, dict[str, frozenset[int]]], ...]
     subs = tuple(
-        (path.split(".")[1], classify, present, _general(path, classify, present))
+        (path.split(".")[1], classify, present, _general(path, classify, present), {})
         for path, classify, present in fields
     )
-    everything = [general for *_, general in subs]
+    everything = [sub[3] for sub in subs]
 
     def slow(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
         hits: frozenset[int] | None = None
@@ -164,14 +172,18 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
         if v.__class__ is not dict:
             return None if v is ABSENT else slow(event, cache)
         hits: frozenset[int] | None = None
-        for key, classify, present, general in subs:
+        for key, classify, present, general, by_text in subs:
             x = v.get(key)
             if x is None:
                 continue  # absent or null: no dotted alternatives below the top
             cls = x.__class__
             found: frozenset[int] | None
             if cls is str:
-                found = classify(x)
+                found = by_text.get(x)
+                if found is None:
+                    found = classify(x)
+                    if len(by_text) < MEMO_ENTRIES and len(x) <= MEMO_MAX_TEXT:
+                        by_text[x] = found
             elif cls is list:
                 if not x:
                     continue  # no values
