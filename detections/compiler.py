@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detections import condition as cond
-from detections.fields import Getter, compile_path
+from detections.fields import Cache, Getter, compile_path
 from detections.index import INDEXED, Atom, Constraints, blockers, constraints, guard
 from detections.matchers import Predicate, compile_match
 from detections.rule import FieldMatch, Filter, Rule, Selection
@@ -70,7 +70,7 @@ def _all(preds: Sequence[Predicate]) -> Predicate:
         return lambda e, c: a(e, c) and b(e, c) and d(e, c)
     items = tuple(preds)
 
-    def every(e: dict[str, Any], c: dict[str, Any]) -> bool:
+    def every(e: dict[str, Any], c: Cache) -> bool:
         for p in items:  # noqa: SIM110 - a plain loop is faster than all() on a generator
             if not p(e, c):
                 return False
@@ -87,7 +87,7 @@ def _any(preds: Sequence[Predicate]) -> Predicate:
         return lambda e, c: a(e, c) or b(e, c)
     items = tuple(preds)
 
-    def some(e: dict[str, Any], c: dict[str, Any]) -> bool:
+    def some(e: dict[str, Any], c: Cache) -> bool:
         for p in items:  # noqa: SIM110 - a plain loop is faster than any() on a generator
             if p(e, c):
                 return True
@@ -100,12 +100,12 @@ def _any(preds: Sequence[Predicate]) -> Predicate:
 Folded = Predicate | bool
 
 
-def always(event: dict[str, Any], cache: dict[str, Any]) -> bool:
+def always(event: dict[str, Any], cache: Cache) -> bool:
     """The predicate of a rule that matches every event of its index key."""
     return True
 
 
-def never(event: dict[str, Any], cache: dict[str, Any]) -> bool:
+def never(event: dict[str, Any], cache: Cache) -> bool:
     """The predicate of a condition that can never hold."""
     return False
 
@@ -352,7 +352,7 @@ def _show(values: tuple[Any, ...]) -> str:
 
 
 def _explain_selections(
-    selections: Mapping[str, CompiledSelection], event: dict[str, Any], cache: dict[str, Any]
+    selections: Mapping[str, CompiledSelection], event: dict[str, Any], cache: Cache
 ) -> tuple[SelectionResult, ...]:
     out = []
     for name, cs in selections.items():
@@ -375,7 +375,7 @@ def _explain_selections(
 
 def explain(compiled: CompiledRule, event: dict[str, Any]) -> Explanation:
     """Evaluate a rule field by field against ``event``."""
-    cache: dict[str, Any] = {}
+    cache: Cache = {}
     sels = _explain_selections(compiled.selections, event, cache)
     truth = {s.name: s.matched for s in sels}
     condition_matched = cond.evaluate(compiled.rule.condition, truth)
@@ -399,7 +399,7 @@ def _positive_refs(node: cond.Node, positive: bool = True) -> list[str]:
 
 
 def evidence(
-    compiled: CompiledRule, event: dict[str, Any], cache: dict[str, Any] | None = None
+    compiled: CompiledRule, event: dict[str, Any], cache: Cache | None = None
 ) -> dict[str, Any]:
     """Field path -> event value for the comparisons that made a matching rule fire.
 

@@ -41,7 +41,7 @@ from detections.compiler import (
     specialize,
 )
 from detections.errors import RuleNotFoundError
-from detections.fields import is_derived
+from detections.fields import Cache, is_derived
 from detections.guards import (
     NOTHING,
     Classifier,
@@ -303,7 +303,7 @@ class Engine:
         self._plans[key] = plan
         return plan
 
-    def _select(self, event: dict[str, Any], cache: dict[str, Any]) -> Sequence[Entry]:
+    def _select(self, event: dict[str, Any], cache: Cache) -> Sequence[Entry]:
         """Candidate rules for ``event`` with their predicates, in rule order."""
         ref = event.get("objectRef")
         key: IndexKey | None
@@ -338,14 +338,14 @@ class Engine:
         ]
 
     def candidates(
-        self, event: dict[str, Any], cache: dict[str, Any] | None = None
+        self, event: dict[str, Any], cache: Cache | None = None
     ) -> Sequence[CompiledRule]:
         """Rules that might match ``event``, in rule order (all others provably cannot)."""
         return [c for c, _ in self._select(event, {} if cache is None else cache)]
 
     def evaluate(self, event: dict[str, Any]) -> list[Match]:
         """Every rule that matches ``event``, in rule order."""
-        cache: dict[str, Any] = {}
+        cache: Cache = {}
         out = []
         for c, test in self._select(event, cache):
             if test(event, cache):

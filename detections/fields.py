@@ -3,8 +3,10 @@
 A rule field such as ``podSpec.containers.securityContext.privileged`` is compiled once into a
 function ``(event, cache) -> tuple of leaf values``. Walkers cross lists (any element can
 match), and a dotted path also finds keys that themselves contain dots (annotation names such
-as ``authorization.k8s.io/decision``). Derived fields are computed at most once per event and
-kept in the per-evaluation ``cache`` dict.
+as ``authorization.k8s.io/decision``). Every walk starts with the one fast path
+(:func:`fast_path`: plain dicts only) and falls back to the general walker. Derived fields
+are computed at most once per event and kept in the per-evaluation cache, a dict keyed by
+typed :class:`Slot` s.
 
 >>> get = compile_path("podSpec.allContainers.image")
 >>> ev = {"requestObject": {"kind": "Pod", "spec": {"containers": [{"image": "nginx"}],
@@ -18,11 +20,63 @@ kept in the per-evaluation ``cache`` dict.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-Getter = Callable[[dict[str, Any], dict[str, Any]], tuple[Any, ...]]
+from schemas import audit
+
+
+class Slot:
+    """A typed key of the per-event cache: what is cached (``kind``) for which field.
+
+    Slots are interned (one object per kind and field), so predicates that read the same
+    field share one cache entry, and the cache is a plain dict keyed by identity.
+
+    >>> texts_slot("verb", lower=True) is texts_slot("verb", lower=True)
+    True
+    >>> texts_slot("verb", lower=True), derived_slot("podSpec")
+    (Slot('lower', 'verb'), Slot('derived', 'podSpec'))
+    """
+
+    __slots__ = ("kind", "path")
+
+    def __init__(self, kind: str, path: str) -> None:
+        self.kind = kind
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"Slot({self.kind!r}, {self.path!r})"
+
+
+#: The per-event cache: derived roots, a field's texts (as is, lower-cased) and leaves.
+Cache = dict[Slot, Any]
+Getter = Callable[[dict[str, Any], Cache], tuple[Any, ...]]
+
+_SLOTS: dict[tuple[str, str], Slot] = {}
+
+
+def _slot(kind: str, path: str) -> Slot:
+    found = _SLOTS.get((kind, path))
+    if found is None:
+        found = _SLOTS[(kind, path)] = Slot(kind, path)
+    return found
+
+
+def derived_slot(name: str) -> Slot:
+    """Where a derived field's root value is kept for the event."""
+    return _slot("derived", name)
+
+
+def texts_slot(path: str, lower: bool) -> Slot:
+    """Where a field's texts (lower-cased when ``lower``) are kept for the event."""
+    return _slot("lower" if lower else "texts", path)
+
+
+def leaves_slot(path: str) -> Slot:
+    """Where a field's raw leaves are kept for the event."""
+    return _slot("leaves", path)
+
 
 #: Aliases for Sigma rules written against other log mappings -> canonical path.
 ALIASES: dict[str, str] = {
@@ -30,9 +84,6 @@ ALIASES: dict[str, str] = {
     "hostPath": "podSpec.volumes.hostPath.path",
     "capabilities": "podSpec.allContainers.securityContext.capabilities.add",
 }
-
-#: Paths whose contents are free-form object bodies: any sub-path is accepted by the linter.
-FREE_FORM_ROOTS = ("requestObject", "responseObject", "annotations", "podSpec", "user.extra")
 
 #: Derived field names (see docs/architecture.md).
 DERIVED = (
@@ -102,23 +153,168 @@ def _step(
     return out
 
 
+class _Marker:
+    """A named sentinel (shows its name in doctests and debuggers)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: What :func:`fast_path` returns when the path has definitely no value in the event.
+ABSENT: Any = _Marker("ABSENT")
+#: What :func:`fast_path` returns when only the general walker can tell (lists, dotted keys).
+GENERAL: Any = _Marker("GENERAL")
+
+Probe = Callable[[dict[str, Any]], Any]
+
+
+def fast_path(field: str) -> Probe | None:
+    """The one fast path: ``event -> value`` of a plain (non-derived) dotted path.
+
+    The value is reached through plain dicts only. Returns :data:`ABSENT` when a key is
+    missing and no dotted key could stand for it, :data:`GENERAL` when anything else is met
+    on the way (a list to cross, a dotted key, a dict subclass, a scalar): then the general
+    walker of :func:`compile_path` decides. None for derived fields.
+
+    >>> probe = fast_path("user.username")
+    >>> probe({"user": {"username": "alice"}}), probe({"verb": "get"}), probe({"user": []})
+    ('alice', ABSENT, GENERAL)
+    """
+    if derived_root(field) is not None:
+        return None
+    return _probe(tuple(field.split(".")))
+
+
+def fast_parent(fields: Sequence[str]) -> Probe:
+    """The fast path to the dict holding the last key of sibling fields (``user.username``,
+    ``user.groups`` -> the ``user`` object), so several fields cost one walk.
+
+    >>> fast_parent(["user.username", "user.groups"])({"user": {"groups": []}})
+    {'groups': []}
+    >>> fast_parent(["user.username", "user.groups"])({"user.groups": ["x"]})
+    GENERAL
+    """
+    parts = [tuple(f.split(".")) for f in fields]
+    parent = parts[0][:-1]
+    if not parent or any(p[:-1] != parent for p in parts):
+        raise ValueError("fast_parent needs fields with one parent")
+    # Dotted keys that could stand for the parent or a child at each depth.
+    alts = [
+        tuple(dict.fromkeys(".".join(p[i:j]) for p in parts for j in range(len(p), i + 1, -1)))
+        for i in range(len(parent))
+    ]
+    return _probe(parent, alts)
+
+
+def _probe(segments: tuple[str, ...], alts: Sequence[tuple[str, ...]] | None = None) -> Probe:
+    """:func:`fast_path` of ``segments``: unrolled for up to three keys, a loop beyond.
+
+    ``alts[i]`` are the dotted keys that, present at depth ``i`` when the key is not, mean
+    only the general walker can tell (by default the joined segments from ``i`` on).
+    """
+    n = len(segments)
+    if alts is None:
+        alts = [tuple(".".join(segments[i:j]) for j in range(n, i + 1, -1)) for i in range(n)]
+    steps = tuple(zip(segments, alts, strict=True))
+    if n == 1:
+        ((a, a_alts),) = steps
+
+        if not a_alts:
+
+            def probe0(event: dict[str, Any]) -> Any:
+                return event.get(a, ABSENT)
+
+            return probe0
+
+        def probe1(event: dict[str, Any]) -> Any:
+            v = event.get(a, ABSENT)
+            if v is ABSENT:
+                for alt in a_alts:
+                    if alt in event:
+                        return GENERAL
+            return v
+
+        return probe1
+    if n == 2:
+        (a, a_alts), (b, _) = steps
+
+        def probe2(event: dict[str, Any]) -> Any:
+            v = event.get(a, ABSENT)
+            if v.__class__ is not dict:
+                if v is ABSENT:
+                    for alt in a_alts:
+                        if alt in event:
+                            return GENERAL
+                    return ABSENT
+                return GENERAL
+            return v.get(b, ABSENT)
+
+        return probe2
+    if n == 3:
+        (a, a_alts), (b, b_alts), (c, _) = steps
+
+        def probe3(event: dict[str, Any]) -> Any:
+            v = event.get(a, ABSENT)
+            if v.__class__ is not dict:
+                if v is ABSENT:
+                    for alt in a_alts:
+                        if alt in event:
+                            return GENERAL
+                    return ABSENT
+                return GENERAL
+            w = v.get(b, ABSENT)
+            if w.__class__ is not dict:
+                if w is ABSENT:
+                    for alt in b_alts:
+                        if alt in v:
+                            return GENERAL
+                    return ABSENT
+                return GENERAL
+            return w.get(c, ABSENT)
+
+        return probe3
+
+    def probe(event: dict[str, Any]) -> Any:
+        cur: Any = event
+        for key, alts in steps:
+            if cur.__class__ is not dict:
+                return GENERAL
+            nxt = cur.get(key, ABSENT)
+            if nxt is ABSENT:
+                for alt in alts:
+                    if alt in cur:
+                        return GENERAL
+                return ABSENT
+            cur = nxt
+        return cur
+
+    return probe
+
+
 def _walker(segments: tuple[str, ...]) -> Getter:
-    """A ``(root, cache) -> leaves`` walker: a fast loop over plain dicts, general otherwise."""
+    """A ``(root, cache) -> leaves`` walker: the fast path over plain dicts, general otherwise."""
     n = len(segments)
     joined = {(i, j): ".".join(segments[i:j]) for i in range(n) for j in range(i + 2, n + 1)}
-    # At depth i, a key like "a.b" (joined segments) means the slow path must look.
     steps = tuple(
         (segments[i], tuple(joined[(i, j)] for j in range(n, i + 1, -1))) for i in range(n)
     )
+    probe = _probe(segments)
 
     def slow(root: Any) -> tuple[Any, ...]:
         roots: list[Any] = []
         _flatten_into(root, roots)
         return tuple(_step(roots, segments, 0, joined))
 
-    def across(nodes: list[Any], start: int, root: Any) -> tuple[Any, ...]:
-        # Many nodes (a list was crossed): breadth-first over plain dicts.
-        for key, alts in steps[start:]:
+    def across(root: Any) -> tuple[Any, ...]:
+        # Lists to cross: breadth-first over plain dicts.
+        nodes: list[Any] = []
+        _flatten_into(root, nodes)
+        for key, alts in steps:
             nxt: list[Any] = []
             for node in nodes:
                 if node.__class__ is not dict:
@@ -140,28 +336,16 @@ def _walker(segments: tuple[str, ...]) -> Getter:
         return tuple(nodes)
 
     def walk(root: Any, cache: Any = None) -> tuple[Any, ...]:
-        cur = root
-        for depth, (key, alts) in enumerate(steps):
-            if cur.__class__ is not dict:
-                if cur.__class__ is list:
-                    flat: list[Any] = []
-                    _flatten_into(cur, flat)
-                    return across(flat, depth, root)
-                if isinstance(cur, (list, dict)):
-                    return slow(root)
-                return ()
-            nxt = cur.get(key, _MISSING)
-            if nxt is _MISSING:
-                for alt in alts:
-                    if alt in cur:
-                        return slow(root)
-                return ()
-            cur = nxt
-        if cur.__class__ is list:
+        v = probe(root) if root.__class__ is dict else GENERAL
+        if v is ABSENT:
+            return ()
+        if v is GENERAL:
+            return across(root)
+        if v.__class__ is list:
             out: list[Any] = []
-            _flatten_into(cur, out)
+            _flatten_into(v, out)
             return tuple(out)
-        return (cur,)
+        return (v,)
 
     return walk
 
@@ -368,14 +552,15 @@ def is_derived(field: str) -> bool:
 _UNSET = object()  # "not computed yet" in the per-event cache (_MISSING is "absent")
 
 
-def _cached_deriver(name: str) -> Callable[[dict[str, Any], dict[str, Any]], Any]:
+def _cached_deriver(name: str) -> Callable[[dict[str, Any], Cache], Any]:
     """The deriver of ``name``; all containers reuse the event's cached pod spec."""
     if name == "podSpec.allContainers":
+        spec_slot = derived_slot("podSpec")
 
-        def all_containers(event: dict[str, Any], cache: dict[str, Any]) -> Any:
-            spec = cache.get("\x00podSpec", _UNSET)
+        def all_containers(event: dict[str, Any], cache: Cache) -> Any:
+            spec = cache.get(spec_slot, _UNSET)
             if spec is _UNSET:
-                spec = cache["\x00podSpec"] = _or_missing(pod_spec(event))
+                spec = cache[spec_slot] = _or_missing(pod_spec(event))
             return _containers_of(None if spec is _MISSING else spec)
 
         return all_containers
@@ -390,10 +575,10 @@ def compile_path(field: str) -> Getter:
         return _walker(tuple(field.split(".")))
     name, rest = derived
     derive = _cached_deriver(name)
-    slot = "\x00" + name
+    slot = derived_slot(name)
     tail = _walker(rest) if rest else None
 
-    def get_derived(event: dict[str, Any], cache: dict[str, Any]) -> tuple[Any, ...]:
+    def get_derived(event: dict[str, Any], cache: Cache) -> tuple[Any, ...]:
         root = cache.get(slot, _UNSET)
         if root is _UNSET:
             root = cache[slot] = derive(event, cache)
@@ -410,70 +595,14 @@ def compile_path(field: str) -> Getter:
 
 # --- the linter's view of the canonical schema ----------------------------------------------
 
-# Used until `schemas.audit.field_paths()` exists; mirrors audit.k8s.io/v1 Event (see
-# docs/architecture.md) plus our `cluster` field.
-_FALLBACK_FIELD_PATHS = frozenset(
-    {
-        "kind",
-        "apiVersion",
-        "level",
-        "auditID",
-        "stage",
-        "requestURI",
-        "verb",
-        "user",
-        "user.username",
-        "user.uid",
-        "user.groups",
-        "user.extra",
-        "impersonatedUser",
-        "impersonatedUser.username",
-        "impersonatedUser.uid",
-        "impersonatedUser.groups",
-        "impersonatedUser.extra",
-        "sourceIPs",
-        "userAgent",
-        "objectRef",
-        "objectRef.resource",
-        "objectRef.namespace",
-        "objectRef.name",
-        "objectRef.uid",
-        "objectRef.apiGroup",
-        "objectRef.apiVersion",
-        "objectRef.resourceVersion",
-        "objectRef.subresource",
-        "responseStatus",
-        "responseStatus.metadata",
-        "responseStatus.status",
-        "responseStatus.message",
-        "responseStatus.reason",
-        "responseStatus.details",
-        "responseStatus.code",
-        "requestObject",
-        "responseObject",
-        "requestReceivedTimestamp",
-        "stageTimestamp",
-        "annotations",
-        "cluster",
-    }
-)
+#: Derived fields whose contents are object bodies: any sub-path is accepted by the linter
+#: (the free-form paths of the event itself are ``schemas.audit.FREE_FORM_PREFIXES``).
+DERIVED_FREE_FORM = ("podSpec",)
 
 
 def known_field_paths() -> frozenset[str]:
-    """Dotted paths the canonical AuditEvent schema knows, plus derived fields.
-
-    Uses ``schemas.audit.field_paths()`` when the schemas package provides it.
-    """
-    paths: set[str] = set(_FALLBACK_FIELD_PATHS)
-    try:
-        from schemas import audit  # type: ignore[attr-defined,unused-ignore]
-
-        provided = audit.field_paths()
-        paths = {str(p) for p in provided}
-    except (ImportError, AttributeError):
-        pass
-    paths.update(DERIVED)
-    return frozenset(paths)
+    """Dotted paths the canonical AuditEvent schema knows, plus derived fields."""
+    return audit.field_paths() | frozenset(DERIVED)
 
 
 def is_known_field(field: str, known: frozenset[str]) -> bool:
@@ -482,7 +611,11 @@ def is_known_field(field: str, known: frozenset[str]) -> bool:
     >>> known = known_field_paths()
     >>> is_known_field("requestObject.spec.anything", known), is_known_field("verbb", known)
     (True, False)
+    >>> is_known_field("podSpec.containers.image", known)
+    True
     """
     if field in known:
         return True
-    return any(field.startswith(root + ".") for root in FREE_FORM_ROOTS)
+    return any(
+        field.startswith(root + ".") for root in (*audit.FREE_FORM_PREFIXES, *DERIVED_FREE_FORM)
+    )

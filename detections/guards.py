@@ -25,13 +25,21 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from detections.fields import compile_path, derived_root, flatten_into
-from detections.matchers import MEMO_ENTRIES, memoize, texts_of
+from detections.fields import (
+    ABSENT,
+    Cache,
+    compile_path,
+    derived_root,
+    fast_parent,
+    fast_path,
+    flatten_into,
+)
+from detections.matchers import MEMO_ENTRIES, MEMO_MAX_TEXT, memoize, texts_of
 
 #: text -> numbers of the rules whose atom on one field the text satisfies.
 Classifier = Callable[[str], frozenset[int]]
 #: (event, per-event cache) -> rule numbers let through, or None when the field has no value.
-Lookup = Callable[[dict[str, Any], dict[str, Any]], frozenset[int] | None]
+Lookup = Callable[[dict[str, Any], Cache], frozenset[int] | None]
 
 NOTHING: frozenset[int] = frozenset()
 _MISSING = object()
@@ -61,7 +69,7 @@ def _general(path: str, classify: Classifier, present: frozenset[int]) -> Lookup
     """Any field through the general walker (lists, dotted keys, derived fields)."""
     getter = compile_path(path)
 
-    def general(event: dict[str, Any], cache: dict[str, Any]) -> frozenset[int] | None:
+    def general(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
         leaves = getter(event, cache)
         if not any(leaf is not None for leaf in leaves):
             return None
@@ -76,51 +84,40 @@ def _general(path: str, classify: Classifier, present: frozenset[int]) -> Lookup
 def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTHING) -> Lookup:
     """The lookup of one field; ``present`` rules are let through by any non-null value.
 
-    Plain paths of up to three keys holding a string, an integer or a flat list of strings
-    are read inline; anything else takes the general walker, so the result is the same.
+    A string, an integer or a flat list of strings reached by the fast path
+    (:func:`detections.fields.fast_path`) is classified inline; anything else takes the
+    general walker, so the result is the same.
     """
     general = _general(path, classify, present)
     split = derived_root(path)
     if split is not None and not split[1]:
         return _derived_lookup(compile_path(path), classify, present, general)
-    keys = tuple(path.split(".")) if split is None else ()
-    if not 1 <= len(keys) <= 3:
+    probe = fast_path(path)
+    if probe is None:
         return general
-    a, b, c = (*keys, "", "")[:3]
-    depth = len(keys)
-    # Dotted keys the walker would try at the top when `a` is absent ("user.username").
-    top_alts = tuple(".".join(keys[:j]) for j in range(depth, 1, -1))
     by_number: dict[int, frozenset[int]] = {}
+    by_text: dict[str, frozenset[int]] = {}  # the result with `present`, one dict hit
 
-    def lookup(event: dict[str, Any], cache: dict[str, Any]) -> frozenset[int] | None:
-        v = event.get(a)
-        if v is None:
-            if a in event:
-                return general(event, cache)
-            for alt in top_alts:
-                if alt in event:
-                    return general(event, cache)
-            return None
-        if depth > 1:
-            if v.__class__ is not dict:
-                return general(event, cache)
-            v = v.get(b)
-            if depth > 2:
-                if v.__class__ is not dict:
-                    return general(event, cache)
-                v = v.get(c)
-        if v.__class__ is str:
-            return classify(v) | present if present else classify(v)
-        if v.__class__ is int:  # a status code: remembered by number, no str() per event
+    def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
+        v = probe(event)
+        cls = v.__class__
+        if cls is str:
+            found = by_text.get(v)
+            if found is None:
+                found = classify(v) | present if present else classify(v)
+                if len(by_text) < MEMO_ENTRIES and len(v) <= MEMO_MAX_TEXT:
+                    by_text[v] = found
+            return found
+        if cls is int:  # a status code: remembered by number, no str() per event
             found = by_number.get(v)
             if found is None:
                 found = classify(str(v))
                 if len(by_number) < MEMO_ENTRIES:
                     by_number[v] = found
             return found | present
-        if v is None:
-            return None  # absent or null below the top: no dotted alternatives at that depth
-        if v.__class__ is list:  # e.g. user.groups: a flat list of strings
+        if v is ABSENT or v is None:
+            return None
+        if cls is list:  # e.g. user.groups: a flat list of strings
             if not v:
                 return None
             hits = NOTHING
@@ -153,15 +150,16 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
     shapes = {len(path.split(".")) == 2 and derived_root(path) is None for path, _, _ in fields}
     if len(tops) != 1 or shapes != {True}:
         raise ValueError("sibling_lookup needs two-key plain fields under one top key")
-    (top,) = tops
+    parent = fast_parent([path for path, _, _ in fields])
+    # (key below the top, classifier, presence rules, general lookup, text -> rule numbers)
+    subs: tuple[tuple[str, Classifier, frozenset[int], Lookup, dict[str, frozenset[int]]], ...]
     subs = tuple(
-        (path.split(".")[1], classify, present, _general(path, classify, present))
+        (path.split(".")[1], classify, present, _general(path, classify, present), {})
         for path, classify, present in fields
     )
-    top_alts = tuple(path for path, _, _ in fields)  # "user.username" as one dotted key
-    everything = [general for *_, general in subs]
+    everything = [sub[3] for sub in subs]
 
-    def slow(event: dict[str, Any], cache: dict[str, Any]) -> frozenset[int] | None:
+    def slow(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
         hits: frozenset[int] | None = None
         for general in everything:
             found = general(event, cache)
@@ -169,24 +167,23 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
                 hits = found if hits is None else hits | found
         return hits
 
-    def lookup(event: dict[str, Any], cache: dict[str, Any]) -> frozenset[int] | None:
-        v = event.get(top)
+    def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
+        v = parent(event)
         if v.__class__ is not dict:
-            if v is None and top not in event:
-                for alt in top_alts:
-                    if alt in event:
-                        return slow(event, cache)
-                return None
-            return slow(event, cache)
+            return None if v is ABSENT else slow(event, cache)
         hits: frozenset[int] | None = None
-        for key, classify, present, general in subs:
+        for key, classify, present, general, by_text in subs:
             x = v.get(key)
             if x is None:
                 continue  # absent or null: no dotted alternatives below the top
             cls = x.__class__
             found: frozenset[int] | None
             if cls is str:
-                found = classify(x)
+                found = by_text.get(x)
+                if found is None:
+                    found = classify(x)
+                    if len(by_text) < MEMO_ENTRIES and len(x) <= MEMO_MAX_TEXT:
+                        by_text[x] = found
             elif cls is list:
                 if not x:
                     continue  # no values
@@ -223,7 +220,7 @@ def _derived_lookup(
 ) -> Lookup:
     """A derived field itself (``response.success``, ``decision``): one cached scalar."""
 
-    def lookup(event: dict[str, Any], cache: dict[str, Any]) -> frozenset[int] | None:
+    def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
         leaves = getter(event, cache)
         if not leaves:
             return None
@@ -372,7 +369,7 @@ def nested_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> L
     ]
     fallback = [_general(path, classify, present) for path, classify, present in fields]
 
-    def lookup(event: dict[str, Any], cache: dict[str, Any]) -> frozenset[int] | None:
+    def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
         hits = NOTHING
         try:
             for get_root, level, ends in plan:

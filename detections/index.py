@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from detections.condition import And, AtLeast, Node, Not, Or, Ref
+from detections.modifiers.registry import TEXT_WISE
 from detections.rule import FieldMatch, Selection
 
 INDEXED = ("verb", "objectRef.resource", "objectRef.subresource")
@@ -159,12 +160,6 @@ def admits(c: Constraints, key: tuple[Value, Value, Value]) -> bool:
 
 Atom = tuple[str, str, frozenset[str] | FieldMatch | None]
 
-#: Modifiers of a comparison that tests each text of the field on its own: a ("test", path,
-#: field match) atom, which the engine turns into one memoized lookup per distinct value.
-_TEXT_TEST_MODIFIERS = frozenset(
-    {"contains", "startswith", "endswith", "re", "cidr", "all", "cased", "expand", "base64"}
-    | {"base64offset", "i", "ignorecase", "m", "multiline", "s", "dotall"}
-)
 
 #: Fields nearly every event has: a presence atom on them filters nothing.
 _ALWAYS_PRESENT = frozenset(
@@ -233,7 +228,9 @@ def _atom(fm: FieldMatch) -> Atom | None:
         texts = {_text_form(v) for v in fm.values}
         if None not in texts and not any(set(t) & {"*", "?", "\\"} for t in texts if t is not None):
             return ("exact", fm.path, frozenset(t for t in texts if t is not None))
-    if fm.values and not mods - _TEXT_TEST_MODIFIERS:
+    # Modifiers that test each text of the field on its own: a ("test", path, field match)
+    # atom, which the engine turns into one memoized lookup per distinct value.
+    if fm.values and not mods - TEXT_WISE:
         return ("test", fm.path, fm)
     if fm.path in _ALWAYS_PRESENT:
         return None

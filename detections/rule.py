@@ -31,7 +31,8 @@ META_KEYS = (
     "license",
 )
 
-_TECHNIQUE = re.compile(r"^attack\.(t\d{4}(?:\.\d{3})?)$", re.IGNORECASE)
+#: An ATT&CK technique tag (``attack.t1611``, ``attack.t1552.007``).
+TECHNIQUE = re.compile(r"^attack\.(t\d{4}(?:\.\d{3})?)$", re.IGNORECASE)
 _GROUP_OR_SOFTWARE = re.compile(r"^attack\.[gs]\d{4}$", re.IGNORECASE)
 
 
@@ -134,7 +135,7 @@ class Rule:
         """
         out = []
         for tag in self.tags:
-            m = _TECHNIQUE.match(tag)
+            m = TECHNIQUE.match(tag)
             if m:
                 out.append(m.group(1).upper())
         return tuple(out)
@@ -146,7 +147,7 @@ class Rule:
             tag[len("attack.") :]
             for tag in self.tags
             if tag.lower().startswith("attack.")
-            and not _TECHNIQUE.match(tag)
+            and not TECHNIQUE.match(tag)
             and not _GROUP_OR_SOFTWARE.match(tag)
         )
 

@@ -65,7 +65,7 @@ from typing import Any
 import orjson
 
 from detections.engine import Match
-from detections.fields import compile_path, resolve_alias
+from detections.fields import Cache, Getter, compile_path, resolve_alias
 from detections.rule import Correlation, RuleSet, source_name
 from detections.stateful.alerts import Detector, make_alert, stable_id
 from detections.stateful.errors import StateFormatError, UnsupportedCorrelation
@@ -82,7 +82,6 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 _OP_TEXT = {"gt": ">", "gte": "≥", "lt": "<", "lte": "≤", "eq": "=", "neq": "≠"}
 _MAX_LISTED = 20
-Getter = Callable[[dict[str, Any], dict[str, Any]], tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +261,7 @@ class Observation:
     event: dict[str, Any]
 
 
-def _first(getter: Getter, event: dict[str, Any], cache: dict[str, Any]) -> str | None:
+def _first(getter: Getter, event: dict[str, Any], cache: Cache) -> str | None:
     for v in getter(event, cache):
         if v is not None and not isinstance(v, (dict, list)):
             return v if isinstance(v, str) else orjson.dumps(v).decode()
@@ -275,7 +274,7 @@ def group_key(spec: CorrelationSpec, event: dict[str, Any]) -> str | None:
     The pipeline must route all events of one key to one worker (the events topic is keyed by
     ``cluster|user.username``; correlations grouped by anything else need a re-keyed stream).
     """
-    cache: dict[str, Any] = {}
+    cache: Cache = {}
     values = [_first(g, event, cache) for g in spec._group_getters]
     if any(v is None for v in values):
         return None
@@ -296,7 +295,7 @@ def observe(spec: CorrelationSpec, rule_index: int, event: dict[str, Any]) -> Ob
     t = event_time(event)
     if t is None:
         return None
-    cache: dict[str, Any] = {}
+    cache: Cache = {}
     values = [_first(g, event, cache) for g in spec._group_getters]
     if any(v is None for v in values):
         return None

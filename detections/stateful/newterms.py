@@ -48,7 +48,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -56,15 +55,21 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
+from detections import validation
 from detections.engine import Match
-from detections.errors import Problem, RuleLoadError, suggest
-from detections.fields import compile_path, resolve_alias
+from detections.errors import Lint, Problem, RuleLoadError, suggest
+from detections.fields import Cache, Getter, compile_path, known_field_paths, resolve_alias
+from detections.lints.base import Context, Subject
+from detections.lints.registry import run_lints
+from detections.loader import rule_files
 from detections.rule import LEVELS, META_KEYS, RuleSet, source_name
 from detections.stateful.alerts import Detector, make_alert, stable_id
 from detections.stateful.errors import StateFormatError
 from detections.stateful.timeutil import event_time, iso
+from detections.validation import Checker
+from detections.yamlsrc import Document, YamlProblems, load_documents
+from detections.yamlsrc import Path as DocPath
 
 PACKAGED = Path(__file__).resolve().parent / "newterms"
 STATE_VERSION = 1
@@ -80,21 +85,19 @@ BLOCK_KEYS = (
     "max-groups",
     "transforms",
 )
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _CIDR = re.compile(r"^cidr:(\d{1,3})$")
-Getter = Callable[[dict[str, Any], dict[str, Any]], tuple[Any, ...]]
 Transform = Callable[[str], str]
 
 
 def parse_duration(text: Any) -> float | None:
-    """Seconds for ``30s``, ``5m``, ``1h``, ``7d``, ``2w`` (None when malformed).
+    """Seconds for a duration as rules write them (:func:`detections.validation.parse_duration`:
+    ``30s``, ``5m``, ``1h``, ``7d``, ``2w``, ``1M``, ``1y``); None when malformed.
 
     >>> parse_duration("7d"), parse_duration("90m"), parse_duration("soon")
     (604800.0, 5400.0, None)
     """
-    m = _DURATION.match(str(text))
-    return float(int(m.group(1)) * _UNITS[m.group(2)]) if m else None
+    seconds = validation.parse_duration(text)
+    return None if seconds is None else float(seconds)
 
 
 def ua_product(value: str) -> str:
@@ -163,113 +166,98 @@ class NewTermsSpec:
 
     @classmethod
     def from_document(
-        cls, doc: Mapping[str, Any], file: str, problems: list[Problem] | None = None
+        cls,
+        doc: Mapping[str, Any] | Document,
+        file: str,
+        problems: list[Problem] | None = None,
     ) -> NewTermsSpec | None:
-        """Validate one YAML document; problems are appended (raises if ``problems`` is None)."""
+        """Validate one YAML document; problems are appended (raises if ``problems`` is None).
+
+        Given a parsed :class:`~detections.yamlsrc.Document`, problems carry its positions
+        (a plain mapping has none: they are reported at 0:0).
+        """
+        source = doc if isinstance(doc, Document) else Document(file, doc, (0, 0))
         own: list[Problem] = []
-
-        def err(key: str, msg: str, hint: str | None = None) -> None:
-            own.append(Problem(file, 0, 0, key, msg, hint))
-
-        for key in doc:
-            if key not in DOC_KEYS:
-                err(str(key), f"unknown top-level key '{key}'", suggest(str(key), DOC_KEYS))
-        title = doc.get("title")
-        if not isinstance(title, str) or not title:
-            err("title", "missing required key 'title'")
-        ident = str(doc.get("id", ""))
-        try:
-            uuid.UUID(ident)
-        except ValueError:
-            err("id", f"id {doc.get('id')!r} must be a UUID")
-        level = doc.get("level", "medium")
-        if level not in LEVELS:
-            err("level", f"invalid level {level!r}", suggest(str(level), LEVELS))
-        block = doc.get("new_terms")
-        if not isinstance(block, dict):
-            err("new_terms", "'new_terms' must be a mapping")
-            block = {}
-        for key in block:
-            if key not in BLOCK_KEYS:
-                err(f"new_terms.{key}", f"unknown key '{key}'", suggest(str(key), BLOCK_KEYS))
-
-        def strings(key: str, required: bool) -> tuple[str, ...]:
-            value = block.get(key, [])
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                err(f"new_terms.{key}", f"'{key}' must be a list of strings")
-                return ()
-            if required and not value:
-                err(f"new_terms.{key}", f"'{key}' needs at least one entry")
-            return tuple(value)
-
-        rules = strings("rules", True)
-        fields = strings("fields", True)
-        group_by = strings("group-by", False)
-
-        def duration(key: str, default: float | None) -> float | None:
-            if key not in block:
-                return default
-            seconds = parse_duration(block[key])
-            if seconds is None:
-                err(f"new_terms.{key}", f"{key} {block[key]!r} must look like 30m, 12h or 7d")
-            return seconds
-
-        def count(key: str, default: int) -> int:
-            value = block.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                err(f"new_terms.{key}", f"{key} must be a positive integer")
-                return default
-            return value
-
-        learning = duration("learning", None)
-        if "learning" not in block:
-            err("new_terms.learning", "missing 'learning' (how long to watch before alerting)")
-        group_learning = duration("group-learning", 0.0) or 0.0
-        ttl = duration("ttl", None)
-        max_terms = count("max-terms", 1000)
-        max_groups = count("max-groups", 100_000)
-        transforms = block.get("transforms", {}) or {}
-        compiled_tf: dict[str, Transform] = {}
-        if not isinstance(transforms, dict):
-            err("new_terms.transforms", "transforms must map a field to product, lower or cidr:N")
-            transforms = {}
-        for f, name in transforms.items():
-            tf = _transform(str(name))
-            if f not in fields:
-                err(f"new_terms.transforms.{f}", f"'{f}' is not one of the fields")
-            if tf is None:
-                err(f"new_terms.transforms.{f}", f"unknown transform {name!r}")
-            else:
-                compiled_tf[str(f)] = tf
+        spec = _Parser(own).spec(source)
         if problems is None and own:
             raise RuleLoadError(own)
         if problems is not None:
             problems.extend(own)
-        if own or not isinstance(title, str) or learning is None:
+        return None if own else spec
+
+
+class _Parser(Checker):
+    """A new-terms document checked with the loader's shared value checks."""
+
+    def spec(self, doc: Document) -> NewTermsSpec | None:
+        m: Mapping[str, Any] = doc.value
+        self.check_keys(doc, m, DOC_KEYS, ())
+        title = self.text(doc, m, "title", required=True)
+        if title == "":
+            self.err(doc, ("title",), "missing required key 'title'")
+        ident = self.rule_id(doc, m, required=True)
+        level = self.choice(doc, m, "level", LEVELS) or "medium"
+        block = m.get("new_terms")
+        if not isinstance(block, dict):
+            self.err(doc, ("new_terms",), "'new_terms' must be a mapping", value=True)
+            block = {}
+        at: DocPath = ("new_terms",)
+        self.check_keys(doc, block, BLOCK_KEYS, at)
+        rules = self.strings(doc, block, "rules", required=True)
+        fields = self.strings(doc, block, "fields", required=True)
+        group_by = self.strings(doc, block, "group-by", required=False)
+        examples = "30m, 12h or 7d"
+        learning = self.duration(doc, block, "learning", at, examples)
+        if "learning" not in block:
+            self.err(
+                doc, (*at, "learning"), "missing 'learning' (how long to watch before alerting)"
+            )
+        group_learning = self.duration(doc, block, "group-learning", at, examples) or 0
+        ttl = self.duration(doc, block, "ttl", at, examples)
+        max_terms = self.positive_int(doc, block, "max-terms", at, 1000)
+        max_groups = self.positive_int(doc, block, "max-groups", at, 100_000)
+        transforms = block.get("transforms", {}) or {}
+        compiled_tf: dict[str, Transform] = {}
+        if not isinstance(transforms, dict):
+            self.err(
+                doc,
+                (*at, "transforms"),
+                "transforms must map a field to product, lower or cidr:N",
+                value=True,
+            )
+            transforms = {}
+        for f, name in transforms.items():
+            tf = _transform(str(name))
+            where = (*at, "transforms", str(f))
+            if f not in fields:
+                self.err(doc, where, f"'{f}' is not one of the fields", suggest(str(f), fields))
+            if tf is None:
+                self.err(doc, where, f"unknown transform {name!r}", value=True)
+            else:
+                compiled_tf[str(f)] = tf
+        if self.problems or title is None or ident is None or learning is None:
             return None
-        tags = doc.get("tags") or []
+        tags = m.get("tags") or []
         detector = Detector(
             id=ident,
             title=title,
             kind="new_terms",
-            level=str(level),
+            level=level,
             tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
-            description=str(doc.get("description") or "").strip(),
-            source=source_name(file, "detections/stateful/newterms/"),
-            falsepositives=tuple(str(x) for x in doc.get("falsepositives") or ()),
+            description=str(m.get("description") or "").strip(),
+            source=source_name(doc.file, "detections/stateful/newterms/"),
+            falsepositives=tuple(str(x) for x in m.get("falsepositives") or ()),
         )
-        return cls(
+        return NewTermsSpec(
             id=ident,
             title=title,
-            name=str(doc["name"]) if doc.get("name") else None,
+            name=str(m["name"]) if m.get("name") else None,
             rules=rules,
             fields=fields,
             group_by=group_by,
-            learning=learning,
-            group_learning=group_learning,
-            ttl=ttl,
+            learning=float(learning),
+            group_learning=float(group_learning),
+            ttl=None if ttl is None else float(ttl),
             max_terms=max_terms,
             max_groups=max_groups,
             detector=detector,
@@ -278,65 +266,103 @@ class NewTermsSpec:
             _group_getters=tuple(compile_path(resolve_alias(f)) for f in group_by),
         )
 
+    def strings(
+        self, doc: Document, block: Mapping[str, Any], key: str, *, required: bool
+    ) -> tuple[str, ...]:
+        """A list of field or rule names (at least one when ``required``)."""
+        value = block.get(key)
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            self.err(doc, ("new_terms", key), f"'{key}' must be a list of strings", value=True)
+            return ()
+        before = len(self.problems)
+        found = self.text_list(doc, block, key, ("new_terms",))
+        if required and not found and len(self.problems) == before:
+            self.err(doc, ("new_terms", key), f"'{key}' needs at least one entry")
+        return found
+
+
+def _subject(spec: NewTermsSpec, doc: Document) -> Subject:
+    """A new-terms document as the lints see it: its tags and the fields it reads."""
+    block = doc.value.get("new_terms", {})
+    read: list[tuple[DocPath, str]] = []
+    for key, names in (("fields", spec.fields), ("group-by", spec.group_by)):
+        listed = isinstance(block.get(key), list)
+        read += [
+            ((("new_terms", key, i) if listed else ("new_terms", key)), name)
+            for i, name in enumerate(names)
+        ]
+    return Subject("new_terms", doc, tags=spec.detector.tags, fields=tuple(read))
+
 
 def load_new_terms(
-    paths: Iterable[str | os.PathLike[str]] | None = None, ruleset: RuleSet | None = None
+    paths: Iterable[str | os.PathLike[str]] | None = None,
+    ruleset: RuleSet | None = None,
+    *,
+    lints: list[Lint] | None = None,
 ) -> tuple[NewTermsSpec, ...]:
     """Load new-terms documents (default: the packaged folder); checks base rules exist.
 
-    Raises :class:`detections.RuleLoadError` listing every problem.
+    Raises :class:`detections.RuleLoadError` listing every problem, each at its line and
+    column. ``lints``, when given, receives the lints of the loaded documents.
 
     >>> from detections import load_rules
     >>> sorted(s.title for s in load_new_terms(ruleset=load_rules()))[0]
     'First secret read by an identity'
     """
     problems: list[Problem] = []
-    files: list[Path] = []
-    for raw in [PACKAGED] if paths is None else paths:
-        p = Path(raw)
-        if p.is_dir():
-            files += sorted(q for q in p.rglob("*") if q.suffix in (".yml", ".yaml"))
-        elif p.is_file():
-            files.append(p)
-        else:
-            problems.append(Problem(str(p), 0, 0, "", "no such file or folder"))
-    specs: list[NewTermsSpec] = []
+    files = rule_files([PACKAGED] if paths is None else paths, problems)
+    loaded: list[tuple[NewTermsSpec, Document]] = []
     for f in files:
         try:
-            docs = list(yaml.safe_load_all(f.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            docs = load_documents(f.read_text(encoding="utf-8"), str(f))
+        except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(str(f), 0, 0, "", f"cannot read new-terms file: {exc}"))
             continue
+        except YamlProblems as exc:
+            problems.extend(exc.problems)
+            continue
         for doc in docs:
-            if doc is None:
+            if doc.value is None:
                 continue
-            if not isinstance(doc, dict):
-                problems.append(Problem(str(f), 0, 0, "", "a document must be a mapping"))
+            if not isinstance(doc.value, dict):
+                problems.append(doc.problem((), "a document must be a mapping"))
                 continue
             spec = NewTermsSpec.from_document(doc, str(f), problems)
             if spec is None:
                 continue
             if ruleset is not None:
-                for r in spec.rules:
+                names = [x.name for x in ruleset.rules if x.name]
+                listed = isinstance(doc.value["new_terms"].get("rules"), list)
+                for i, r in enumerate(spec.rules):
                     if ruleset.find(r) is None:
-                        names = [x.name for x in ruleset.rules if x.name]
                         problems.append(
-                            Problem(
-                                str(f),
-                                0,
-                                0,
-                                "new_terms.rules",
+                            doc.problem(
+                                ("new_terms", "rules", i) if listed else ("new_terms", "rules"),
                                 f"new-terms detector names unknown rule '{r}'",
                                 suggest(r, names),
+                                value=True,
                             )
                         )
-            specs.append(spec)
-    ids = [s.id for s in specs]
-    for dup in sorted({i for i in ids if ids.count(i) > 1}):
-        problems.append(Problem("new_terms", 0, 0, "id", f"duplicate id {dup}"))
+            loaded.append((spec, doc))
+    first: dict[str, tuple[NewTermsSpec, Document]] = {}
+    for spec, doc in loaded:
+        if spec.id in first:
+            other, other_doc = first[spec.id]
+            where = f"{other_doc.file}:{other_doc.mark(('id',))[0]}"
+            problems.append(
+                doc.problem(
+                    ("id",), f"duplicate id {spec.id} (also used by '{other.title}' at {where})"
+                )
+            )
+        else:
+            first[spec.id] = (spec, doc)
     if problems:
         raise RuleLoadError(problems)
-    return tuple(specs)
+    if lints is not None:
+        context = Context(known_field_paths())
+        for spec, doc in loaded:
+            lints.extend(run_lints(_subject(spec, doc), context))
+    return tuple(spec for spec, _ in loaded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +379,7 @@ class TermObservation:
     event: dict[str, Any]
 
 
-def _first(getter: Getter, event: dict[str, Any], cache: dict[str, Any]) -> str | None:
+def _first(getter: Getter, event: dict[str, Any], cache: Cache) -> str | None:
     for v in getter(event, cache):
         if v is not None and not isinstance(v, (dict, list)):
             return v if isinstance(v, str) else orjson.dumps(v).decode()
@@ -365,7 +391,7 @@ def observe(spec: NewTermsSpec, event: dict[str, Any]) -> TermObservation | None
     t = event_time(event)
     if t is None:
         return None
-    cache: dict[str, Any] = {}
+    cache: Cache = {}
     group = [_first(g, event, cache) for g in spec._group_getters]
     values: list[str] = []
     for getter, tf in spec._getters:

@@ -213,3 +213,80 @@ detection: {selection: {verb: get}, condition: selection}
     groups = [k for k in nt.store if not k.endswith("#start")]
     assert len(groups) == 5 and nt.evicted_groups == 3
     assert all(f'["u{i}"]' in groups[i - 3] for i in range(3, 8))
+
+
+NT_FILE = """\
+title: New UA
+id: 5b0f2c1e-8f4a-4a5e-9c3b-1d2e3f4a5b6c
+tags: [attack.t1078]
+new_terms:
+  rules: [secret-read]
+  fields: [userAgent]
+  learning: soon
+  ttl: 1y
+"""
+
+
+def test_new_terms_problems_have_real_positions(tmp_path: Path) -> None:
+    """A new-terms mistake is reported at its line and column, like the loader's others."""
+    f = tmp_path / "nt.yml"
+    f.write_text(NT_FILE)
+    with pytest.raises(RuleLoadError) as info:
+        load_new_terms([f], ruleset=load_rules())
+    assert [str(p) for p in info.value.problems] == [
+        f"{f}:7:13: new_terms.learning: learning 'soon' must look like 30m, 12h or 7d"
+    ]
+
+
+def test_unknown_base_rule_is_reported_where_it_is_named(tmp_path: Path) -> None:
+    """The unknown rule's own list item is the position, with the closest rule name."""
+    f = tmp_path / "nt.yml"
+    f.write_text(NT_FILE.replace("secret-read", "secret-reed").replace("soon", "7d"))
+    with pytest.raises(RuleLoadError) as info:
+        load_new_terms([f], ruleset=load_rules())
+    assert [str(p) for p in info.value.problems] == [
+        f"{f}:5:11: new_terms.rules[0]: new-terms detector names unknown rule 'secret-reed' "
+        "(did you mean 'secret-read'?)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [
+        ("45s", 45),
+        ("90m", 5400),
+        ("12h", 43200),
+        ("7d", 604800),
+        ("2w", 1209600),
+        ("1M", 2592000),  # units the new-terms grammar used to lack
+        ("1y", 31536000),
+    ],
+)
+def test_new_terms_accept_every_duration_unit_the_loader_accepts(
+    written: str, seconds: int
+) -> None:
+    """Durations share the loader's grammar: correlation timespans and new-terms periods."""
+    s = NewTermsSpec.from_document(
+        {**DOC, "new_terms": {**DOC["new_terms"], "learning": written, "ttl": written}}, "t.yml"
+    )
+    assert s is not None and (s.learning, s.ttl) == (seconds, seconds)
+    corr = (
+        "title: c\ncorrelation:\n  type: event_count\n  rules: [r]\n"
+        f"  group-by: [user.username]\n  timespan: {written}\n  condition: {{gte: 2}}\n"
+    )
+    rule = "title: r\nid: 6f1c2d44-5b1e-4c1a-9d3e-2b7a8c9d0e1f\nname: r\n"
+    rule += "detection: {s: {verb: get}, condition: s}\n"
+    rs = load_rules([], texts={"r.yml": rule, "c.yml": corr})
+    assert rs.correlations[0].timespan_seconds == seconds
+
+
+def test_new_terms_documents_get_the_shared_lints(tmp_path: Path) -> None:
+    """The fields a detector reads are linted like a rule's, at their position."""
+    f = tmp_path / "nt.yml"
+    f.write_text(NT_FILE.replace("userAgent", "userAgnet").replace("soon", "7d"))
+    lints: list[Any] = []
+    load_new_terms([f], ruleset=load_rules(), lints=lints)
+    assert [str(lint) for lint in lints] == [
+        f"{f}:6:12: new_terms.fields[0]: field 'userAgnet' is not in the audit event schema "
+        "(did you mean 'userAgent'?) [unknown-field]"
+    ]
