@@ -18,8 +18,9 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "detections.cli",  # klaxon rules validate|test|explain|list|run
     "klaxon.mitre_cli",  # klaxon mitre coverage (mitre itself imports nothing internal)
-    "pipeline.cli",  # klaxon worker|status|topics|demo|up
-    "replay.cli",  # klaxon replay
+    "pipeline.cli",  # klaxon worker|status|topics
+    "klaxon.demo",  # klaxon demo|up: composes pipeline (broker, worker) and replay (producer)
+    "klaxon.replay_cli",  # klaxon replay: replay's producer with pipeline's Settings
     "detections.stateful.cli",  # klaxon anomaly train|score
 )
 

@@ -1,4 +1,4 @@
-"""``klaxon worker | status | demo | up | topics``: the pipeline's commands.
+"""``klaxon worker | status | topics``: the pipeline's commands.
 
 Settings come from the environment (`pipeline.config.Settings`, e.g.
 ``KAFKA_BOOTSTRAP_SERVERS``); flags override the bootstrap servers and tune the worker.
@@ -25,7 +25,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the pipeline's subcommands to the ``klaxon`` parser."""
     _register_worker(subparsers)
     _register_status(subparsers)
-    _register_demo(subparsers)
     topics_cli.register(subparsers)
 
 
@@ -145,9 +144,3 @@ def _status(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"unhealthy: {problem}", file=sys.stderr)
     return 1 if problems else 0
-
-
-def _register_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from pipeline import demo
-
-    demo.register(subparsers)
