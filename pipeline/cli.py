@@ -2,7 +2,8 @@
 
 Settings come from the environment (`pipeline.config.Settings`, e.g.
 ``KAFKA_BOOTSTRAP_SERVERS``); flags override the bootstrap servers and tune the worker.
-Heavy imports (Faust, aiokafka) happen inside the command functions.
+Heavy imports (Faust, aiokafka) happen inside the command functions: ``klaxon status`` is
+the liveness probe and must start fast.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline import topics_cli
-from pipeline.app import WorkerOptions
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from pipeline.app import WorkerOptions
+
+__all__ = ["options_from_args", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,51 +32,76 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     topics_cli.register(subparsers)
 
 
+class _WorkerDefault:
+    """The default of one `WorkerOptions` field, looked up only when ``klaxon worker --help``
+    is printed or the worker starts (`pipeline.app` imports Faust; registering must not)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def value(self) -> object:
+        from pipeline.app import WorkerOptions
+
+        value: object = getattr(WorkerOptions(), self.name)
+        return value
+
+    def __str__(self) -> str:
+        value = self.value()
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
-    d = WorkerOptions()
     parser.add_argument(
         "--session-timeout",
         type=float,
-        default=d.session_timeout,
+        default=_WorkerDefault("session_timeout"),
         metavar="S",
-        help=f"consumer group session timeout; a dead worker's partitions move after it"
-        f" (default {d.session_timeout:g}; Kafka's minimum is 6)",
+        help="consumer group session timeout; a dead worker's partitions move after it"
+        " (default %(default)s; Kafka's minimum is 6)",
     )
     parser.add_argument(
         "--health-interval",
         type=float,
-        default=d.health_interval,
+        default=_WorkerDefault("health_interval"),
         metavar="S",
-        help=f"seconds between health lines / status file writes (default {d.health_interval:g})",
+        help="seconds between health lines / status file writes (default %(default)s)",
     )
     parser.add_argument(
         "--reload-interval",
         type=float,
-        default=d.reload_interval,
+        default=_WorkerDefault("reload_interval"),
         metavar="S",
-        help=f"seconds between rule file checks (default {d.reload_interval:g})",
+        help="seconds between rule file checks (default %(default)s)",
     )
     parser.add_argument(
         "--status-file", metavar="PATH", help="also write the health snapshot (JSON) here"
     )
     parser.add_argument(
         "--loglevel",
-        default=d.loglevel,
+        default=_WorkerDefault("loglevel"),
         choices=["debug", "info", "warning", "error"],
-        help=f"Faust's log level (default {d.loglevel})",
+        help="Faust's log level (default %(default)s)",
     )
 
 
 def options_from_args(args: argparse.Namespace) -> WorkerOptions:
     """`WorkerOptions` from parsed worker flags."""
-    session = float(args.session_timeout)
+    from pipeline.app import WorkerOptions
+
+    defaults = WorkerOptions()
+
+    def given(name: str) -> Any:
+        value = getattr(args, name)
+        return getattr(defaults, name) if isinstance(value, _WorkerDefault) else value
+
+    session = float(given("session_timeout"))
     return WorkerOptions(
         session_timeout=session,
         heartbeat_interval=min(1.0, session / 3),
-        health_interval=float(args.health_interval),
-        reload_interval=float(args.reload_interval),
+        health_interval=float(given("health_interval")),
+        reload_interval=float(given("reload_interval")),
         status_file=args.status_file,
-        loglevel=args.loglevel,
+        loglevel=str(given("loglevel")),
     )
 
 
