@@ -8,13 +8,16 @@ them all. Importing a command module must stay cheap: Faust, aiokafka, river, sc
 SciPy and NumPy are imported inside the functions that run a command, never at module level
 (`tests/klaxon/test_cli_imports.py` checks it).
 
-Exit codes: 0 clean, 1 findings or failure, 2 usage error.
+Exit codes: 0 clean, 1 findings or failure, 2 usage error, 141 stdout closed early
+(``klaxon rules list | head -1``: quiet, like other Unix tools killed by SIGPIPE).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +31,9 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("klaxon.replay_cli", ("replay",)),  # replay's producer with pipeline's Settings
     ("klaxon.anomaly_cli", ("anomaly",)),  # klaxon anomaly train|score
 )
+
+#: Exit status after stdout was closed by the reader: 128 + SIGPIPE, as a shell reports it.
+EXIT_BROKEN_PIPE = 141
 
 
 def _modules_for(command: str | None) -> list[str]:
@@ -57,11 +63,22 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command_in(args_list))
-    args = parser.parse_args(args_list)
-    func = getattr(args, "func", None)
-    if func is None:
-        parser.print_help(sys.stderr)
-        return 2
-    result: int = func(args)
+    try:
+        parser = build_parser(_command_in(args_list))
+        args = parser.parse_args(args_list)
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.print_help(sys.stderr)
+            return 2
+        result: int = func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at interpreter exit
+    except BrokenPipeError:
+        # The reader went away (`| head`). Python would print a traceback and then another
+        # error when flushing stdout at exit; point stdout at /dev/null and leave quietly.
+        # (The recipe of the `signal` module's documentation, "Note on SIGPIPE".)
+        with contextlib.suppress(OSError, ValueError):  # stdout without a file descriptor
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return EXIT_BROKEN_PIPE
     return result
