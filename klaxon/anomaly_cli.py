@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from klaxon.paths import display_path
+
 
 def register(subparsers: Any) -> None:
     """Add ``anomaly train`` and ``anomaly score`` to the klaxon command line."""
@@ -75,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     principals = len({r.principal for r in rows})
     print(
-        f"trained on {len(rows)} windows of {principals} principals -> {args.out}"
+        f"trained on {len(rows)} windows of {principals} principals -> {display_path(args.out)}"
         f" (alert threshold {model.cut:.3f})"
     )
     return 0

@@ -28,7 +28,9 @@ def run_into_closed_pipe(*argv: str) -> subprocess.CompletedProcess[bytes]:
         os.close(write_end)
 
 
-@pytest.mark.parametrize("argv", [["rules", "list"], ["mitre", "coverage"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "argv", [["rules", "list"], ["rules", "list", "--json"], ["mitre", "coverage"]], ids=" ".join
+)
 def test_closed_stdout_exits_141_without_a_traceback(argv: list[str]) -> None:
     """A reader that went away is not an error worth a traceback: exit 141 (128 + SIGPIPE,
     what a shell reports for other tools), nothing on stderr."""
