@@ -166,83 +166,21 @@ class NewTermsSpec:
         cls, doc: Mapping[str, Any], file: str, problems: list[Problem] | None = None
     ) -> NewTermsSpec | None:
         """Validate one YAML document; problems are appended (raises if ``problems`` is None)."""
-        own: list[Problem] = []
-
-        def err(key: str, msg: str, hint: str | None = None) -> None:
-            own.append(Problem(file, 0, 0, key, msg, hint))
-
-        for key in doc:
-            if key not in DOC_KEYS:
-                err(str(key), f"unknown top-level key '{key}'", suggest(str(key), DOC_KEYS))
-        title = doc.get("title")
-        if not isinstance(title, str) or not title:
-            err("title", "missing required key 'title'")
-        ident = str(doc.get("id", ""))
-        try:
-            uuid.UUID(ident)
-        except ValueError:
-            err("id", f"id {doc.get('id')!r} must be a UUID")
-        level = doc.get("level", "medium")
-        if level not in LEVELS:
-            err("level", f"invalid level {level!r}", suggest(str(level), LEVELS))
-        block = doc.get("new_terms")
-        if not isinstance(block, dict):
-            err("new_terms", "'new_terms' must be a mapping")
-            block = {}
-        for key in block:
-            if key not in BLOCK_KEYS:
-                err(f"new_terms.{key}", f"unknown key '{key}'", suggest(str(key), BLOCK_KEYS))
-
-        def strings(key: str, required: bool) -> tuple[str, ...]:
-            value = block.get(key, [])
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                err(f"new_terms.{key}", f"'{key}' must be a list of strings")
-                return ()
-            if required and not value:
-                err(f"new_terms.{key}", f"'{key}' needs at least one entry")
-            return tuple(value)
-
-        rules = strings("rules", True)
-        fields = strings("fields", True)
-        group_by = strings("group-by", False)
-
-        def duration(key: str, default: float | None) -> float | None:
-            if key not in block:
-                return default
-            seconds = parse_duration(block[key])
-            if seconds is None:
-                err(f"new_terms.{key}", f"{key} {block[key]!r} must look like 30m, 12h or 7d")
-            return seconds
-
-        def count(key: str, default: int) -> int:
-            value = block.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                err(f"new_terms.{key}", f"{key} must be a positive integer")
-                return default
-            return value
-
-        learning = duration("learning", None)
+        r = _Reader(file)
+        title, ident, level = r.header(doc)
+        block = r.block(doc)
+        rules = r.strings(block, "rules", True)
+        fields = r.strings(block, "fields", True)
+        group_by = r.strings(block, "group-by", False)
+        learning = r.duration(block, "learning", None)
         if "learning" not in block:
-            err("new_terms.learning", "missing 'learning' (how long to watch before alerting)")
-        group_learning = duration("group-learning", 0.0) or 0.0
-        ttl = duration("ttl", None)
-        max_terms = count("max-terms", 1000)
-        max_groups = count("max-groups", 100_000)
-        transforms = block.get("transforms", {}) or {}
-        compiled_tf: dict[str, Transform] = {}
-        if not isinstance(transforms, dict):
-            err("new_terms.transforms", "transforms must map a field to product, lower or cidr:N")
-            transforms = {}
-        for f, name in transforms.items():
-            tf = _transform(str(name))
-            if f not in fields:
-                err(f"new_terms.transforms.{f}", f"'{f}' is not one of the fields")
-            if tf is None:
-                err(f"new_terms.transforms.{f}", f"unknown transform {name!r}")
-            else:
-                compiled_tf[str(f)] = tf
+            r.err("new_terms.learning", "missing 'learning' (how long to watch before alerting)")
+        group_learning = r.duration(block, "group-learning", 0.0) or 0.0
+        ttl = r.duration(block, "ttl", None)
+        max_terms = r.count(block, "max-terms", 1000)
+        max_groups = r.count(block, "max-groups", 100_000)
+        transforms, compiled_tf = r.transforms(block, fields)
+        own = r.problems
         if problems is None and own:
             raise RuleLoadError(own)
         if problems is not None:
@@ -277,6 +215,93 @@ class NewTermsSpec:
             _getters=tuple((compile_path(resolve_alias(f)), compiled_tf.get(f)) for f in fields),
             _group_getters=tuple(compile_path(resolve_alias(f)) for f in group_by),
         )
+
+
+class _Reader:
+    """Reads the parts of one new-terms document, collecting its problems in order."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def err(self, key: str, msg: str, hint: str | None = None) -> None:
+        self.problems.append(Problem(self.file, 0, 0, key, msg, hint))
+
+    def header(self, doc: Mapping[str, Any]) -> tuple[Any, str, Any]:
+        """Top-level keys checked; (title, id, level) as written (checked, not converted)."""
+        for key in doc:
+            if key not in DOC_KEYS:
+                self.err(str(key), f"unknown top-level key '{key}'", suggest(str(key), DOC_KEYS))
+        title = doc.get("title")
+        if not isinstance(title, str) or not title:
+            self.err("title", "missing required key 'title'")
+        ident = str(doc.get("id", ""))
+        try:
+            uuid.UUID(ident)
+        except ValueError:
+            self.err("id", f"id {doc.get('id')!r} must be a UUID")
+        level = doc.get("level", "medium")
+        if level not in LEVELS:
+            self.err("level", f"invalid level {level!r}", suggest(str(level), LEVELS))
+        return title, ident, level
+
+    def block(self, doc: Mapping[str, Any]) -> dict[Any, Any]:
+        """The ``new_terms`` mapping ({} when missing or not a mapping), keys checked."""
+        block = doc.get("new_terms")
+        if not isinstance(block, dict):
+            self.err("new_terms", "'new_terms' must be a mapping")
+            block = {}
+        for key in block:
+            if key not in BLOCK_KEYS:
+                self.err(f"new_terms.{key}", f"unknown key '{key}'", suggest(str(key), BLOCK_KEYS))
+        return block
+
+    def strings(self, block: dict[Any, Any], key: str, required: bool) -> tuple[str, ...]:
+        value = block.get(key, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.err(f"new_terms.{key}", f"'{key}' must be a list of strings")
+            return ()
+        if required and not value:
+            self.err(f"new_terms.{key}", f"'{key}' needs at least one entry")
+        return tuple(value)
+
+    def duration(self, block: dict[Any, Any], key: str, default: float | None) -> float | None:
+        if key not in block:
+            return default
+        seconds = parse_duration(block[key])
+        if seconds is None:
+            self.err(f"new_terms.{key}", f"{key} {block[key]!r} must look like 30m, 12h or 7d")
+        return seconds
+
+    def count(self, block: dict[Any, Any], key: str, default: int) -> int:
+        value = block.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.err(f"new_terms.{key}", f"{key} must be a positive integer")
+            return default
+        return value
+
+    def transforms(
+        self, block: dict[Any, Any], fields: tuple[str, ...]
+    ) -> tuple[dict[Any, Any], dict[str, Transform]]:
+        """(the ``transforms`` mapping as written, field -> compiled transform)."""
+        transforms = block.get("transforms", {}) or {}
+        compiled: dict[str, Transform] = {}
+        if not isinstance(transforms, dict):
+            self.err(
+                "new_terms.transforms", "transforms must map a field to product, lower or cidr:N"
+            )
+            transforms = {}
+        for f, name in transforms.items():
+            tf = _transform(str(name))
+            if f not in fields:
+                self.err(f"new_terms.transforms.{f}", f"'{f}' is not one of the fields")
+            if tf is None:
+                self.err(f"new_terms.transforms.{f}", f"unknown transform {name!r}")
+            else:
+                compiled[str(f)] = tf
+        return transforms, compiled
 
 
 def load_new_terms(
