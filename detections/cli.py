@@ -17,7 +17,7 @@ import orjson
 import yaml
 
 from detections.errors import DetectionError, EventFileError, RuleLoadError
-from detections.rule import RuleSet
+from detections.rule import Rule, RuleSet
 
 
 def register(subparsers: Any) -> None:
@@ -62,6 +62,12 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("list", help="table of loaded rules")
     p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON document instead: {"rules": [{"id", "name", "title", "level", "status",'
+        ' "tactics", "techniques", "file", "line"}, ...]}',
+    )
     common(p)
     p.set_defaults(func=cmd_list)
 
@@ -216,19 +222,47 @@ def cmd_explain(
 
 
 def cmd_list(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Print a table: id, level, ATT&CK techniques, title, source file."""
+    """Print a table (id, level, ATT&CK techniques, title, source file), or with ``--json``
+    one JSON document with the same rules in the same order (keys are stable, see `rule_json`).
+    """
     out, err = out or sys.stdout, err or sys.stderr
     ruleset = _load(args.paths, args, err)
     if ruleset is None:
         return 1
+    rules = sorted(ruleset.rules, key=lambda r: (r.file, r.line))
+    if getattr(args, "json", False):
+        document = {"rules": [rule_json(r) for r in rules]}
+        out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
     rows = [("ID", "LEVEL", "ATT&CK", "TITLE", "FILE")]
-    for r in sorted(ruleset.rules, key=lambda r: (r.file, r.line)):
+    for r in rules:
         rows.append((r.id, r.level or "-", ",".join(r.techniques) or "-", r.title, r.file))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
         cells = [row[i].ljust(widths[i]) for i in range(4)]
         print("  ".join([*cells, row[4]]), file=out)
     return 0
+
+
+def rule_json(rule: Rule) -> dict[str, Any]:
+    """One rule of ``klaxon rules list --json``: always these keys, null when the rule says
+    nothing; ``file`` is relative to the working directory when the file is under it.
+
+    >>> from detections.condition import Ref
+    >>> sorted(rule_json(Rule("t", "i", {}, Ref("s"), "s", "r.yml", tags=("attack.t1611",))))
+    ['file', 'id', 'level', 'line', 'name', 'status', 'tactics', 'techniques', 'title']
+    """
+    return {
+        "id": rule.id,
+        "name": rule.name,
+        "title": rule.title,
+        "level": rule.level,
+        "status": rule.status,
+        "tactics": list(rule.tactics),
+        "techniques": list(rule.techniques),
+        "file": rule.file,
+        "line": rule.line,
+    }
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from detections.errors import Problem, RuleLoadError, suggest
-from detections.yamlsrc import YamlProblems, load_documents
+from detections.yamlsrc import Document, YamlProblems, load_documents
 
 PACKAGED_LISTS = Path(__file__).resolve().parent / "lists"
 _ENTRY_KEYS = ("description", "values", "append", "replace")
@@ -49,64 +49,46 @@ def parse_lists(
             sink.append(doc.problem((), "a list file must be a mapping of list names"))
             continue
         for name, entry in doc.value.items():
-            path = (str(name),)
-            if not isinstance(entry, dict):
-                sink.append(
-                    doc.problem(path, "expected a mapping with 'values' (or append/replace)")
-                )
-                continue
-            for key in entry:
-                if key not in _ENTRY_KEYS:
-                    sink.append(
-                        doc.problem(
-                            (*path, str(key)),
-                            f"unknown key '{key}'",
-                            suggest(str(key), _ENTRY_KEYS),
-                        )
-                    )
-            ops = [k for k in ("values", "append", "replace") if k in entry]
-            if len(ops) != 1:
-                sink.append(doc.problem(path, "give exactly one of 'values', 'append', 'replace'"))
-                continue
-            op = ops[0]
-            items = entry[op]
-            if not isinstance(items, list) or any(
-                isinstance(i, (dict, list)) or i is None for i in items
-            ):
-                sink.append(
-                    doc.problem((*path, op), "expected a list of strings or numbers", value=True)
-                )
-                continue
-            if op == "append":
-                if name not in out:
-                    sink.append(
-                        doc.problem(
-                            path, f"cannot append to unknown list '{name}'", suggest(str(name), out)
-                        )
-                    )
-                    continue
-                out[str(name)] = (*out[str(name)], *items)
-            elif op == "replace":
-                if name not in out:
-                    sink.append(
-                        doc.problem(
-                            path, f"cannot replace unknown list '{name}'", suggest(str(name), out)
-                        )
-                    )
-                    continue
-                out[str(name)] = tuple(items)
-            else:
-                if name in base:
-                    sink.append(
-                        doc.problem(
-                            path, f"list '{name}' is already defined; use append: or replace:"
-                        )
-                    )
-                    continue
-                out[str(name)] = tuple(items)
+            sink.extend(_apply_entry(doc, name, entry, base, out))
     if problems is None and sink:
         raise RuleLoadError(sink)
     return out
+
+
+def _apply_entry(
+    doc: Document,
+    name: Any,
+    entry: Any,
+    base: Mapping[str, tuple[Any, ...]],
+    out: dict[str, tuple[Any, ...]],
+) -> list[Problem]:
+    """Apply one entry of a list file (``name: {values|append|replace: [...]}``) to ``out``;
+    returns its problems (``out`` is left alone when the entry cannot be applied)."""
+    path = (str(name),)
+    if not isinstance(entry, dict):
+        return [doc.problem(path, "expected a mapping with 'values' (or append/replace)")]
+    found = [
+        doc.problem((*path, str(key)), f"unknown key '{key}'", suggest(str(key), _ENTRY_KEYS))
+        for key in entry
+        if key not in _ENTRY_KEYS
+    ]
+    ops = [k for k in ("values", "append", "replace") if k in entry]
+    if len(ops) != 1:
+        return [*found, doc.problem(path, "give exactly one of 'values', 'append', 'replace'")]
+    op = ops[0]
+    items = entry[op]
+    if not isinstance(items, list) or any(isinstance(i, (dict, list)) or i is None for i in items):
+        problem = doc.problem((*path, op), "expected a list of strings or numbers", value=True)
+        return [*found, problem]
+    if op != "values" and name not in out:
+        verb = "append to" if op == "append" else "replace"
+        problem = doc.problem(path, f"cannot {verb} unknown list '{name}'", suggest(str(name), out))
+        return [*found, problem]
+    if op == "values" and name in base:
+        problem = doc.problem(path, f"list '{name}' is already defined; use append: or replace:")
+        return [*found, problem]
+    out[str(name)] = (*out[str(name)], *items) if op == "append" else tuple(items)
+    return found
 
 
 def load_lists(

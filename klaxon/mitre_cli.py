@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from klaxon.paths import display_path
 from mitre import MitreError, Tactic, TagError, Technique, catalogue, parse_tag
 from mitre.coverage import RuleRecord, build_coverage, navigator_layer, render_html, render_terminal
 
@@ -119,10 +120,10 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     if args.navigator:
         layer = navigator_layer(cov)
         args.navigator.write_text(json.dumps(layer, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote ATT&CK Navigator layer {args.navigator}", file=sys.stderr)
+        print(f"wrote ATT&CK Navigator layer {display_path(args.navigator)}", file=sys.stderr)
     if args.html:
         args.html.write_text(render_html(cov), encoding="utf-8")
-        print(f"wrote HTML heatmap {args.html}", file=sys.stderr)
+        print(f"wrote HTML heatmap {display_path(args.html)}", file=sys.stderr)
     return 0
 
 

@@ -173,6 +173,94 @@ def too_large(
     return dead_letter_bytes(reason, value, source)
 
 
+class Handlers:
+    """What the agents do with one message each: admit it, process it, send its output, mark
+    it done (`pipeline.offsets`). Never raises on input."""
+
+    def __init__(self, app: KlaxonApp, rt: Runtime, ledger: OffsetLedger) -> None:
+        self.app = app
+        self.rt = rt
+        self.ledger = ledger
+        self.sender = Sender(app, rt)
+        self.settings = rt.settings
+
+    def consumed_events_partitions(self) -> set[int]:
+        """Events partitions this worker's detect agent reads (handoff is pointless for others)."""
+        topic = self.settings.topic_events
+        try:
+            return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+        except Exception:  # consumer not started or being rebalanced: just skip the handoff
+            return set()
+
+    async def normalise(self, event: Any) -> None:
+        """One raw message: events messages per partition of the routing key, dead letters."""
+        msg, rt, s = event.message, self.rt, self.settings
+        if not await self.ledger.admit(msg.topic, msg.partition, msg.offset):
+            return
+        source = Source(msg.topic, msg.partition, msg.offset)
+        try:
+            cluster = header_value(msg.headers, CLUSTER_HEADER) or s.cluster
+            result = normalise_message(
+                event.value, source, partitions=rt.events_partitions, cluster=cluster
+            )
+        except Exception as exc:  # a bug, not bad input: the message still is not lost
+            result = NormaliseResult(events_in=1)
+            result.dead_letters.append(worker_error("normalise", exc, event.value, source))
+        refused = await self.sender.send(
+            s.topic_events, result.messages, result.dead_letters, source
+        )
+        rt.counters.add_normalise(
+            events_in=result.events_in,
+            normalised=result.normalised,
+            dead=len(result.dead_letters),
+            filtered=result.filtered,
+            messages_out=len(result.messages) - refused,
+        )
+        handoff = rt.handoff
+        if handoff.max_events and result.messages:
+            ours = self.consumed_events_partitions()
+            for out in result.messages:
+                if out.events is not None and out.partition in ours:
+                    handoff.put(out.value, out.events)
+        self.ledger.done(msg.topic, msg.partition, msg.offset)
+        rt.progress.mark(msg.topic, msg.partition, msg.offset)
+
+    async def detect(self, event: Any) -> None:
+        """One events message: alerts (stateless, then stateful with its state), dead letters."""
+        msg, rt = event.message, self.rt
+        if not await self.ledger.admit(msg.topic, msg.partition, msg.offset):
+            return
+        source = Source(msg.topic, msg.partition, msg.offset)
+        handoff = rt.handoff
+        try:
+            engine = rt.holder.engine  # the next line wraps it (feeds, filters)
+            engine = rt.stateful.bind(engine, msg) if rt.stateful else engine
+            result = detect_message(
+                event.value,
+                source,
+                engine,
+                rt.to_alert,
+                decoded=handoff.take(event.value) if handoff.max_events else None,
+            )
+        except Exception as exc:  # a bug, not bad input: the message still is not lost
+            result = DetectResult(errors=1)
+            result.dead_letters.append(worker_error("detect", exc, event.value, source))
+            if rt.stateful is not None:
+                rt.stateful.abandon(msg)
+        refused = await self.sender.send(
+            self.settings.topic_alerts, result.alerts, result.dead_letters, source
+        )
+        rt.counters.add_detect(
+            events=result.events,
+            alerts=len(result.alerts) - refused,
+            dead=len(result.dead_letters) + refused,
+        )
+        if rt.stateful is not None:  # its alerts, then its state
+            await rt.stateful.finish(msg)
+        self.ledger.done(msg.topic, msg.partition, msg.offset)
+        rt.progress.mark(msg.topic, msg.partition, msg.offset)
+
+
 def install_agents(app: KlaxonApp, rt: Runtime) -> None:
     """Add the normalise and detect agents, the commit, reload and health timers to ``app``.
 
@@ -181,94 +269,32 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
     the producer acknowledged their output (`pipeline.offsets` says why).
     """
     s = rt.settings
-    raw_topic = app.topic(s.topic_raw, acks=False)
-    events_topic = app.topic(s.topic_events, acks=False)
-    counters = rt.counters
-    handoff = rt.handoff
     app.ledger_topics.update((s.topic_raw, s.topic_events))
-    port = FaustPort(app)
-    rt.ledger = ledger = OffsetLedger(port)
+    rt.port = FaustPort(app)
+    rt.ledger = ledger = OffsetLedger(rt.port)
     rt.watchdog = Watchdog(
         ledger, stall_after=rt.options.stall_after, exit_after=rt.options.stall_exit
     )
-    rt.port = port
-    sender = Sender(app, rt)
+    handlers = Handlers(app, rt, ledger)
     from pipeline.tables import install_stateful
 
     rt.stateful = install_stateful(app, rt)  # state table, by-group agent, timer
 
-    def consumed_events_partitions() -> set[int]:
-        """Events partitions this worker's detect agent reads (handoff is pointless for others)."""
-        try:
-            return {tp.partition for tp in app.consumer.assignment() if tp.topic == s.topic_events}
-        except Exception:  # consumer not started or being rebalanced: just skip the handoff
-            return set()
-
-    @app.agent(raw_topic, concurrency=1, name="klaxon.normalise")
+    @app.agent(app.topic(s.topic_raw, acks=False), concurrency=1, name="klaxon.normalise")
     async def normalise(stream: Any) -> None:
         async for event in stream.events():
-            msg = event.message
-            if not await ledger.admit(msg.topic, msg.partition, msg.offset):
-                continue
-            source = Source(msg.topic, msg.partition, msg.offset)
-            try:
-                cluster = header_value(msg.headers, CLUSTER_HEADER) or s.cluster
-                result = normalise_message(
-                    event.value, source, partitions=rt.events_partitions, cluster=cluster
-                )
-            except Exception as exc:  # a bug, not bad input: the message still is not lost
-                result = NormaliseResult(events_in=1)
-                result.dead_letters.append(worker_error("normalise", exc, event.value, source))
-            refused = await sender.send(
-                s.topic_events, result.messages, result.dead_letters, source
-            )
-            counters.add_normalise(
-                events_in=result.events_in,
-                normalised=result.normalised,
-                dead=len(result.dead_letters),
-                filtered=result.filtered,
-                messages_out=len(result.messages) - refused,
-            )
-            if handoff.max_events and result.messages:
-                ours = consumed_events_partitions()
-                for out in result.messages:
-                    if out.events is not None and out.partition in ours:
-                        handoff.put(out.value, out.events)
-            ledger.done(msg.topic, msg.partition, msg.offset)
-            rt.progress.mark(msg.topic, msg.partition, msg.offset)
+            await handlers.normalise(event)
 
-    @app.agent(events_topic, concurrency=1, name="klaxon.detect")
+    @app.agent(app.topic(s.topic_events, acks=False), concurrency=1, name="klaxon.detect")
     async def detect(stream: Any) -> None:
         async for event in stream.events():
-            msg = event.message
-            if not await ledger.admit(msg.topic, msg.partition, msg.offset):
-                continue
-            source = Source(msg.topic, msg.partition, msg.offset)
-            try:
-                engine = rt.holder.engine  # the next line wraps it (feeds, filters)
-                engine = rt.stateful.bind(engine, msg) if rt.stateful else engine
-                result = detect_message(
-                    event.value,
-                    source,
-                    engine,
-                    rt.to_alert,
-                    decoded=handoff.take(event.value) if handoff.max_events else None,
-                )
-            except Exception as exc:  # a bug, not bad input: the message still is not lost
-                result = DetectResult(errors=1)
-                result.dead_letters.append(worker_error("detect", exc, event.value, source))
-                if rt.stateful is not None:
-                    rt.stateful.abandon(msg)
-            refused = await sender.send(s.topic_alerts, result.alerts, result.dead_letters, source)
-            counters.add_detect(
-                events=result.events,
-                alerts=len(result.alerts) - refused,
-                dead=len(result.dead_letters) + refused,
-            )
-            if rt.stateful is not None:  # its alerts, then its state
-                await rt.stateful.finish(msg)
-            ledger.done(msg.topic, msg.partition, msg.offset)
-            rt.progress.mark(msg.topic, msg.partition, msg.offset)
+            await handlers.detect(event)
+
+    install_timers(app, rt, ledger)
+
+
+def install_timers(app: KlaxonApp, rt: Runtime, ledger: OffsetLedger) -> None:
+    """The commit, reload and health timers, and the revocation hook."""
 
     @app.timer(rt.options.commit_interval, name="klaxon.commit")  # type: ignore[untyped-decorator,unused-ignore]
     async def commit() -> None:

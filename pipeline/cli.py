@@ -1,8 +1,9 @@
-"""``klaxon worker | status | demo | up | topics``: the pipeline's commands.
+"""``klaxon worker | status | topics``: the pipeline's commands.
 
 Settings come from the environment (`pipeline.config.Settings`, e.g.
 ``KAFKA_BOOTSTRAP_SERVERS``); flags override the bootstrap servers and tune the worker.
-Heavy imports (Faust, aiokafka) happen inside the command functions.
+Heavy imports (Faust, aiokafka) happen inside the command functions: ``klaxon status`` is
+the liveness probe and must start fast.
 """
 
 from __future__ import annotations
@@ -14,18 +15,16 @@ import time
 from pathlib import Path
 
 from pipeline import topics_cli
-from pipeline.app import WorkerOptions
-from pipeline.config import Settings
+from pipeline.config import Settings, WorkerOptions
 from pipeline.errors import PipelineError
 
-__all__ = ["register"]
+__all__ = ["options_from_args", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the pipeline's subcommands to the ``klaxon`` parser."""
     _register_worker(subparsers)
     _register_status(subparsers)
-    _register_demo(subparsers)
     topics_cli.register(subparsers)
 
 
@@ -36,22 +35,22 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=d.session_timeout,
         metavar="S",
-        help=f"consumer group session timeout; a dead worker's partitions move after it"
-        f" (default {d.session_timeout:g}; Kafka's minimum is 6)",
+        help="consumer group session timeout; a dead worker's partitions move after it"
+        " (default %(default)s; Kafka's minimum is 6)",
     )
     parser.add_argument(
         "--health-interval",
         type=float,
         default=d.health_interval,
         metavar="S",
-        help=f"seconds between health lines / status file writes (default {d.health_interval:g})",
+        help="seconds between health lines / status file writes (default %(default)s)",
     )
     parser.add_argument(
         "--reload-interval",
         type=float,
         default=d.reload_interval,
         metavar="S",
-        help=f"seconds between rule file checks (default {d.reload_interval:g})",
+        help="seconds between rule file checks (default %(default)s)",
     )
     parser.add_argument(
         "--status-file", metavar="PATH", help="also write the health snapshot (JSON) here"
@@ -62,15 +61,14 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         default=d.stall_after,
         metavar="S",
         help="seconds an input partition may wait with uncommitted messages before it counts"
-        f" as stalled and is read again (default {d.stall_after:g})",
+        " as stalled and is read again (default %(default)s)",
     )
     parser.add_argument(
         "--stall-exit",
         type=float,
         default=d.stall_exit,
         metavar="S",
-        help=f"seconds stalled after which the worker exits to be restarted"
-        f" (default {d.stall_exit:g})",
+        help="seconds stalled after which the worker exits to be restarted (default %(default)s)",
     )
     parser.add_argument(
         "--max-message-bytes",
@@ -78,7 +76,7 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         default=d.max_message_bytes,
         metavar="N",
         help="larger outputs become dead letters; keep it under your topics'"
-        f" max.message.bytes (default {d.max_message_bytes})",
+        " max.message.bytes (default %(default)s)",
     )
     parser.add_argument(
         "--idempotent",
@@ -89,7 +87,7 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         "--loglevel",
         default=d.loglevel,
         choices=["debug", "info", "warning", "error"],
-        help=f"Faust's log level (default {d.loglevel})",
+        help="Faust's log level (default %(default)s)",
     )
 
 
@@ -102,7 +100,7 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         health_interval=float(args.health_interval),
         reload_interval=float(args.reload_interval),
         status_file=args.status_file,
-        loglevel=args.loglevel,
+        loglevel=str(args.loglevel),
         stall_after=float(args.stall_after),
         stall_exit=float(args.stall_exit),
         max_message_bytes=int(args.max_message_bytes),
@@ -166,10 +164,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"status      {snapshot.get('status')} (written {age:.0f}s ago)")
         print(f"uptime      {snapshot.get('uptime_s')}s, rules {snapshot.get('rules')}")
         print(f"last msg    {snapshot.get('seconds_since_last_message')}s ago")
-        print(f"broker      {snapshot.get('broker')}  {snapshot.get('broker_error') or ''}")
-        print(f"lag         {snapshot.get('lag_total')}  {snapshot.get('lag')} (uncommitted)")
-        if snapshot.get("stalled"):
-            print(f"stalled     {snapshot['stalled']} for {snapshot.get('stalled_for_s')}s")
+        print(f"lag         {snapshot.get('lag_total')}  {snapshot.get('lag')}")
         print(
             f"events      in {c.get('events_in')}  normalised {c.get('normalised')}"
             f"  dead-lettered {c.get('dead_lettered')}  filtered {c.get('filtered')}"
@@ -181,9 +176,3 @@ def _status(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"unhealthy: {problem}", file=sys.stderr)
     return 1 if problems else 0
-
-
-def _register_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from pipeline import demo
-
-    demo.register(subparsers)

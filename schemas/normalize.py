@@ -224,20 +224,10 @@ def gke_to_event(entry: dict[str, Any]) -> dict[str, Any] | str:
         ev["user"] = {"username": authn["principalEmail"]}
     meta = pp.get("requestMetadata")
     if isinstance(meta, dict):
-        # Cloud Audit Logs spell it callerIp; some exporters and hand-written samples callerIP.
-        caller = meta.get("callerIp", meta.get("callerIP"))
-        if isinstance(caller, str):
-            ev["sourceIPs"] = [caller]
-        if isinstance(meta.get("callerSuppliedUserAgent"), str):
-            ev["userAgent"] = meta["callerSuppliedUserAgent"]
+        _gke_caller(meta, ev)
     status = pp.get("status")
     if isinstance(status, dict):
-        grpc = status.get("code", 0)
-        code = _GRPC_TO_HTTP.get(grpc, 500) if isinstance(grpc, int) else 500
-        rs: dict[str, Any] = {"code": code, "status": "Success" if code < 400 else "Failure"}
-        if isinstance(status.get("message"), str) and status["message"]:
-            rs["message"] = status["message"]
-        ev["responseStatus"] = rs
+        ev["responseStatus"] = _gke_status(status)
     if request is not None:
         ev["requestObject"] = request
     if response is not None:
@@ -250,6 +240,26 @@ def gke_to_event(entry: dict[str, Any]) -> dict[str, Any] | str:
     rest_pp = {k: v for k, v in pp.items() if k not in ("request", "response")}
     ev[GKE_ORIGINAL_KEY] = {**entry, "protoPayload": rest_pp}
     return ev
+
+
+def _gke_caller(meta: dict[str, Any], ev: dict[str, Any]) -> None:
+    """`sourceIPs` and `userAgent` from a GKE AuditLog's `requestMetadata`."""
+    # Cloud Audit Logs spell it callerIp; some exporters and hand-written samples callerIP.
+    caller = meta.get("callerIp", meta.get("callerIP"))
+    if isinstance(caller, str):
+        ev["sourceIPs"] = [caller]
+    if isinstance(meta.get("callerSuppliedUserAgent"), str):
+        ev["userAgent"] = meta["callerSuppliedUserAgent"]
+
+
+def _gke_status(status: dict[str, Any]) -> dict[str, Any]:
+    """`responseStatus` from a GKE AuditLog's gRPC `status` (code mapped back to HTTP)."""
+    grpc = status.get("code", 0)
+    code = _GRPC_TO_HTTP.get(grpc, 500) if isinstance(grpc, int) else 500
+    rs: dict[str, Any] = {"code": code, "status": "Success" if code < 400 else "Failure"}
+    if isinstance(status.get("message"), str) and status["message"]:
+        rs["message"] = status["message"]
+    return rs
 
 
 class _Decoder:

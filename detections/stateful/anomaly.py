@@ -238,6 +238,10 @@ class PrincipalState:
             if self.res is _EMPTY:
                 self.res = set()
             self.res.add(resource)
+        self._note_origin(event)
+
+    def _note_origin(self, event: dict[str, Any]) -> None:
+        """Account the event's user agent and source network; remember it as the last one."""
         agent = event.get("userAgent")
         agent_s = ""
         if agent.__class__ is str:

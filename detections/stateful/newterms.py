@@ -331,19 +331,38 @@ def load_new_terms(
             if spec is None:
                 continue
             if ruleset is not None:
-                names = [x.name for x in ruleset.rules if x.name]
-                listed = isinstance(doc.value["new_terms"].get("rules"), list)
-                for i, r in enumerate(spec.rules):
-                    if ruleset.find(r) is None:
-                        problems.append(
-                            doc.problem(
-                                ("new_terms", "rules", i) if listed else ("new_terms", "rules"),
-                                f"new-terms detector names unknown rule '{r}'",
-                                suggest(r, names),
-                                value=True,
-                            )
-                        )
+                _check_base_rules(spec, doc, ruleset, problems)
             loaded.append((spec, doc))
+    _check_unique_ids(loaded, problems)
+    if problems:
+        raise RuleLoadError(problems)
+    if lints is not None:
+        context = Context(known_field_paths())
+        for spec, doc in loaded:
+            lints.extend(run_lints(_subject(spec, doc), context))
+    return tuple(spec for spec, _ in loaded)
+
+
+def _check_base_rules(
+    spec: NewTermsSpec, doc: Document, ruleset: RuleSet, problems: list[Problem]
+) -> None:
+    """A problem for each base rule ``spec`` names that ``ruleset`` does not have."""
+    names = [x.name for x in ruleset.rules if x.name]
+    listed = isinstance(doc.value["new_terms"].get("rules"), list)
+    for i, r in enumerate(spec.rules):
+        if ruleset.find(r) is None:
+            problems.append(
+                doc.problem(
+                    ("new_terms", "rules", i) if listed else ("new_terms", "rules"),
+                    f"new-terms detector names unknown rule '{r}'",
+                    suggest(r, names),
+                    value=True,
+                )
+            )
+
+
+def _check_unique_ids(loaded: list[tuple[NewTermsSpec, Document]], problems: list[Problem]) -> None:
+    """A problem for each document reusing an id of an earlier one."""
     first: dict[str, tuple[NewTermsSpec, Document]] = {}
     for spec, doc in loaded:
         if spec.id in first:
@@ -356,13 +375,6 @@ def load_new_terms(
             )
         else:
             first[spec.id] = (spec, doc)
-    if problems:
-        raise RuleLoadError(problems)
-    if lints is not None:
-        context = Context(known_field_paths())
-        for spec, doc in loaded:
-            lints.extend(run_lints(_subject(spec, doc), context))
-    return tuple(spec for spec, _ in loaded)
 
 
 @dataclass(frozen=True, slots=True)

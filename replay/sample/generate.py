@@ -1311,6 +1311,177 @@ def _rollout(c: Cluster, t: int, app: App, new_image: str) -> int:
     log.emit(t, ci, "get", None, uri="/api?timeout=32s")
     log.emit(t + 8 * MS, ci, "get", None, uri="/apis?timeout=32s")
     t += 160 * MS
+    t = _apply_config(log, ci, t, app)
+    svc = Target("services", ns, name)
+    log.emit(t, ci, "get", svc)
+    t += 40 * MS
+    deploy = Target("deployments", ns, name)
+    log.emit(t, ci, "get", deploy)
+    old_hash, new_hash = app.rs_hash, log.suffix(10)
+    labels = {"app": name}
+    template = {
+        "metadata": {"labels": labels},
+        "spec": _app_spec(name, new_image, app.cm, app.secret, app.port),
+    }
+    patch, deploy_body = _deployment_apply(log, t, app, new_image, template)
+    t += 12 * MS
+    log.emit(
+        t,
+        ci,
+        "patch",
+        deploy,
+        query="fieldManager=kubectl-client-side-apply&fieldValidation=Strict",
+        req=patch,
+        resp=deploy_body,
+    )
+    # kubectl rollout status: watch the Deployment until done (ResponseComplete at the end).
+    watch_id, watch_from = log.uuid(), t + 300 * MS
+    watch_q = f"fieldSelector=metadata.name%3D{name}&resourceVersion={log.rv(t)}&watch=true"
+    watch_tgt = Target("deployments", ns)
+    log.emit(
+        watch_from + 2 * MS,
+        ci,
+        "watch",
+        watch_tgt,
+        query=watch_q,
+        stage="ResponseStarted",
+        received=watch_from,
+        audit_id=watch_id,
+    )
+    # deployment controller: new ReplicaSet
+    dc = c.controller("deployment-controller")
+    rsc = c.controller("replicaset-controller")
+    new_rs = f"{name}-{new_hash}"
+    rs_uid, rs_body, rs_resp = _new_replicaset(log, t, app, new_rs, new_hash, template)
+    t += 20 * MS
+    log.emit(
+        t, dc, "create", Target("replicasets", ns, new_rs), code=201, req=rs_body, resp=rs_resp
+    )
+    log.emit(t + 15 * MS, dc, "update", Target("deployments", ns, name, subresource="status"))
+    old_pods = [p for p in c.pods if p.name.startswith(f"{name}-{old_hash}-")]
+    workers = [n for n in c.nodes if n.name.startswith("k8s-worker")]
+    t += 40 * MS
+    for i, old in enumerate(old_pods):
+        node = workers[(i * 2 + len(name)) % len(workers)]
+        if node.joined > t:
+            node = workers[0]
+        pod, _ = _create_pod(
+            c,
+            t,
+            rsc,
+            namespace=ns,
+            name=None,
+            generate_name=f"{new_rs}-",
+            node=node,
+            spec=template["spec"],
+            labels={**labels, "pod-template-hash": new_hash},
+            owner=_owner("ReplicaSet", new_rs, rs_uid),
+            sa=name,
+        )
+        _start_pod(c, t + 40 * MS, pod, [("configmaps", app.cm), ("secrets", app.secret)])
+        log.emit(
+            t + 60 * MS, rsc, "update", Target("replicasets", ns, new_rs, subresource="status")
+        )
+        ready = t + 7200 * MS + log.jitter(300)
+        _endpoints_update(c, ready, i, app)
+        _retire_pod(c, ready, dc, rsc, app, old, old_hash)
+        t = ready + 400 * MS
+    app.rs_hash = new_hash
+    done = t + 600 * MS
+    log.emit(done, ci, "watch", watch_tgt, query=watch_q, received=watch_from, audit_id=watch_id)
+    log.emit(done + 30 * MS, dc, "update", Target("deployments", ns, name, subresource="status"))
+    return done
+
+
+def _endpoints_update(c: Cluster, ready: int, i: int, app: App) -> None:
+    """The endpoint controllers add a ready pod (the second one's first write conflicts)."""
+    log, ns, name = c.log, app.namespace, app.name
+    for ctrl in ("endpointslice-controller", "endpoint-controller"):
+        res = "endpointslices" if ctrl.startswith("endpointslice") else "endpoints"
+        obj_name = f"{name}-{log.suffix()}" if res == "endpointslices" else name
+        code = 409 if (i == 1 and res == "endpoints") else 200
+        log.emit(
+            ready + log.rng.randrange(5, 30) * MS,
+            c.controller(ctrl),
+            "update",
+            Target(res, ns, obj_name),
+            code=code,
+        )
+        if code == 409:
+            log.emit(ready + 45 * MS, c.controller(ctrl), "update", Target(res, ns, obj_name))
+
+
+def _retire_pod(
+    c: Cluster, ready: int, dc: Actor, rsc: Actor, app: App, old: Pod, old_hash: str
+) -> None:
+    """Scale the old ReplicaSet down and delete one old pod."""
+    log, ns, name = c.log, app.namespace, app.name
+    labels = {"app": name}
+    # scale the old ReplicaSet down and delete one old pod
+    log.emit(
+        ready + 50 * MS,
+        dc,
+        "update",
+        Target("replicasets", ns, f"{name}-{old_hash}", subresource="scale"),
+    )
+    delete_at = ready + 80 * MS
+    log.emit(
+        delete_at,
+        rsc,
+        "delete",
+        Target("pods", ns, old.name),
+        req={"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": old.uid}},
+        resp={
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "metadata": _meta(
+                old.name,
+                ns,
+                uid=old.uid,
+                rv=log.rv(delete_at),
+                created=-86400 * SEC,
+                labels={**labels, "pod-template-hash": old_hash},
+            ),
+            "status": {"phase": "Running", "podIP": old.ip},
+        },
+    )
+    _stop_pod(c, delete_at, old)
+
+
+def _new_replicaset(
+    log: _Log, t: int, app: App, new_rs: str, new_hash: str, template: Json
+) -> tuple[str, Json, Json]:
+    """(uid, request, response) of the deployment controller creating the new ReplicaSet."""
+    ns, name = app.namespace, app.name
+    labels = {"app": name}
+    rs_uid = log.uuid()
+    rs_body: Json = {
+        "kind": "ReplicaSet",
+        "apiVersion": "apps/v1",
+        "metadata": _meta(
+            new_rs,
+            ns,
+            labels={**labels, "pod-template-hash": new_hash},
+            owner=_owner("Deployment", name, app.deploy_uid),
+        ),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {**labels, "pod-template-hash": new_hash}},
+            "template": template,
+        },
+        "status": {"replicas": 0},
+    }
+    rs_resp = {
+        **rs_body,
+        "metadata": {**rs_body["metadata"], "uid": rs_uid, "resourceVersion": log.rv(t)},
+    }
+    return rs_uid, rs_body, rs_resp
+
+
+def _apply_config(log: _Log, ci: Actor, t: int, app: App) -> int:
+    """`kubectl apply` of the app's ConfigMap and Secret (get, then patch each); returns
+    the time after them."""
+    ns = app.namespace
     applied = "kubectl.kubernetes.io/last-applied-configuration"
     # ConfigMap: a DSN with an embedded credential, as teams do (the redactor must catch it).
     cm_data = {
@@ -1369,17 +1540,16 @@ def _rollout(c: Cluster, t: int, app: App, new_image: str) -> int:
                 "a port of Sigma's medium 'Secrets Modified' rule needs a CI filter)",
             )
         t += 90 * MS
-    svc = Target("services", ns, name)
-    log.emit(t, ci, "get", svc)
-    t += 40 * MS
-    deploy = Target("deployments", ns, name)
-    log.emit(t, ci, "get", deploy)
-    old_hash, new_hash = app.rs_hash, log.suffix(10)
+    return t
+
+
+def _deployment_apply(
+    log: _Log, t: int, app: App, new_image: str, template: Json
+) -> tuple[Json, Json]:
+    """(patch, response body) of `kubectl apply` setting the Deployment's image."""
+    ns, name = app.namespace, app.name
     labels = {"app": name}
-    template = {
-        "metadata": {"labels": labels},
-        "spec": _app_spec(name, new_image, app.cm, app.secret, app.port),
-    }
+    applied = "kubectl.kubernetes.io/last-applied-configuration"
     manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -1424,133 +1594,7 @@ def _rollout(c: Cluster, t: int, app: App, new_image: str) -> int:
         },
         "status": {"observedGeneration": 41, "replicas": app.replicas},
     }
-    t += 12 * MS
-    log.emit(
-        t,
-        ci,
-        "patch",
-        deploy,
-        query="fieldManager=kubectl-client-side-apply&fieldValidation=Strict",
-        req=patch,
-        resp=deploy_body,
-    )
-    # kubectl rollout status: watch the Deployment until done (ResponseComplete at the end).
-    watch_id, watch_from = log.uuid(), t + 300 * MS
-    watch_q = f"fieldSelector=metadata.name%3D{name}&resourceVersion={log.rv(t)}&watch=true"
-    watch_tgt = Target("deployments", ns)
-    log.emit(
-        watch_from + 2 * MS,
-        ci,
-        "watch",
-        watch_tgt,
-        query=watch_q,
-        stage="ResponseStarted",
-        received=watch_from,
-        audit_id=watch_id,
-    )
-    # deployment controller: new ReplicaSet
-    dc = c.controller("deployment-controller")
-    rsc = c.controller("replicaset-controller")
-    new_rs = f"{name}-{new_hash}"
-    rs_uid = log.uuid()
-    rs_body: Json = {
-        "kind": "ReplicaSet",
-        "apiVersion": "apps/v1",
-        "metadata": _meta(
-            new_rs,
-            ns,
-            labels={**labels, "pod-template-hash": new_hash},
-            owner=_owner("Deployment", name, app.deploy_uid),
-        ),
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {**labels, "pod-template-hash": new_hash}},
-            "template": template,
-        },
-        "status": {"replicas": 0},
-    }
-    rs_resp = {
-        **rs_body,
-        "metadata": {**rs_body["metadata"], "uid": rs_uid, "resourceVersion": log.rv(t)},
-    }
-    t += 20 * MS
-    log.emit(
-        t, dc, "create", Target("replicasets", ns, new_rs), code=201, req=rs_body, resp=rs_resp
-    )
-    log.emit(t + 15 * MS, dc, "update", Target("deployments", ns, name, subresource="status"))
-    old_pods = [p for p in c.pods if p.name.startswith(f"{name}-{old_hash}-")]
-    workers = [n for n in c.nodes if n.name.startswith("k8s-worker")]
-    t += 40 * MS
-    for i, old in enumerate(old_pods):
-        node = workers[(i * 2 + len(name)) % len(workers)]
-        if node.joined > t:
-            node = workers[0]
-        pod, _ = _create_pod(
-            c,
-            t,
-            rsc,
-            namespace=ns,
-            name=None,
-            generate_name=f"{new_rs}-",
-            node=node,
-            spec=template["spec"],
-            labels={**labels, "pod-template-hash": new_hash},
-            owner=_owner("ReplicaSet", new_rs, rs_uid),
-            sa=name,
-        )
-        _start_pod(c, t + 40 * MS, pod, [("configmaps", app.cm), ("secrets", app.secret)])
-        log.emit(
-            t + 60 * MS, rsc, "update", Target("replicasets", ns, new_rs, subresource="status")
-        )
-        ready = t + 7200 * MS + log.jitter(300)
-        for ctrl in ("endpointslice-controller", "endpoint-controller"):
-            res = "endpointslices" if ctrl.startswith("endpointslice") else "endpoints"
-            obj_name = f"{name}-{log.suffix()}" if res == "endpointslices" else name
-            code = 409 if (i == 1 and res == "endpoints") else 200
-            log.emit(
-                ready + log.rng.randrange(5, 30) * MS,
-                c.controller(ctrl),
-                "update",
-                Target(res, ns, obj_name),
-                code=code,
-            )
-            if code == 409:
-                log.emit(ready + 45 * MS, c.controller(ctrl), "update", Target(res, ns, obj_name))
-        # scale the old ReplicaSet down and delete one old pod
-        log.emit(
-            ready + 50 * MS,
-            dc,
-            "update",
-            Target("replicasets", ns, f"{name}-{old_hash}", subresource="scale"),
-        )
-        delete_at = ready + 80 * MS
-        log.emit(
-            delete_at,
-            rsc,
-            "delete",
-            Target("pods", ns, old.name),
-            req={"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": old.uid}},
-            resp={
-                "kind": "Pod",
-                "apiVersion": "v1",
-                "metadata": _meta(
-                    old.name,
-                    ns,
-                    uid=old.uid,
-                    rv=log.rv(delete_at),
-                    created=-86400 * SEC,
-                    labels={**labels, "pod-template-hash": old_hash},
-                ),
-                "status": {"phase": "Running", "podIP": old.ip},
-            },
-        )
-        _stop_pod(c, delete_at, old)
-        t = ready + 400 * MS
-    app.rs_hash = new_hash
-    done = t + 600 * MS
-    log.emit(done, ci, "watch", watch_tgt, query=watch_q, received=watch_from, audit_id=watch_id)
-    log.emit(done + 30 * MS, dc, "update", Target("deployments", ns, name, subresource="status"))
-    return done
+    return patch, deploy_body
 
 
 def _b64(data: bytes) -> str:
@@ -1938,7 +1982,6 @@ def _people(c: Cluster) -> None:
 
 def _attack(c: Cluster) -> None:
     """The attack story (see README): every event is marked with its step."""
-    log = c.log
     victim = c.live("storefront", "storefront-web-", at(11, 0))[1]
     reader = _rbac(
         "ClusterRoleBinding",
@@ -1948,7 +1991,25 @@ def _attack(c: Cluster) -> None:
         'ServiceAccount "storefront-web/storefront"',
     )
     stolen = _storefront_actor(c, victim, ATTACKER_IP, ATTACKER_CURL_UA, reader)
+    _attack_discovery(c, stolen, reader)
 
+    # 3.. with the stolen cluster-admin CI token, same IP, a renamed kubectl
+    admin = _sa_actor(
+        "ci",
+        "gitlab-deployer",
+        ATTACKER_KUBECTL_UA,
+        ATTACKER_IP,
+        _CI_REASON,
+        c.sa_uid("ci", "gitlab-deployer"),
+    )
+    legacy = dict(_LEGACY_TOKEN)
+    pod_name = _attack_node_takeover(c, admin, legacy)
+    _attack_persistence(c, admin, legacy, pod_name)
+
+
+def _attack_discovery(c: Cluster, stolen: Actor, reader: str) -> None:
+    """Steps 1 and 2a: the stolen pod token probes, lists secrets, reads the CI token."""
+    log = c.log
     # 1. discovery with the pod's token from outside
     t = at(11, 2.31)
     req: Json = {
@@ -2023,16 +2084,11 @@ def _attack(c: Cluster) -> None:
         "secret read by a pod-bound token from outside the cluster with a curl UA",
     )
 
-    # 3.. with the stolen cluster-admin CI token, same IP, a renamed kubectl
-    admin = _sa_actor(
-        "ci",
-        "gitlab-deployer",
-        ATTACKER_KUBECTL_UA,
-        ATTACKER_IP,
-        _CI_REASON,
-        c.sa_uid("ci", "gitlab-deployer"),
-    )
-    legacy = dict(_LEGACY_TOKEN)
+
+def _attack_node_takeover(c: Cluster, admin: Actor, legacy: dict[str, str]) -> str:
+    """Steps 2b to 4: with the CI token, a privileged pod on a node and exec into it;
+    returns the pod's name."""
+    log = c.log
     for i, path in enumerate(("/api?timeout=32s", "/apis?timeout=32s")):
         ev = log.emit(at(13, 47.5) + i * 11 * MS, admin, "get", None, uri=path, annotations=legacy)
         log.mark(
@@ -2119,7 +2175,12 @@ def _attack(c: Cluster) -> None:
             annotations=legacy,
         )
         log.mark(ev, step, what, expect)
+    return pod_name
 
+
+def _attack_persistence(c: Cluster, admin: Actor, legacy: dict[str, str], pod_name: str) -> None:
+    """Steps 5 to 7: a cluster-admin service account, a miner DaemonSet, deleted Events."""
+    log = c.log
     # 5. persistence: a service account with cluster-admin and a long-lived token
     sa_name = "metrics-agent"
     sa_uid = c.sa_uid("kube-system", sa_name)

@@ -111,6 +111,44 @@ def test_list_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert row.split()[:3] == ["9c4f7a2e-3b1d-4e8f-a6c5-2d7e9f0b1a34", "medium", "T1609"]
 
 
+def test_list_json_is_one_document_with_stable_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    """`rules list --json` prints one JSON document: {"rules": [...]}, every rule with the
+    same keys (null when the rule says nothing), in the table's order."""
+    assert main(["rules", "list", "--json", str(RULE)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert list(document) == ["rules"]
+    (rule,) = document["rules"]
+    assert list(rule) == [
+        "id",
+        "name",
+        "title",
+        "level",
+        "status",
+        "tactics",
+        "techniques",
+        "file",
+        "line",
+    ]
+    assert rule["id"] == "9c4f7a2e-3b1d-4e8f-a6c5-2d7e9f0b1a34"
+    assert rule["techniques"] == ["T1609"] and rule["line"] == 1
+
+
+def test_list_prints_paths_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rule file under the working directory is shown relative to it, even when given as
+    an absolute path; one elsewhere keeps its absolute path."""
+    inside = tmp_path / "work" / "rules" / RULE.name
+    inside.parent.mkdir(parents=True)
+    inside.write_text(RULE.read_text())
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["rules", "list", "--json", str(inside)]) == 0
+    assert json.loads(capsys.readouterr().out)["rules"][0]["file"] == "rules/exec_shell.yml"
+    monkeypatch.chdir(tmp_path / "work" / "rules")
+    assert main(["rules", "list", str(RULE)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith(str(RULE))
+
+
 def test_run_prints_alerts_as_json_lines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

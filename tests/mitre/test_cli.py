@@ -112,6 +112,19 @@ def test_coverage_writes_navigator_layer_and_html(
     )
 
 
+def test_coverage_names_written_files_relative_to_the_working_directory(
+    fake_rules: list[list[Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An output path under the working directory is printed relative to it."""
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["mitre", "coverage", "--navigator", str(tmp_path / "out" / "l.json")]) == 0
+    assert "wrote ATT&CK Navigator layer out/l.json\n" in capsys.readouterr().err
+
+
 def test_coverage_reports_unloadable_rules(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import Any
 
@@ -190,25 +191,13 @@ def navigator_problems(layer: dict[str, Any]) -> list[str]:
         p.append("layout.expandedSubtechniques")
     cat = catalogue()
     for i, t in enumerate(layer.get("techniques", [])):
-        tid = t.get("techniqueID")
-        if not (isinstance(tid, str) and re.fullmatch(r"T\d{4}(\.\d{3})?", tid)):
-            p.append(f"techniques[{i}].techniqueID")
-            continue
-        tac = t.get("tactic")
-        if tac is not None and tac not in ENTERPRISE_TACTICS:
-            p.append(f"techniques[{i}].tactic unknown")
-        if tac is not None and tac not in cat.technique(tid).tactics:
-            p.append(f"techniques[{i}]: {tid} is not a {tac} technique")
-        if "score" in t and not isinstance(t["score"], int | float):
-            p.append(f"techniques[{i}].score")
-        for key, typ in (("comment", str), ("enabled", bool), ("showSubtechniques", bool)):
-            if key in t and not isinstance(t[key], typ):
-                p.append(f"techniques[{i}].{key}")
-        if "color" in t and t["color"] and not HEX.fullmatch(t["color"]):
-            p.append(f"techniques[{i}].color")
-        for m in t.get("metadata", []):
-            if not ({"name", "value"} <= m.keys() or m.get("divider") is True):
-                p.append(f"techniques[{i}].metadata")
+        p += technique_problems(i, t, cat.technique)
+    return p + display_problems(layer)
+
+
+def display_problems(layer: dict[str, Any]) -> list[str]:
+    """Problems of a Navigator layer's gradient and legend (see `navigator_problems`)."""
+    p: list[str] = []
     g = layer.get("gradient")
     if g is not None:
         if len(g.get("colors", [])) < 2 or not all(HEX.fullmatch(c) for c in g["colors"]):
@@ -218,6 +207,31 @@ def navigator_problems(layer: dict[str, Any]) -> list[str]:
     for item in layer.get("legendItems", []):
         if not (isinstance(item.get("label"), str) and HEX.fullmatch(item.get("color", ""))):
             p.append("legendItems")
+    return p
+
+
+def technique_problems(i: int, t: dict[str, Any], technique: Callable[[str], Any]) -> list[str]:
+    """Problems of ``techniques[i]`` of a Navigator layer (see `navigator_problems`)."""
+    p: list[str] = []
+    tid = t.get("techniqueID")
+    if not (isinstance(tid, str) and re.fullmatch(r"T\d{4}(\.\d{3})?", tid)):
+        p.append(f"techniques[{i}].techniqueID")
+        return p
+    tac = t.get("tactic")
+    if tac is not None and tac not in ENTERPRISE_TACTICS:
+        p.append(f"techniques[{i}].tactic unknown")
+    if tac is not None and tac not in technique(tid).tactics:
+        p.append(f"techniques[{i}]: {tid} is not a {tac} technique")
+    if "score" in t and not isinstance(t["score"], int | float):
+        p.append(f"techniques[{i}].score")
+    for key, typ in (("comment", str), ("enabled", bool), ("showSubtechniques", bool)):
+        if key in t and not isinstance(t[key], typ):
+            p.append(f"techniques[{i}].{key}")
+    if "color" in t and t["color"] and not HEX.fullmatch(t["color"]):
+        p.append(f"techniques[{i}].color")
+    for m in t.get("metadata", []):
+        if not ({"name", "value"} <= m.keys() or m.get("divider") is True):
+            p.append(f"techniques[{i}].metadata")
     return p
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.demo import sample_files
+from klaxon.demo import sample_files
 from tests.pipeline.conftest import RULES, expected_for, sample_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]

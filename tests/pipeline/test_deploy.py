@@ -106,3 +106,20 @@ def test_compose_publishes_ports_on_loopback_only() -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     ports = [p for s in services.values() for p in s.get("ports", [])]
     assert ports and all(str(p).startswith("127.0.0.1:") for p in ports)
+
+
+def test_every_health_check_has_an_explicit_timeout() -> None:
+    """Kubernetes probes and compose health checks say how long `klaxon status` may take
+    (the Kubernetes default, 1 s, is too tight on a busy node)."""
+    probes = []
+    for file, doc in documents():
+        for node in walk(doc):
+            for key in ("livenessProbe", "readinessProbe", "startupProbe"):
+                if key in node:
+                    probes.append((file, key, node[key].get("timeoutSeconds")))
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    for name, service in services.items():
+        if "healthcheck" in service:
+            probes.append((COMPOSE.name, name, service["healthcheck"].get("timeout")))
+    assert any(f == "worker-deployment.yaml" for f, _, _ in probes)
+    assert all(timeout for _, _, timeout in probes), probes

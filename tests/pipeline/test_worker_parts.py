@@ -222,7 +222,7 @@ def test_worker_without_cluster_says_how_to_get_one(
 
 def test_demo_table_row_shows_time_severity_rule_user_object_attack() -> None:
     """A demo row carries the alert's time, severity, rule, user, object and techniques."""
-    from pipeline.demo import format_row
+    from klaxon.demo import format_row
     from schemas.alert import example_alert
 
     row = format_row(example_alert())

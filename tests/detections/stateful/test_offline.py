@@ -12,9 +12,9 @@ from sklearn.ensemble import IsolationForest
 
 from detections.stateful import offline
 from detections.stateful.anomaly import N_FEATURES
-from detections.stateful.cli import register
 from detections.stateful.errors import ModelFormatError, TrainingError
 from detections.stateful.timeutil import iso
+from klaxon.anomaly_cli import register
 
 
 def test_scores_equal_scikit_learn() -> None:

@@ -8,6 +8,9 @@ the worker has caught up and no alert came for ``--idle`` seconds; ``--follow`` 
 
 Every child (broker, worker) is stopped on exit, Ctrl-C included; the worker also gets
 SIGTERM if this process dies (Linux ``PR_SET_PDEATHSIG``).
+
+This is the command-line layer on purpose: it composes `pipeline` (broker, topics, worker)
+and `replay` (the producer), which do not import each other.
 """
 
 from __future__ import annotations
@@ -30,16 +33,16 @@ from typing import IO, Any
 
 from pipeline.config import Settings
 from pipeline.errors import PipelineError, WorkerError
+from replay.sample import SAMPLE_PATH
 
 __all__ = ["format_row", "header_row", "register", "sample_files"]
 
-_SAMPLE_DIR = Path(__file__).resolve().parents[1] / "replay" / "sample"
 _COLUMNS = (("time", 8), ("severity", 8), ("rule", 44), ("user", 34), ("object", 34))
 
 
 def sample_files() -> list[Path]:
     """The bundled sample audit logs (``replay/sample/*.jsonl.gz``)."""
-    return sorted(_SAMPLE_DIR.glob("*.jsonl.gz"))
+    return sorted(SAMPLE_PATH.parent.glob("*.jsonl.gz"))
 
 
 def _cut(text: str, width: int) -> str:

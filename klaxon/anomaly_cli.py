@@ -2,6 +2,10 @@
 
 Logs are read whole and decoded with :func:`schemas.normalize.decode_payload` (JSON lines,
 event lists, cloud envelopes). Models are JSON files (see :mod:`detections.stateful.offline`).
+
+It lives in the command-line layer, not in ``detections.stateful``, because importing anything
+from that package loads river (its ``__init__`` imports the online anomaly model); here every
+``detections.stateful`` import waits for the command to run.
 """
 
 from __future__ import annotations
@@ -12,8 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from detections.stateful.anomaly import FEATURES
-from detections.stateful.errors import StatefulError
+from klaxon.paths import display_path
 
 
 def register(subparsers: Any) -> None:
@@ -43,6 +46,7 @@ def register(subparsers: Any) -> None:
 
 def read_events(paths: Sequence[Path]) -> Iterator[dict[str, Any]]:
     """Canonical events of every log file, in file order."""
+    from detections.stateful.errors import StatefulError
     from schemas.normalize import decode_payload
 
     for path in paths:
@@ -56,6 +60,7 @@ def read_events(paths: Sequence[Path]) -> Iterator[dict[str, Any]]:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train and save; prints what was learnt."""
     from detections.stateful import offline
+    from detections.stateful.errors import StatefulError
 
     try:
         rows = offline.replay_windows(read_events(args.logs), args.window)
@@ -72,7 +77,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     principals = len({r.principal for r in rows})
     print(
-        f"trained on {len(rows)} windows of {principals} principals -> {args.out}"
+        f"trained on {len(rows)} windows of {principals} principals -> {display_path(args.out)}"
         f" (alert threshold {model.cut:.3f})"
     )
     return 0
@@ -82,6 +87,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     """Score windows in one batch and print the oddest (anomaly score, higher is odder;
     ANOMALOUS: above the model's threshold, i.e. the worker would alert)."""
     from detections.stateful import offline
+    from detections.stateful.anomaly import FEATURES
+    from detections.stateful.errors import StatefulError
 
     try:
         model = offline.load(args.model)

@@ -1,4 +1,9 @@
-"""``klaxon replay FILE...``: write audit log files to the raw topic, as a shipper would."""
+"""``klaxon replay FILE...``: write audit log files to the raw topic, as a shipper would.
+
+The command-line layer joins `replay` (reader, producer) with the pipeline's shared settings
+(`pipeline.config.Settings`: bootstrap servers, topic names), so `replay` itself never
+imports `pipeline`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import argparse
 import asyncio
 import sys
 
+from pipeline.config import Settings
+from pipeline.errors import PipelineError
 from replay.errors import ReplayError
 from replay.reader import MAX_PAYLOAD_BYTES
 
@@ -51,8 +58,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from pipeline.config import Settings
-    from pipeline.errors import PipelineError
     from replay.producer import EventTimeSchedule, rate_schedule, replay_files
 
     try:
