@@ -18,6 +18,7 @@ from typing import Any
 
 from detections.engine import Match
 from detections.fields import compile_path, resolve_alias
+from schemas.keys import cluster_of
 
 #: Namespace of Klaxon's deterministic ids: uuid5(NAMESPACE_URL, "https://klaxon.dev/ns").
 KLAXON_NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://klaxon.dev/ns")
@@ -131,7 +132,7 @@ def to_alert(match: Match) -> dict[str, Any]:
         "mtmk": list(rule.klaxon.mtmk),
         "event_time": _str_or_none(event.get("stageTimestamp"))
         or _str_or_none(event.get("requestReceivedTimestamp")),
-        "cluster": _str_or_none(event.get("cluster")) or "default",
+        "cluster": cluster_of(event),
         "audit_id": audit_id,
         "stage": stage,
         "verb": str(event.get("verb") or ""),

@@ -50,11 +50,10 @@ from pipeline.processing import (
 )
 from pipeline.reload import EngineHolder, RuleWatcher
 from pipeline.watchdog import Watchdog
+from schemas.keys import CLUSTER_HEADER
 
 __all__ = ["CLUSTER_HEADER", "Runtime", "install_agents", "write_status"]
 
-#: Raw-message header naming the cluster of events whose envelope names none.
-CLUSTER_HEADER = "klaxon-cluster"
 
 health_log = logging.getLogger("klaxon.health")
 log = logging.getLogger("klaxon.worker")
@@ -83,9 +82,9 @@ class Runtime:
 def header_value(headers: Any, name: str) -> str | None:
     """A header's value as text from Faust's header list or mapping (None if absent).
 
-    >>> header_value([("klaxon-cluster", b"prod")], "klaxon-cluster")
+    >>> header_value([(CLUSTER_HEADER, b"prod")], CLUSTER_HEADER)
     'prod'
-    >>> header_value(None, "klaxon-cluster") is None
+    >>> header_value(None, CLUSTER_HEADER) is None
     True
     """
     if not headers:

@@ -78,6 +78,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError
+from schemas.keys import DEFAULT_CLUSTER
 
 if TYPE_CHECKING:
     from detections.stateful.offline import IsolationModel
@@ -214,7 +215,7 @@ class Settings:
     alerts_retention_ms: int = 30 * DAY_MS
     rules_paths: tuple[Path, ...] = ()
     lists_paths: tuple[Path, ...] = ()
-    cluster: str = "default"
+    cluster: str = DEFAULT_CLUSTER
     app_id: str = "klaxon"
     data_dir: Path = dataclasses.field(default_factory=lambda: _default_data_dir(os.environ))
     stateful_detectors: tuple[str, ...] = DETECTOR_FAMILIES

@@ -19,6 +19,8 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from schemas.keys import routing_key
+
 __all__ = ["event_key", "group_by_partition", "murmur2", "partition_for", "partitioner"]
 
 _M = 0x5BD1E995
@@ -58,19 +60,14 @@ def murmur2(data: bytes) -> int:
 
 
 def event_key(event: dict[str, Any]) -> bytes:
-    """The routing key ``cluster|user.username`` (missing parts are empty strings).
+    """The routing key of an event: `schemas.keys.routing_key` (``cluster|user.username``).
 
     >>> event_key({"user": {"username": "system:anonymous"}})
-    b'|system:anonymous'
+    b'default|system:anonymous'
     >>> event_key({"cluster": "c", "user": "not-an-object"})
     b'c|'
     """
-    user = event.get("user")
-    name = user.get("username") if isinstance(user, dict) else None
-    cluster = event.get("cluster")
-    return (
-        f"{cluster if isinstance(cluster, str) else ''}|{name if isinstance(name, str) else ''}"
-    ).encode()
+    return routing_key(event)
 
 
 def partition_for(key: bytes, partitions: int) -> int:

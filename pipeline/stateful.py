@@ -98,6 +98,7 @@ from detections.stateful.offline import IsolationModel, RecordingAnomalyModel, s
 from detections.stateful.timeutil import event_time
 from pipeline.config import Settings, check_model
 from pipeline.routing import partition_for
+from schemas.keys import cluster_of, principal_key
 
 __all__ = [
     "PartitionState",
@@ -517,8 +518,7 @@ class StatefulProcessor:
                 continue
             if wm is None or t > wm:
                 wm = t
-            cluster = event.get("cluster")
-            c = cluster if isinstance(cluster, str) else "default"
+            c = cluster_of(event)
             if t > latest.get(c, float("-inf")):
                 latest[c] = t
         part.wm = wm
@@ -527,10 +527,7 @@ class StatefulProcessor:
             principals = model.principals
             urgent, lazy = part.touched, part.lazy
             for event in events:
-                user = event.get("user")
-                name = user.get("username") if isinstance(user, dict) else None
-                cluster = event.get("cluster")
-                key = f"{cluster if isinstance(cluster, str) else 'default'}|{name}"
+                key = principal_key(event)
                 before = principals.get(key)
                 window = before.window if before is not None else None
                 try:

@@ -22,6 +22,7 @@ from typing import Any
 
 from replay.errors import ReplayDeliveryError
 from replay.reader import MAX_PAYLOAD_BYTES, Batch, event_time, iter_batches, iter_events
+from schemas.keys import CLUSTER_HEADER
 
 __all__ = [
     "CLUSTER_HEADER",
@@ -33,7 +34,6 @@ __all__ = [
 ]
 
 #: Header telling the worker which cluster the events come from (see `pipeline.agents`).
-CLUSTER_HEADER = "klaxon-cluster"
 _MAX_IN_FLIGHT = 256
 
 

@@ -22,6 +22,8 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.keys import DEFAULT_CLUSTER
+
 Stage = Literal["RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"]
 Level = Literal["None", "Metadata", "Request", "RequestResponse"]
 
@@ -122,7 +124,9 @@ class AuditEvent(BaseModel):
     requestReceivedTimestamp: datetime | None = None
     stageTimestamp: datetime | None = None
     annotations: dict[str, str] = Field(default_factory=dict)
-    cluster: str = Field(default="default", description="Klaxon addition: source cluster name.")
+    cluster: str = Field(
+        default=DEFAULT_CLUSTER, description="Klaxon addition: source cluster name."
+    )
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from schemas.audit import ACCEPTED_API_VERSIONS, CANONICAL_API_VERSION, STAGES
+from schemas.keys import DEFAULT_CLUSTER
 from schemas.redact import needs_redaction, redact_in_place
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -39,7 +40,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAX_GUNZIPPED_BYTES = 64 * 1024 * 1024
 #: How deep JSON arrays may nest around events (Falco accepts arrays "recursively").
 MAX_ARRAY_DEPTH = 4
-DEFAULT_CLUSTER = "default"
 AKS_AUDIT_CATEGORIES = frozenset({"kube-audit", "kube-audit-admin"})
 GKE_AUDITLOG_TYPE = "type.googleapis.com/google.cloud.audit.AuditLog"
 #: Key under which a GKE event keeps the rest of its original LogEntry.

@@ -54,6 +54,7 @@ from detections.stateful.alerts import Detector, make_alert, stable_id
 from detections.stateful.errors import StateFormatError
 from detections.stateful.newterms import ua_product
 from detections.stateful.timeutil import event_time, hour_of_day, iso
+from schemas.keys import principal_key
 
 STATE_VERSION = 1
 
@@ -474,8 +475,7 @@ class AnomalyModel:
         name = user.get("username") if user.__class__ is dict else None
         if t is None or name.__class__ is not str:
             return []
-        cluster = event.get("cluster")
-        key = f"{cluster if cluster.__class__ is str else 'default'}|{name}"
+        key = principal_key(event)
         w = int(t // self.settings.window)
         principals = self.principals
         state = principals.get(key)

@@ -70,6 +70,7 @@ from detections.rule import Correlation, RuleSet, source_name
 from detections.stateful.alerts import Detector, make_alert, stable_id
 from detections.stateful.errors import StateFormatError, UnsupportedCorrelation
 from detections.stateful.timeutil import event_time, iso
+from schemas.keys import cluster_of
 
 STATE_VERSION = 1
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -278,8 +279,7 @@ def group_key(spec: CorrelationSpec, event: dict[str, Any]) -> str | None:
     values = [_first(g, event, cache) for g in spec._group_getters]
     if any(v is None for v in values):
         return None
-    cluster = event.get("cluster")
-    return _key(spec.id, cluster if isinstance(cluster, str) else "default", values)
+    return _key(spec.id, cluster_of(event), values)
 
 
 def _key(ident: str, cluster: str, values: Iterable[str | None]) -> str:
@@ -304,8 +304,7 @@ def observe(spec: CorrelationSpec, rule_index: int, event: dict[str, Any]) -> Ob
         value = _first(spec._value_getter, event, cache)
         if value is None:
             return None
-    raw_cluster = event.get("cluster")
-    cluster = raw_cluster if isinstance(raw_cluster, str) else "default"
+    cluster = cluster_of(event)
     return Observation(
         key=_key(spec.id, cluster, values),
         group=tuple(v for v in values if v is not None),

@@ -70,6 +70,7 @@ from detections.stateful.timeutil import event_time, iso
 from detections.validation import Checker
 from detections.yamlsrc import Document, YamlProblems, load_documents
 from detections.yamlsrc import Path as DocPath
+from schemas.keys import cluster_of
 
 PACKAGED = Path(__file__).resolve().parent / "newterms"
 STATE_VERSION = 1
@@ -413,8 +414,7 @@ def observe(spec: NewTermsSpec, event: dict[str, Any]) -> TermObservation | None
         values.append(tf(v) if tf is not None else v)
     if any(g is None for g in group):
         return None
-    raw = event.get("cluster")
-    cluster = raw if isinstance(raw, str) else "default"
+    cluster = cluster_of(event)
     gvals = tuple(g for g in group if g is not None)
     return TermObservation(
         key=f"{spec.id}|{cluster}|" + orjson.dumps(list(gvals)).decode(),

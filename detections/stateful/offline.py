@@ -62,6 +62,7 @@ from detections.stateful.anomaly import (
 )
 from detections.stateful.errors import ModelFormatError, TrainingError
 from detections.stateful.timeutil import event_time, hour_of_day, iso
+from schemas.keys import principal_key
 
 FORMAT = "klaxon.isolation-forest/v1"
 MIN_ROWS = 32
@@ -115,7 +116,7 @@ def replay_windows(
         name = user.get("username") if isinstance(user, dict) else None
         if t is None or not isinstance(name, str):
             continue
-        key = f"{event.get('cluster') or 'default'}|{name}"
+        key = principal_key(event)
         w = int(t // window)
         st = states.get(key)
         if st is None:
