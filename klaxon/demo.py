@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from pipeline.config import Settings
 from pipeline.errors import PipelineError, WorkerError
+from pipeline.metrics import read_status
 from replay.sample import SAMPLE_PATH
 
 __all__ = ["format_row", "header_row", "register", "sample_files"]
@@ -174,11 +175,7 @@ class _Worker:
         )
 
     def snapshot(self) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self.status.read_text())
-            return data
-        except (OSError, ValueError):
-            return None
+        return read_status(self.status)
 
     def tail(self, lines: int = 30) -> str:
         try:

@@ -41,18 +41,19 @@ from pipeline.offsets import FaustPort, OffsetLedger
 from pipeline.processing import (
     DetectResult,
     NormaliseResult,
-    Outgoing,
     Source,
     dead_letter_bytes,
     describe_error,
     detect_message,
     normalise_message,
 )
+from pipeline.producer import Sender
 from pipeline.reload import EngineHolder, RuleWatcher
+from pipeline.sinks import AlertSink, KafkaTopicSink
+from pipeline.sources import RawPayload, RawTopicSource
 from pipeline.watchdog import Watchdog
-from schemas.keys import CLUSTER_HEADER
 
-__all__ = ["CLUSTER_HEADER", "Runtime", "install_agents", "write_status"]
+__all__ = ["Handlers", "Runtime", "install_agents", "write_status"]
 
 
 health_log = logging.getLogger("klaxon.health")
@@ -77,24 +78,8 @@ class Runtime:
     ledger: OffsetLedger | None = None  # set by install_agents
     watchdog: Watchdog | None = None
     port: FaustPort | None = None
-
-
-def header_value(headers: Any, name: str) -> str | None:
-    """A header's value as text from Faust's header list or mapping (None if absent).
-
-    >>> header_value([(CLUSTER_HEADER, b"prod")], CLUSTER_HEADER)
-    'prod'
-    >>> header_value(None, CLUSTER_HEADER) is None
-    True
-    """
-    if not headers:
-        return None
-    items = headers.items() if isinstance(headers, dict) else headers
-    for key, value in items:
-        if key == name and value:
-            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-            return text.strip() or None
-    return None
+    #: Where alerts go (the alert topic unless set before `install_agents`).
+    sinks: list[AlertSink] = field(default_factory=list)
 
 
 def write_status(path: str, snapshot: dict[str, Any]) -> None:
@@ -107,71 +92,6 @@ def write_status(path: str, snapshot: dict[str, Any]) -> None:
     os.replace(tmp, target)
 
 
-def aiokafka_producer(app: KlaxonApp) -> Any:
-    """The started ``AIOKafkaProducer`` inside Faust's producer (raises if not started)."""
-    producer: Any = app.producer
-    return producer._ensure_producer()
-
-
-class Sender:
-    """Queues a message's outputs into the producer Faust flushes before every commit.
-
-    Straight into aiokafka's producer: Faust's own ``Topic.send`` adds ~40 µs of bookkeeping
-    per message (we use none of its callbacks), which at one message per alert was a fifth of
-    the worker. An output the broker would refuse for its size (over ``max_bytes``, or refused
-    by the producer as too large) becomes a dead letter instead: one oversized message must
-    not block its partition. Any other failure to queue poisons the `DeliveryGuard` and stops
-    the worker before a commit covers the input.
-    """
-
-    def __init__(self, app: KlaxonApp, rt: Runtime) -> None:
-        self.app = app
-        self.counters = rt.counters
-        self.deadletter = rt.settings.topic_deadletter
-        self.max_bytes = rt.options.max_message_bytes
-
-    async def send(
-        self, topic: str, outgoing: list[Outgoing], dead: list[bytes], source: Source
-    ) -> int:
-        """Queue ``outgoing`` to ``topic`` and ``dead`` to the dead-letter topic; returns how
-        many outputs were turned into dead letters for their size."""
-        from aiokafka.errors import MessageSizeTooLargeError
-
-        refused = 0
-        letters = list(dead)
-        try:
-            send = aiokafka_producer(self.app).send
-            track = self.app.delivery.track
-            for out in outgoing:
-                if len(out.value) > self.max_bytes:
-                    refused += 1
-                    letters.append(too_large(out.value, topic, self.max_bytes, source))
-                    continue
-                try:
-                    track(await send(topic, out.value, key=out.key, partition=out.partition))
-                except MessageSizeTooLargeError as exc:
-                    refused += 1
-                    letters.append(too_large(out.value, topic, self.max_bytes, source, exc))
-            for letter in letters:
-                track(await send(self.deadletter, letter))
-        except Exception as exc:  # not queued: stop before any commit covers this message
-            self.counters.send_errors += 1
-            self.app.delivery.poison(exc)
-            log.critical("cannot produce to Kafka, stopping the worker: %r", exc)
-            await self.app.crash(exc)
-            raise
-        return refused
-
-
-def too_large(
-    value: bytes, topic: str, limit: int, source: Source, exc: BaseException | None = None
-) -> bytes:
-    """The dead letter of an output too large to produce (original truncated)."""
-    why = f" ({type(exc).__name__})" if exc is not None else ""
-    reason = f"output for {topic} of {len(value)} bytes exceeds the {limit}-byte limit{why}"
-    return dead_letter_bytes(reason, value, source)
-
-
 class Handlers:
     """What the agents do with one message each: admit it, process it, send its output, mark
     it done (`pipeline.offsets`). Never raises on input."""
@@ -180,8 +100,10 @@ class Handlers:
         self.app = app
         self.rt = rt
         self.ledger = ledger
-        self.sender = Sender(app, rt)
-        self.settings = rt.settings
+        self.settings = s = rt.settings
+        self.sender = Sender(app, rt.counters, s.topic_deadletter, rt.options.max_message_bytes)
+        if not rt.sinks:
+            rt.sinks = [KafkaTopicSink(self.sender, s.topic_alerts)]
 
     def consumed_events_partitions(self) -> set[int]:
         """Events partitions this worker's detect agent reads (handoff is pointless for others)."""
@@ -191,22 +113,24 @@ class Handlers:
         except Exception:  # consumer not started or being rebalanced: just skip the handoff
             return set()
 
-    async def normalise(self, event: Any) -> None:
-        """One raw message: events messages per partition of the routing key, dead letters."""
-        msg, rt, s = event.message, self.rt, self.settings
-        if not await self.ledger.admit(msg.topic, msg.partition, msg.offset):
+    async def normalise(self, raw: RawPayload) -> None:
+        """One raw payload: events messages per partition of the routing key, dead letters."""
+        rt, source = self.rt, raw.origin
+        topic, partition, offset = source.topic, source.partition or 0, source.offset or 0
+        if not await self.ledger.admit(topic, partition, offset):
             return
-        source = Source(msg.topic, msg.partition, msg.offset)
         try:
-            cluster = header_value(msg.headers, CLUSTER_HEADER) or s.cluster
             result = normalise_message(
-                event.value, source, partitions=rt.events_partitions, cluster=cluster
+                raw.payload,
+                source,
+                partitions=rt.events_partitions,
+                cluster=raw.cluster or self.settings.cluster,
             )
         except Exception as exc:  # a bug, not bad input: the message still is not lost
             result = NormaliseResult(events_in=1)
-            result.dead_letters.append(worker_error("normalise", exc, event.value, source))
+            result.dead_letters.append(worker_error("normalise", exc, raw.payload, source))
         refused = await self.sender.send(
-            s.topic_events, result.messages, result.dead_letters, source
+            self.settings.topic_events, result.messages, result.dead_letters, source
         )
         rt.counters.add_normalise(
             events_in=result.events_in,
@@ -221,8 +145,8 @@ class Handlers:
             for out in result.messages:
                 if out.events is not None and out.partition in ours:
                     handoff.put(out.value, out.events)
-        self.ledger.done(msg.topic, msg.partition, msg.offset)
-        rt.progress.mark(msg.topic, msg.partition, msg.offset)
+        self.ledger.done(topic, partition, offset)
+        rt.progress.mark(topic, partition, offset)
 
     async def detect(self, event: Any) -> None:
         """One events message: alerts (stateless, then stateful with its state), dead letters."""
@@ -246,9 +170,10 @@ class Handlers:
             result.dead_letters.append(worker_error("detect", exc, event.value, source))
             if rt.stateful is not None:
                 rt.stateful.abandon(msg)
-        refused = await self.sender.send(
-            self.settings.topic_alerts, result.alerts, result.dead_letters, source
-        )
+        refused = 0
+        for sink in rt.sinks:
+            refused += await sink.send(result.alerts, source)
+        await self.sender.send(self.settings.topic_deadletter, [], result.dead_letters, source)
         rt.counters.add_detect(
             events=result.events,
             alerts=len(result.alerts) - refused,
@@ -269,10 +194,13 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
     """
     s = rt.settings
     app.ledger_topics.update((s.topic_raw, s.topic_events))
-    rt.port = FaustPort(app)
+    rt.port = FaustPort(app, flush=lambda: flush_sinks(app, rt))
     rt.ledger = ledger = OffsetLedger(rt.port)
     rt.watchdog = Watchdog(
-        ledger, stall_after=rt.options.stall_after, exit_after=rt.options.stall_exit
+        ledger,
+        stall_after=rt.options.stall_after,
+        exit_after=rt.options.stall_exit,
+        highwater=rt.port.highwater,
     )
     handlers = Handlers(app, rt, ledger)
     from pipeline.tables import install_stateful
@@ -281,8 +209,8 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
 
     @app.agent(app.topic(s.topic_raw, acks=False), concurrency=1, name="klaxon.normalise")
     async def normalise(stream: Any) -> None:
-        async for event in stream.events():
-            await handlers.normalise(event)
+        async for raw in RawTopicSource(stream, s.cluster).payloads():
+            await handlers.normalise(raw)
 
     @app.agent(app.topic(s.topic_events, acks=False), concurrency=1, name="klaxon.detect")
     async def detect(stream: Any) -> None:
@@ -327,6 +255,13 @@ def install_timers(app: KlaxonApp, rt: Runtime, ledger: OffsetLedger) -> None:
         await watchdog_actions(app, rt, snapshot)
 
 
+async def flush_sinks(app: KlaxonApp, rt: Runtime) -> None:
+    """The producer (events, dead letters, the alert topic), then every other sink."""
+    await app.producer.flush()
+    for sink in rt.sinks:
+        await sink.flush()
+
+
 def worker_error(stage: str, exc: BaseException, value: bytes | None, source: Source) -> bytes:
     """The dead letter of a message whose processing raised (logged: it is a bug)."""
     log.error(
@@ -355,7 +290,9 @@ async def watchdog_actions(app: KlaxonApp, rt: Runtime, snapshot: dict[str, Any]
     dog, port = rt.watchdog, rt.port
     if dog is None or port is None:
         return
-    dog.kick(input_partitions(app, rt), port.end_offsets)
+    # A probe that takes longer than two health intervals (2-5 s) counts as a broker outage.
+    probe_timeout = min(5.0, max(2.0, 2 * rt.options.health_interval))
+    dog.kick(input_partitions(app, rt), lambda tps: port.end_offsets(tps, probe_timeout))
     for (topic, partition), offset in dog.to_rewind().items():
         log.warning("%s:%d stalled: reading again from offset %d", topic, partition, offset)
         rt.counters.rewinds += 1

@@ -472,8 +472,9 @@ class KafkaCluster(_Managed):
     """Apache Kafka 4.x in KRaft mode: ``nodes`` combined broker+controller JVMs on 127.0.0.1.
 
     Topics are never auto-created; internal topics use replication min(3, nodes). Node ``i``
-    keeps its ports and data across `stop_node`/`kill_node`/`start_node`, which is what the
-    fault tests need. ``broker_properties`` adds or overrides ``server.properties`` entries.
+    keeps its ports and data dir for the life of the cluster, so a test can crash and restart
+    one (`tests.faults.FaultyKafka`). ``broker_properties`` adds or overrides
+    ``server.properties`` entries.
     """
 
     def __init__(
@@ -693,34 +694,3 @@ class KafkaCluster(_Managed):
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-
-    # -- fault injection ----------------------------------------------------------------
-
-    def stop_node(self, i: int, timeout: float = 30.0) -> None:
-        """Shut node ``i`` down cleanly (SIGTERM: controlled shutdown), SIGKILL after timeout."""
-        self._children[i].terminate(timeout)
-
-    def kill_node(self, i: int) -> None:
-        """Kill node ``i`` with SIGKILL: a crash, no controlled shutdown."""
-        self._children[i].kill()
-
-    def start_node(self, i: int) -> None:
-        """Restart node ``i`` with its old ports and data; wait until it is registered again."""
-        _run_blocking(lambda: self.astart_node(i))
-
-    async def astart_node(self, i: int) -> None:
-        """`start_node` for async callers."""
-        if self._children[i].alive:
-            return
-        _ensure_free(*self._ports[i])
-        self._children[i] = self._child(i)
-        self._children[i].spawn()
-        await self._wait_ready([i])
-
-    async def astop_node(self, i: int, timeout: float = 30.0) -> None:
-        """`stop_node` for async callers."""
-        await asyncio.to_thread(self.stop_node, i, timeout)
-
-    def alive(self, i: int) -> bool:
-        """Whether node ``i``'s process is running."""
-        return self._children[i].alive

@@ -19,13 +19,22 @@ True
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-__all__ = ["STATUSES", "Counters", "Progress", "health_snapshot", "snapshot_problems"]
+__all__ = [
+    "STATUSES",
+    "Counters",
+    "Progress",
+    "health_snapshot",
+    "read_status",
+    "snapshot_problems",
+]
 
 
 @dataclass
@@ -219,6 +228,21 @@ def health_snapshot(
         # produced messages not yet acknowledged by the broker (0: all output is delivered)
         "sends_in_flight": sends_in_flight,
     }
+
+
+def read_status(path: str | Path) -> dict[str, Any] | None:
+    """A worker's status file (`pipeline.agents.write_status`), or None while it is missing
+    or being replaced (the worker writes a temp file and renames it, so a read never sees
+    half a document; a missing file is the usual case before the first health tick).
+
+    >>> read_status("/nonexistent/status.json") is None
+    True
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def snapshot_problems(snapshot: Mapping[str, Any], *, age: float) -> list[str]:

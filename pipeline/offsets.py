@@ -234,9 +234,16 @@ class OffsetLedger:
 class FaustPort:
     """`ConsumerPort` over a running Faust app: its consumer thread's aiokafka consumer."""
 
-    def __init__(self, app: Any, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        timeout: float = 10.0,
+        flush: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.app = app
         self.timeout = timeout
+        self._flush = flush
         self._refused = 0
 
     def _thread(self) -> Any:
@@ -267,11 +274,18 @@ class FaustPort:
         value = found.get(self._aiotp(tp))
         return None if value is None else int(value)
 
-    async def end_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
-        """The broker's end offsets (raises on a timeout or broker error)."""
+    async def end_offsets(self, tps: Iterable[TP], timeout: float | None = None) -> dict[TP, int]:
+        """The broker's end offsets (raises on a timeout, default the port's, or a broker
+        error)."""
         aio = self._thread()._ensure_consumer()
-        found = await self._call(aio.end_offsets, [self._aiotp(tp) for tp in tps])
+        request = self._thread().call_thread(aio.end_offsets, [self._aiotp(tp) for tp in tps])
+        found = await asyncio.wait_for(request, timeout=timeout or self.timeout)
         return {(tp.topic, tp.partition): int(end) for tp, end in found.items()}
+
+    def highwater(self, tp: TP) -> int | None:
+        """The end offset the consumer saw in its last fetch of ``tp`` (cached, no request)."""
+        value = self._thread()._ensure_consumer().highwater(self._aiotp(tp))
+        return None if value is None else int(value)
 
     async def seek(self, tp: TP, offset: int) -> None:
         # In the consumer's own thread: Faust's plain ``seek`` touches the fetcher from the
@@ -298,7 +312,11 @@ class FaustPort:
         return True
 
     async def flush(self) -> None:
-        await self.app.producer.flush()
+        """Everything produced and every sink delivered (``flush`` given), else the producer."""
+        if self._flush is not None:
+            await self._flush()
+        else:
+            await self.app.producer.flush()
 
     def assigned(self) -> set[TP]:
         try:

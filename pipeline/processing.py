@@ -78,13 +78,17 @@ class Source:
 class Outgoing:
     """One message to produce: optional explicit partition, key and value bytes.
 
-    Events messages also carry the events they encode (not sent: `pipeline.handoff`).
+    Events messages also carry the events they encode (not sent: `pipeline.handoff`), alert
+    messages the alert document (`pipeline.sinks`).
     """
 
     key: bytes | None
     value: bytes
     partition: int | None = None
     events: list[dict[str, Any]] | None = field(default=None, compare=False, repr=False)
+    #: The alert document an alert message encodes (for sinks writing other formats).
+    doc: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    headers: list[tuple[str, bytes]] | None = field(default=None, compare=False, repr=False)
 
 
 class EngineLike(Protocol):
@@ -335,7 +339,9 @@ def detect_message(
     for match in matches:
         try:
             alert = to_alert(match)
-            result.alerts.append(Outgoing(str(alert["id"]).encode(), orjson.dumps(alert)))
+            result.alerts.append(
+                Outgoing(str(alert["id"]).encode(), orjson.dumps(alert), doc=alert)
+            )
         except Exception as exc:
             result.errors += 1
             matched = getattr(match, "event", None)

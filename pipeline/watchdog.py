@@ -64,8 +64,10 @@ class Watchdog:
         stall_after: float = 60.0,
         exit_after: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        highwater: Callable[[TP], int | None] | None = None,
     ) -> None:
         self.ledger = ledger
+        self.highwater = highwater
         self.stall_after = stall_after
         self.exit_after = exit_after
         self.clock = clock
@@ -121,7 +123,7 @@ class Watchdog:
     def assess(self) -> Assessment:
         """Broker state, lag from committed offsets, partitions stalled (cached data only)."""
         owned = set(self.ledger.committed)
-        ends = {tp: end for tp, end in self.ends.items() if tp in owned}
+        ends = {tp: self._fresher(tp, end) for tp, end in self.ends.items() if tp in owned}
         lag = {f"{t}:{p}": n for (t, p), n in sorted(self.ledger.lag(ends).items())}
         stalled: list[str] = []
         longest = 0.0
@@ -132,6 +134,17 @@ class Watchdog:
                     stalled.append(f"{tp[0]}:{tp[1]}")
                     longest = max(longest, stuck)
         return Assessment(self.broker, lag, stalled, longest, self.broker_error)
+
+    def _fresher(self, tp: TP, end: int) -> int:
+        """The probe's end offset, or the consumer's newer one from its last fetch (cached
+        by the fetcher, so the probe's snapshot never hides messages fetched since)."""
+        if self.highwater is None:
+            return end
+        try:
+            seen = self.highwater(tp)
+        except Exception:  # not assigned any more, consumer restarting
+            return end
+        return end if seen is None or seen < end else int(seen)
 
     def to_rewind(self) -> dict[TP, int]:
         """Stalled partitions due for a seek back to their next unprocessed offset."""

@@ -29,6 +29,7 @@ import pytest
 from pipeline.brokers import KafkaCluster, TansuBroker
 from pipeline.config import Settings, isolated_settings
 from pipeline.errors import BrokerNotInstalled
+from tests.faults import FaultyKafka
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -71,11 +72,11 @@ def _kafka_unavailable(exc: BrokerNotInstalled) -> None:
     pytest.fail(f"Apache Kafka is needed by this test and unavailable: {exc}", pytrace=False)
 
 
-def _start_kafka(nodes: int) -> KafkaCluster:
+def _start_kafka(nodes: int) -> FaultyKafka:
     # Multi-node: notice a dead broker in ~4 s rather than 9 s so fault tests stay short.
     fast_failover = {"broker.session.timeout.ms": "4000", "broker.heartbeat.interval.ms": "500"}
     try:
-        return KafkaCluster(nodes, broker_properties=fast_failover if nodes > 1 else None).start()
+        return FaultyKafka(nodes, broker_properties=fast_failover if nodes > 1 else None).start()
     except BrokerNotInstalled as exc:
         _kafka_unavailable(exc)
         raise  # unreachable: _kafka_unavailable always raises
@@ -89,7 +90,7 @@ def tansu() -> Iterator[TansuBroker]:
 
 
 @pytest.fixture(scope="session")
-def kafka() -> Iterator[KafkaCluster]:
+def kafka() -> Iterator[FaultyKafka]:
     """A running 1-node Apache Kafka (KRaft) cluster, shared by the session."""
     cluster = _start_kafka(1)
     try:
@@ -99,7 +100,7 @@ def kafka() -> Iterator[KafkaCluster]:
 
 
 @pytest.fixture(scope="session")
-def kafka3() -> Iterator[KafkaCluster]:
+def kafka3() -> Iterator[FaultyKafka]:
     """A running 3-node Apache Kafka (KRaft) cluster; started only if a test asks for it."""
     cluster = _start_kafka(3)
     try:

@@ -11,9 +11,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from pipeline.brokers import KafkaCluster
 from pipeline.config import Settings
 from pipeline.topics import ensure_topics
+from tests.faults import FaultyKafka
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -35,7 +35,7 @@ async def _produce(producer: AIOKafkaProducer, topic: str, values: range) -> Non
 
 
 async def test_crash_of_one_broker_loses_no_acknowledged_write(
-    kafka3: KafkaCluster, unique_name: Callable[..., str]
+    kafka3: FaultyKafka, unique_name: Callable[..., str]
 ) -> None:
     """Kill a partition leader mid-stream: producing and group consuming go on; nothing is lost;
     the restarted broker rejoins every ISR."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import orjson
 import pytest
 
 from pipeline.config import Settings, isolated_settings
+from pipeline.metrics import read_status
 from pipeline.reload import build_engine
 from pipeline.worker import settings_env
 from replay.reader import iter_batches
@@ -49,11 +49,7 @@ class WorkerProcess:
         )
 
     def snapshot(self) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self.status.read_text())
-            return data
-        except (OSError, ValueError):
-            return None
+        return read_status(self.status)
 
     def counters(self) -> dict[str, Any]:
         snap = self.snapshot() or {}
@@ -179,10 +175,20 @@ def committed_and_end(bootstrap: str, group: str, topics: list[str]) -> dict[str
     return asyncio.run(read())
 
 
-def stranded(bootstrap: str, group: str, topics: list[str]) -> dict[str, tuple[int, int]]:
-    """Partitions of ``topics`` whose committed offset is not their end offset (non-empty)."""
-    offsets = committed_and_end(bootstrap, group, topics)
-    return {tp: ce for tp, ce in offsets.items() if ce[0] != ce[1] and ce[1] > 0}
+def stranded(
+    bootstrap: str, group: str, topics: list[str], *, within: float = 30.0
+) -> dict[str, tuple[int, int]]:
+    """Partitions of ``topics`` whose committed offset is still not their end offset after
+    ``within`` seconds (the last commit lags processing by up to a commit interval, and a
+    worker's own lag is as fresh as its last probe): ``{"topic:partition": (committed, end)}``.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        offsets = committed_and_end(bootstrap, group, topics)
+        left = {tp: ce for tp, ce in offsets.items() if ce[0] != ce[1] and ce[1] > 0}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.5)
 
 
 def sample_events() -> list[dict[str, Any]]:

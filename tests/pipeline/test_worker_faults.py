@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from pipeline.brokers import KafkaCluster
 from pipeline.config import DETECTOR_FAMILIES
 from pipeline.routing import partition_for
 from pipeline.topics import ensure_topics, stateful_topic_specs
 from replay.producer import rate_schedule, replay_events
+from tests.faults import FaultyKafka
 from tests.pipeline.conftest import (
     CLUSTER,
     Expected,
@@ -55,7 +55,7 @@ def inputs(settings: Any) -> list[str]:
 
 
 def test_of_two_workers_the_one_reading_the_raw_partition_is_killed(
-    kafka: KafkaCluster, tmp_path: Path, replay_input: list[bytes], expected: Expected
+    kafka: FaultyKafka, tmp_path: Path, replay_input: list[bytes], expected: Expected
 ) -> None:
     """The survivor takes the raw partition over from the last commit: every alert, every
     offset committed (duplicates repeat ids)."""
@@ -91,7 +91,7 @@ def test_of_two_workers_the_one_reading_the_raw_partition_is_killed(
 
 
 def test_a_worker_killed_while_it_recovers_the_state_loses_nothing(
-    kafka: KafkaCluster, tmp_path: Path, replay_input: list[bytes], expected: Expected
+    kafka: FaultyKafka, tmp_path: Path, replay_input: list[bytes], expected: Expected
 ) -> None:
     """Stateful detectors on: the first worker processes half the input and is killed; the
     second is killed while it rebuilds the state from the changelog; the third finishes."""
@@ -123,7 +123,7 @@ def test_a_worker_killed_while_it_recovers_the_state_loses_nothing(
 
 
 def test_three_brokers_rf3_idempotent_producer_one_broker_killed_and_back(
-    kafka3: KafkaCluster, tmp_path: Path, replay_input: list[bytes], expected: Expected
+    kafka3: FaultyKafka, tmp_path: Path, replay_input: list[bytes], expected: Expected
 ) -> None:
     """Replication factor 3, ``min.insync.replicas=2``, acks=all and an idempotent producer:
     the leader of the raw partition is killed during the backlog and restarted; every alert,
