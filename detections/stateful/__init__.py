@@ -17,7 +17,12 @@ from collections.abc import Iterable
 
 from detections.rule import RuleSet
 from detections.stateful.anomaly import AnomalyModel, AnomalySettings
-from detections.stateful.correlation import CorrelationEngine, CorrelationSpec, Settings
+from detections.stateful.correlation import (
+    CorrelationEngine,
+    CorrelationSpec,
+    Settings,
+    generated_rule_ids,
+)
 from detections.stateful.errors import (
     ModelFormatError,
     StateFormatError,
@@ -40,13 +45,7 @@ def suppressed_rule_ids(ruleset: RuleSet, new_terms: Iterable[NewTermsSpec] = ()
             rule = ruleset.find(ref)
             if rule is not None and rule.level == "informational":
                 out.add(rule.id)
-    generated = {
-        (r.id if (r := ruleset.find(ref)) else ref)
-        for c in ruleset.correlations
-        if c.generate
-        for ref in c.rules
-    }
-    return frozenset(out - generated)
+    return frozenset(out - generated_rule_ids(ruleset))
 
 
 __all__ = [
@@ -62,6 +61,7 @@ __all__ = [
     "StatefulError",
     "TrainingError",
     "UnsupportedCorrelation",
+    "generated_rule_ids",
     "load_new_terms",
     "suppressed_rule_ids",
 ]

@@ -533,6 +533,16 @@ class NewTermsEngine:
         self.evicted_groups = 0
         self.unusable = 0
 
+    def recount(self) -> None:
+        """Count the groups held per detector again from the store (the counts are not part
+        of the stored state: call this after filling the store from a checkpoint)."""
+        counts = {s.id: 0 for s in self.specs}
+        for key in self.store:
+            ident = key.split("|", 1)[0]
+            if ident in counts and not key.endswith("|#start"):
+                counts[ident] += 1
+        self._groups = counts
+
     def rule_ids(self) -> frozenset[str]:
         """Base rule ids the detectors consume (their own alerts are usually suppressed)."""
         return frozenset(self._targets)
@@ -573,17 +583,20 @@ class NewTermsEngine:
                 return
 
     def prune(self, now: float) -> None:
-        """Forget expired terms and empty groups at event time ``now`` (call from a timer)."""
+        """Forget expired terms and empty groups at event time ``now`` (call from a timer).
+
+        Only groups that lost a term are stored again (a store that tracks writes, like the
+        pipeline's, then writes only those)."""
         by_id = {s.id: s for s in self.specs}
-        for key in list(self.store):
-            if key.endswith("|#start"):
-                continue
+        store = self.store
+        for key in list(store):
             spec = by_id.get(key.split("|", 1)[0])
-            if spec is None:
+            if spec is None or spec.ttl is None or key.endswith("|#start"):
                 continue
-            kept = prune(spec, self.store[key], now)
+            state = store[key]
+            kept = prune(spec, state, now)
             if kept is None:
-                del self.store[key]
+                del store[key]
                 self._groups[spec.id] -= 1
-            else:
-                self.store[key] = kept
+            elif len(kept["terms"]) != len(state["terms"]):
+                store[key] = kept
