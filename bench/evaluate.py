@@ -38,7 +38,7 @@ import orjson
 from detections import Engine, load_rules
 from detections.stateful.anomaly import AnomalyModel, AnomalySettings
 from detections.stateful.correlation import CorrelationEngine
-from detections.stateful.newterms import NewTermsEngine, load_new_terms
+from detections.stateful.new_terms import NewTermsEngine, load_new_terms
 from detections.stateful.timeutil import iso, parse_time
 
 PERFSPEC = (

@@ -30,7 +30,7 @@ from detections.stateful.errors import (
     TrainingError,
     UnsupportedCorrelation,
 )
-from detections.stateful.newterms import NewTermsEngine, NewTermsSpec, load_new_terms
+from detections.stateful.new_terms import NewTermsEngine, NewTermsSpec, load_new_terms
 
 
 def suppressed_rule_ids(ruleset: RuleSet, new_terms: Iterable[NewTermsSpec] = ()) -> frozenset[str]:

@@ -11,7 +11,7 @@ import pytest
 from detections import RuleLoadError, load_rules
 from detections.engine import Match
 from detections.fixtures import fixture_event
-from detections.stateful.newterms import (
+from detections.stateful.new_terms import (
     NewTermsEngine,
     NewTermsSpec,
     load_new_terms,
