@@ -1,4 +1,4 @@
-"""First-seen (new terms) detectors: learning, novelty, TTL, caps, checkpoints, loading."""
+"""New terms detectors: learning, novelty, TTL, caps, checkpoints, loading."""
 
 from __future__ import annotations
 
@@ -213,6 +213,47 @@ detection: {selection: {verb: get}, condition: selection}
     groups = [k for k in nt.store if not k.endswith("#start")]
     assert len(groups) == 5 and nt.evicted_groups == 3
     assert all(f'["u{i}"]' in groups[i - 3] for i in range(3, 8))
+
+
+def test_a_refilled_store_is_recounted_and_prune_rewrites_only_what_it_changed() -> None:
+    """`NewTermsEngine.recount` counts groups from a checkpointed store (so the cap holds
+    after a restart); `prune` stores again only groups that lost a term."""
+    rs = load_rules(
+        [],
+        texts={
+            "r.yml": """
+title: Any
+id: 6f1c2d44-5b1e-4c1a-9d3e-2b7a8c9d0e1f
+name: r
+detection: {selection: {verb: get}, condition: selection}
+"""
+        },
+    )
+    sp = spec(**{"max-groups": 3})
+    first = NewTermsEngine([sp], rs)
+    for i in range(3):
+        first.process(Match(rs.rules[0], ev(T0 + i * DAY, "a/1", user=f"u{i}"), {}))
+
+    class Writes(dict[str, Any]):
+        written: list[str]
+
+        def __setitem__(self, key: str, value: Any) -> None:
+            self.written.append(key)
+            super().__setitem__(key, value)
+
+    store = Writes(first.store)
+    store.written = []
+    again = NewTermsEngine([sp], rs, store)
+    again.recount()
+    again.process(Match(rs.rules[0], ev(T0 + 3 * DAY, "a/1", user="u3"), {}))
+    assert again.evicted_groups == 1  # three groups were already held
+    store.written.clear()
+    again.prune(T0 + 11.5 * DAY)  # ttl 10d: u0 (day 0) and u1 (day 1) expire
+    assert store.written == []  # the others kept every term: not rewritten
+    assert sorted(k.split("|")[2] for k in store if not k.endswith("#start")) == [
+        '["u2"]',
+        '["u3"]',
+    ]
 
 
 NT_FILE = """\
