@@ -1,4 +1,4 @@
-"""Stateful detections, pure core: correlations, first-seen terms, anomalies, silent clusters.
+"""Stateful detections, pure core: correlations, new terms, anomalies, silent clusters.
 
 Nothing here knows Kafka, asyncio or the wall clock: every decision uses event time, state is
 small JSON values keyed by group (a dict or a Faust table), and every detector is a pure
@@ -37,7 +37,7 @@ def suppressed_rule_ids(ruleset: RuleSet, new_terms: Iterable[NewTermsSpec] = ()
     """Base rules whose matches should not become alerts on their own.
 
     Rules referenced only by correlations with ``generate: false`` (Sigma semantics), plus
-    informational base rules consumed by new-terms detectors.
+    informational base rules consumed by new terms detectors.
     """
     out = set(CorrelationEngine(ruleset).suppressed_rules())
     for spec in new_terms:

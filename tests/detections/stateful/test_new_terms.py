@@ -269,7 +269,7 @@ new_terms:
 
 
 def test_new_terms_problems_have_real_positions(tmp_path: Path) -> None:
-    """A new-terms mistake is reported at its line and column, like the loader's others."""
+    """A new terms mistake is reported at its line and column, like the loader's others."""
     f = tmp_path / "nt.yml"
     f.write_text(NT_FILE)
     with pytest.raises(RuleLoadError) as info:
@@ -286,7 +286,7 @@ def test_unknown_base_rule_is_reported_where_it_is_named(tmp_path: Path) -> None
     with pytest.raises(RuleLoadError) as info:
         load_new_terms([f], ruleset=load_rules())
     assert [str(p) for p in info.value.problems] == [
-        f"{f}:5:11: new_terms.rules[0]: new-terms detector names unknown rule 'secret-reed' "
+        f"{f}:5:11: new_terms.rules[0]: new terms detector names unknown rule 'secret-reed' "
         "(did you mean 'secret-read'?)"
     ]
 
@@ -299,14 +299,14 @@ def test_unknown_base_rule_is_reported_where_it_is_named(tmp_path: Path) -> None
         ("12h", 43200),
         ("7d", 604800),
         ("2w", 1209600),
-        ("1M", 2592000),  # units the new-terms grammar used to lack
+        ("1M", 2592000),  # units the new terms grammar used to lack
         ("1y", 31536000),
     ],
 )
 def test_new_terms_accept_every_duration_unit_the_loader_accepts(
     written: str, seconds: int
 ) -> None:
-    """Durations share the loader's grammar: correlation timespans and new-terms periods."""
+    """Durations share the loader's grammar: correlation timespans and new terms periods."""
     s = NewTermsSpec.from_document(
         {**DOC, "new_terms": {**DOC["new_terms"], "learning": written, "ttl": written}}, "t.yml"
     )
