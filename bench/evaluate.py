@@ -6,15 +6,15 @@ of generated traffic on cluster ``lab``: developers working office hours in thei
 an on-call admin, 20 application service accounts, a CI deployer and control-plane chatter.
 After the 7-day learning period, attack *scenarios* are injected (each a labelled burst or
 sequence by one principal). Every event goes through the stateless engine (packaged rules),
-then the correlation engine, the new-terms engine (on matches) and the anomaly model (on all
+then the correlation engine, the new terms engine (on matches) and the anomaly model (on all
 events), in arrival order with up to 3 s of out-of-order jitter.
 
-Scoring, per family (correlation, first-seen, anomaly):
+Scoring, per family (correlation, new terms, anomaly):
 
 * an alert is a true positive when it names a scenario's principal or source IP and falls in
   the scenario's time span (plus the window length); otherwise it is a false positive;
 * recall is the fraction of the scenarios *expected* of the family that got at least one of
-  its alerts (correlation: bursts and sequences; first-seen: new terms; anomaly: behavioural
+  its alerts (correlation: bursts and sequences; new terms: unseen terms; anomaly: behavioural
   scenarios of principals with a history);
 * alert volume is alerts per 10,000 events; cost is the family's time per event of the whole
   stream (µs/event), measured with ``time.perf_counter`` around its calls.
@@ -38,7 +38,7 @@ import orjson
 from detections import Engine, load_rules
 from detections.stateful.anomaly import AnomalyModel, AnomalySettings
 from detections.stateful.correlation import CorrelationEngine
-from detections.stateful.newterms import NewTermsEngine, load_new_terms
+from detections.stateful.new_terms import NewTermsEngine, load_new_terms
 from detections.stateful.timeutil import iso, parse_time
 
 PERFSPEC = (
@@ -48,7 +48,7 @@ PERFSPEC = (
 START = 1_793_577_600.0  # 2026-11-02T00:00:00Z, a Monday
 DAY = 86400.0
 DAYS = 9
-ATTACK_FROM = START + 7.2 * DAY  # after the 7-day first-seen learning period
+ATTACK_FROM = START + 7.2 * DAY  # after the 7-day new terms learning period
 FAMILIES = ("correlation", "new_terms", "anomaly")
 
 

@@ -1,6 +1,6 @@
 """Checks of single values in rule documents, each reported as a positioned :class:`Problem`.
 
-Shared by every document kind (rules, filters, correlations, first-seen detectors), so a
+Shared by every document kind (rules, filters, correlations, new terms detectors), so a
 mistake reads the same wherever it is made: ``file:line:col: key: message (did you mean …)``.
 
 >>> from detections.yamlsrc import load_documents

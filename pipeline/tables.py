@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.agents import aiokafka_producer
 from pipeline.errors import WorkerError
 from pipeline.stateful import StatefulOptions, StatefulProcessor, options_from_settings
 from pipeline.topics import STATE_TABLE, changelog_topic, rekey_topic
@@ -201,7 +202,7 @@ class StatefulShell:
         app = self.app
         guard = app.delivery
         try:
-            send = app.producer._ensure_producer().send
+            send = aiokafka_producer(app).send
             waits = []
             for alert in alerts:
                 fut = await send(

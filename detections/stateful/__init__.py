@@ -1,4 +1,4 @@
-"""Stateful detections, pure core: correlations, first-seen terms, anomalies, silent clusters.
+"""Stateful detections, pure core: correlations, new terms, anomalies, silent clusters.
 
 Nothing here knows Kafka, asyncio or the wall clock: every decision uses event time, state is
 small JSON values keyed by group (a dict or a Faust table), and every detector is a pure
@@ -17,7 +17,12 @@ from collections.abc import Iterable
 
 from detections.rule import RuleSet
 from detections.stateful.anomaly import AnomalyModel, AnomalySettings
-from detections.stateful.correlation import CorrelationEngine, CorrelationSpec, Settings
+from detections.stateful.correlation import (
+    CorrelationEngine,
+    CorrelationSpec,
+    Settings,
+    generated_rule_ids,
+)
 from detections.stateful.errors import (
     ModelFormatError,
     StateFormatError,
@@ -25,14 +30,14 @@ from detections.stateful.errors import (
     TrainingError,
     UnsupportedCorrelation,
 )
-from detections.stateful.newterms import NewTermsEngine, NewTermsSpec, load_new_terms
+from detections.stateful.new_terms import NewTermsEngine, NewTermsSpec, load_new_terms
 
 
 def suppressed_rule_ids(ruleset: RuleSet, new_terms: Iterable[NewTermsSpec] = ()) -> frozenset[str]:
     """Base rules whose matches should not become alerts on their own.
 
     Rules referenced only by correlations with ``generate: false`` (Sigma semantics), plus
-    informational base rules consumed by new-terms detectors.
+    informational base rules consumed by new terms detectors.
     """
     out = set(CorrelationEngine(ruleset).suppressed_rules())
     for spec in new_terms:
@@ -40,13 +45,7 @@ def suppressed_rule_ids(ruleset: RuleSet, new_terms: Iterable[NewTermsSpec] = ()
             rule = ruleset.find(ref)
             if rule is not None and rule.level == "informational":
                 out.add(rule.id)
-    generated = {
-        (r.id if (r := ruleset.find(ref)) else ref)
-        for c in ruleset.correlations
-        if c.generate
-        for ref in c.rules
-    }
-    return frozenset(out - generated)
+    return frozenset(out - generated_rule_ids(ruleset))
 
 
 __all__ = [
@@ -62,6 +61,7 @@ __all__ = [
     "StatefulError",
     "TrainingError",
     "UnsupportedCorrelation",
+    "generated_rule_ids",
     "load_new_terms",
     "suppressed_rule_ids",
 ]

@@ -32,7 +32,7 @@ NO_STAGE = "ResponseComplete"
 
 @dataclass(frozen=True, slots=True)
 class Detector:
-    """What an alert names as its ``rule``: a correlation, new-terms, anomaly or silence check."""
+    """What an alert names as its ``rule``: a correlation, new terms, anomaly or silence check."""
 
     id: str
     title: str

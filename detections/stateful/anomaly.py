@@ -52,7 +52,7 @@ from river.anomaly import HalfSpaceTrees
 
 from detections.stateful.alerts import Detector, make_alert, stable_id
 from detections.stateful.errors import StateFormatError
-from detections.stateful.newterms import ua_product
+from detections.stateful.new_terms import ua_product
 from detections.stateful.timeutil import event_time, hour_of_day, iso
 from schemas.keys import principal_key
 

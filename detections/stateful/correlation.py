@@ -552,11 +552,16 @@ class CorrelationEngine:
         ruleset: RuleSet,
         settings: Settings = DEFAULT_SETTINGS,
         store: MutableMapping[str, Any] | None = None,
+        *,
+        specs: Iterable[CorrelationSpec] | None = None,
     ) -> None:
+        """``specs``: the correlations to run, already compiled (default: all of ``ruleset``)."""
         self.settings = settings
         self.store: MutableMapping[str, Any] = {} if store is None else store
-        self.specs = tuple(
-            CorrelationSpec.from_correlation(c, ruleset) for c in ruleset.correlations
+        self.specs = (
+            tuple(CorrelationSpec.from_correlation(c, ruleset) for c in ruleset.correlations)
+            if specs is None
+            else tuple(specs)
         )
         self._by_spec = {s.id: s for s in self.specs}
         self._targets: dict[str, list[tuple[CorrelationSpec, int]]] = {}
@@ -572,6 +577,10 @@ class CorrelationEngine:
     def targets(self, match: Match) -> list[tuple[CorrelationSpec, int]]:
         """The (correlation, rule position) pairs a match feeds."""
         return self._targets.get(match.rule.id, [])
+
+    def rule_targets(self, rule_id: str) -> list[tuple[CorrelationSpec, int]]:
+        """The (correlation, rule position) pairs a match of rule ``rule_id`` feeds."""
+        return self._targets.get(rule_id, [])
 
     def process(self, match: Match) -> list[dict[str, Any]]:
         """Feed one base-rule match to every correlation that counts it."""
@@ -614,3 +623,15 @@ class CorrelationEngine:
 
     def __iter__(self) -> Iterator[CorrelationSpec]:
         return iter(self.specs)
+
+
+def generated_rule_ids(ruleset: RuleSet) -> frozenset[str]:
+    """Base rule ids referenced by a correlation with ``generate: true``: their own matches
+    are alerts even when something else (another correlation, a new terms detector) would
+    hold them back."""
+    return frozenset(
+        (r.id if (r := ruleset.find(ref)) else ref)
+        for c in ruleset.correlations
+        if c.generate
+        for ref in c.rules
+    )

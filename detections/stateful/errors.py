@@ -1,6 +1,6 @@
 """Errors of the stateful detectors (a branch of :class:`detections.errors.DetectionError`).
 
-Rule-file mistakes in new-terms documents are reported as :class:`detections.RuleLoadError`
+Rule-file mistakes in new terms documents are reported as :class:`detections.RuleLoadError`
 (one error listing every problem), like every other rule file; the classes here cover state,
 models and specs that cannot be used.
 """

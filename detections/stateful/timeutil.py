@@ -1,7 +1,7 @@
 """Event time: every stateful detector runs on the time the API server received the request.
 
 Using the event's own clock (not the worker's) makes replay at any speed produce the same
-windows, first-seen decisions and alerts as live processing.
+windows, new terms decisions and alerts as live processing.
 
 >>> event_time({"requestReceivedTimestamp": "2026-11-27T09:15:02.104526Z"})
 1795770902.104526

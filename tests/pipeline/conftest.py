@@ -256,7 +256,7 @@ def expected_for(lines: list[bytes], *, with_garbage: bool = True) -> Expected:
 def unique_settings(bootstrap: str, tmp: Path) -> Settings:
     """Fresh topics and group on ``bootstrap``, the test rules, and no stateful detectors:
     these tests compare the alerts topic with the stateless engine's offline result, and
-    anomaly or first-seen alerts depend on timing and partitioning (their own tests set the
+    anomaly or new terms alerts depend on timing and partitioning (their own tests set the
     families they check)."""
     return dataclasses.replace(
         isolated_settings(bootstrap, tmp / "data", rules_paths=(RULES,)), stateful_detectors=()

@@ -141,7 +141,7 @@ def test_a_message_read_again_after_a_crash_is_not_counted_twice(
     assert run(proc, engine, events, 5) == []
     assert run(proc, engine, events, 5) == []
     assert proc.skipped_messages == 1
-    held = [v for part in proc.parts.values() for v in part.correlations.store.values()]
+    held = [v for p in proc.parts for v in proc.state(p, "correlations").store.values()]
     # eve's window of the refused-burst and of the discovery sweep: ten each, not twenty
     assert sorted(len(v["ev"]) for v in held if v["group"] == ["eve"]) == [10, 10]
 
@@ -204,8 +204,8 @@ def test_anomaly_baselines_survive_a_changelog_round_trip(ruleset: RuleSet) -> N
     again = StatefulProcessor(ruleset, partitions=1, options=StatefulOptions(silence=False))
     again.load(0, log.items())
     assert (
-        again.parts[0].anomaly.to_json()["principals"]
-        == (proc.parts[0].anomaly.to_json()["principals"])
+        again.state(0, "anomaly").model.to_json()["principals"]
+        == proc.state(0, "anomaly").model.to_json()["principals"]
     )
     assert again.applied(0, "events", 0)
 

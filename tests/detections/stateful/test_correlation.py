@@ -20,6 +20,7 @@ from detections.stateful.correlation import (
     Settings,
     advance,
     check_state,
+    generated_rule_ids,
     observe,
     step,
 )
@@ -470,3 +471,21 @@ def test_pack_base_rules_are_suppressed_unless_generated(
     by_corr = {r.id for r in rs.rules for c in rs.correlations if {r.id, r.name} & set(c.rules)}
     assert corr.suppressed_rules() == by_corr
     assert suppressed_rule_ids(rs, load_new_terms(ruleset=rs)) == base
+
+
+def test_an_engine_over_given_specs_routes_only_their_rules() -> None:
+    """`CorrelationEngine(specs=...)` runs just those correlations; `rule_targets` lists the
+    (correlation, position) pairs of a base rule; `generated_rule_ids` the ``generate: true``
+    base rules."""
+    rs = load_rules()
+    full = CorrelationEngine(rs)
+    first = full.specs[0]
+    some = CorrelationEngine(rs, specs=[first])
+    assert some.specs == (first,)
+    rule = rs.find(first.rules[0])
+    assert rule is not None
+    assert (first, 0) in some.rule_targets(rule.id)
+    assert {s.id for s, _ in some.rule_targets(rule.id)} == {first.id}
+    assert some.rule_targets("no such rule") == []
+    generated = generated_rule_ids(rs)
+    assert generated.isdisjoint(suppressed_rule_ids(rs))

@@ -1,4 +1,4 @@
-"""First-seen ("new terms") detections: alert when a value appears for the first time.
+"""New terms detections: alert when a value appears for the first time.
 
 A Klaxon extension in the spirit of Elastic's ``new_terms`` rules, written as YAML documents
 with a ``new_terms:`` block that names Sigma base rules (by id or name), like a correlation:
@@ -145,7 +145,7 @@ def _transform(name: str) -> Transform | None:
 
 @dataclass(frozen=True)
 class NewTermsSpec:
-    """A validated new-terms detector."""
+    """A validated new terms detector."""
 
     id: str
     title: str
@@ -188,7 +188,7 @@ class NewTermsSpec:
 
 
 class _Parser(Checker):
-    """A new-terms document checked with the loader's shared value checks."""
+    """A new terms document checked with the loader's shared value checks."""
 
     def spec(self, doc: Document) -> NewTermsSpec | None:
         m: Mapping[str, Any] = doc.value
@@ -283,7 +283,7 @@ class _Parser(Checker):
 
 
 def _subject(spec: NewTermsSpec, doc: Document) -> Subject:
-    """A new-terms document as the lints see it: its tags and the fields it reads."""
+    """A new terms document as the lints see it: its tags and the fields it reads."""
     block = doc.value.get("new_terms", {})
     read: list[tuple[DocPath, str]] = []
     for key, names in (("fields", spec.fields), ("group-by", spec.group_by)):
@@ -301,7 +301,7 @@ def load_new_terms(
     *,
     lints: list[Lint] | None = None,
 ) -> tuple[NewTermsSpec, ...]:
-    """Load new-terms documents (default: the packaged folder); checks base rules exist.
+    """Load new terms documents (default: the packaged folder); checks base rules exist.
 
     Raises :class:`detections.RuleLoadError` listing every problem, each at its line and
     column. ``lints``, when given, receives the lints of the loaded documents.
@@ -317,7 +317,7 @@ def load_new_terms(
         try:
             docs = load_documents(f.read_text(encoding="utf-8"), str(f))
         except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(str(f), 0, 0, "", f"cannot read new-terms file: {exc}"))
+            problems.append(Problem(str(f), 0, 0, "", f"cannot read new terms file: {exc}"))
             continue
         except YamlProblems as exc:
             problems.extend(exc.problems)
@@ -355,7 +355,7 @@ def _check_base_rules(
             problems.append(
                 doc.problem(
                     ("new_terms", "rules", i) if listed else ("new_terms", "rules"),
-                    f"new-terms detector names unknown rule '{r}'",
+                    f"new terms detector names unknown rule '{r}'",
                     suggest(r, names),
                     value=True,
                 )
@@ -435,7 +435,7 @@ def check_state(state: Any) -> dict[str, Any]:
         or state.get("v") != STATE_VERSION
         or not isinstance(state.get("terms"), dict)
     ):
-        raise StateFormatError(f"not a v{STATE_VERSION} new-terms state: {state!r:.80}")
+        raise StateFormatError(f"not a v{STATE_VERSION} new terms state: {state!r:.80}")
     return state
 
 
@@ -510,7 +510,7 @@ def _alert(spec: NewTermsSpec, obs: TermObservation, expired: bool, known: int) 
 
 
 class NewTermsEngine:
-    """Every new-terms detector over one store, with a global LRU cap on groups per detector.
+    """Every new terms detector over one store, with a global LRU cap on groups per detector.
 
     The store maps ``<id>|<cluster>|<group json>`` to group states and
     ``<id>|<cluster>|#start`` to the event time the detector first saw that cluster.
@@ -532,6 +532,16 @@ class NewTermsEngine:
         self._groups: dict[str, int] = {s.id: 0 for s in self.specs}
         self.evicted_groups = 0
         self.unusable = 0
+
+    def recount(self) -> None:
+        """Count the groups held per detector again from the store (the counts are not part
+        of the stored state: call this after filling the store from a checkpoint)."""
+        counts = {s.id: 0 for s in self.specs}
+        for key in self.store:
+            ident = key.split("|", 1)[0]
+            if ident in counts and not key.endswith("|#start"):
+                counts[ident] += 1
+        self._groups = counts
 
     def rule_ids(self) -> frozenset[str]:
         """Base rule ids the detectors consume (their own alerts are usually suppressed)."""
@@ -573,17 +583,20 @@ class NewTermsEngine:
                 return
 
     def prune(self, now: float) -> None:
-        """Forget expired terms and empty groups at event time ``now`` (call from a timer)."""
+        """Forget expired terms and empty groups at event time ``now`` (call from a timer).
+
+        Only groups that lost a term are stored again (a store that tracks writes, like the
+        pipeline's, then writes only those)."""
         by_id = {s.id: s for s in self.specs}
-        for key in list(self.store):
-            if key.endswith("|#start"):
-                continue
+        store = self.store
+        for key in list(store):
             spec = by_id.get(key.split("|", 1)[0])
-            if spec is None:
+            if spec is None or spec.ttl is None or key.endswith("|#start"):
                 continue
-            kept = prune(spec, self.store[key], now)
+            state = store[key]
+            kept = prune(spec, state, now)
             if kept is None:
-                del self.store[key]
+                del store[key]
                 self._groups[spec.id] -= 1
-            else:
-                self.store[key] = kept
+            elif len(kept["terms"]) != len(state["terms"]):
+                store[key] = kept

@@ -1,4 +1,4 @@
-"""First-seen (new terms) detectors: learning, novelty, TTL, caps, checkpoints, loading."""
+"""New terms detectors: learning, novelty, TTL, caps, checkpoints, loading."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from detections import RuleLoadError, load_rules
 from detections.engine import Match
 from detections.fixtures import fixture_event
-from detections.stateful.newterms import (
+from detections.stateful.new_terms import (
     NewTermsEngine,
     NewTermsSpec,
     load_new_terms,
@@ -215,6 +215,47 @@ detection: {selection: {verb: get}, condition: selection}
     assert all(f'["u{i}"]' in groups[i - 3] for i in range(3, 8))
 
 
+def test_a_refilled_store_is_recounted_and_prune_rewrites_only_what_it_changed() -> None:
+    """`NewTermsEngine.recount` counts groups from a checkpointed store (so the cap holds
+    after a restart); `prune` stores again only groups that lost a term."""
+    rs = load_rules(
+        [],
+        texts={
+            "r.yml": """
+title: Any
+id: 6f1c2d44-5b1e-4c1a-9d3e-2b7a8c9d0e1f
+name: r
+detection: {selection: {verb: get}, condition: selection}
+"""
+        },
+    )
+    sp = spec(**{"max-groups": 3})
+    first = NewTermsEngine([sp], rs)
+    for i in range(3):
+        first.process(Match(rs.rules[0], ev(T0 + i * DAY, "a/1", user=f"u{i}"), {}))
+
+    class Writes(dict[str, Any]):
+        written: list[str]
+
+        def __setitem__(self, key: str, value: Any) -> None:
+            self.written.append(key)
+            super().__setitem__(key, value)
+
+    store = Writes(first.store)
+    store.written = []
+    again = NewTermsEngine([sp], rs, store)
+    again.recount()
+    again.process(Match(rs.rules[0], ev(T0 + 3 * DAY, "a/1", user="u3"), {}))
+    assert again.evicted_groups == 1  # three groups were already held
+    store.written.clear()
+    again.prune(T0 + 11.5 * DAY)  # ttl 10d: u0 (day 0) and u1 (day 1) expire
+    assert store.written == []  # the others kept every term: not rewritten
+    assert sorted(k.split("|")[2] for k in store if not k.endswith("#start")) == [
+        '["u2"]',
+        '["u3"]',
+    ]
+
+
 NT_FILE = """\
 title: New UA
 id: 5b0f2c1e-8f4a-4a5e-9c3b-1d2e3f4a5b6c
@@ -228,7 +269,7 @@ new_terms:
 
 
 def test_new_terms_problems_have_real_positions(tmp_path: Path) -> None:
-    """A new-terms mistake is reported at its line and column, like the loader's others."""
+    """A new terms mistake is reported at its line and column, like the loader's others."""
     f = tmp_path / "nt.yml"
     f.write_text(NT_FILE)
     with pytest.raises(RuleLoadError) as info:
@@ -245,7 +286,7 @@ def test_unknown_base_rule_is_reported_where_it_is_named(tmp_path: Path) -> None
     with pytest.raises(RuleLoadError) as info:
         load_new_terms([f], ruleset=load_rules())
     assert [str(p) for p in info.value.problems] == [
-        f"{f}:5:11: new_terms.rules[0]: new-terms detector names unknown rule 'secret-reed' "
+        f"{f}:5:11: new_terms.rules[0]: new terms detector names unknown rule 'secret-reed' "
         "(did you mean 'secret-read'?)"
     ]
 
@@ -258,14 +299,14 @@ def test_unknown_base_rule_is_reported_where_it_is_named(tmp_path: Path) -> None
         ("12h", 43200),
         ("7d", 604800),
         ("2w", 1209600),
-        ("1M", 2592000),  # units the new-terms grammar used to lack
+        ("1M", 2592000),  # units the new terms grammar used to lack
         ("1y", 31536000),
     ],
 )
 def test_new_terms_accept_every_duration_unit_the_loader_accepts(
     written: str, seconds: int
 ) -> None:
-    """Durations share the loader's grammar: correlation timespans and new-terms periods."""
+    """Durations share the loader's grammar: correlation timespans and new terms periods."""
     s = NewTermsSpec.from_document(
         {**DOC, "new_terms": {**DOC["new_terms"], "learning": written, "ttl": written}}, "t.yml"
     )
