@@ -77,6 +77,11 @@ class Sender:
             raise
         return refused
 
+    async def flush(self) -> None:
+        """Wait until everything queued is acknowledged; raises `DeliveryError` if a send
+        failed (the app's producer checks its `DeliveryGuard`)."""
+        await self.app.producer.flush()
+
 
 def too_large(
     value: bytes, topic: str, limit: int, source: Source, exc: BaseException | None = None

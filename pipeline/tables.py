@@ -38,8 +38,9 @@ from typing import Any
 
 import orjson
 
-from pipeline.agents import aiokafka_producer
 from pipeline.errors import WorkerError
+from pipeline.processing import Outgoing, Source
+from pipeline.producer import aiokafka_producer
 from pipeline.stateful import StatefulOptions, StatefulProcessor, options_from_settings
 from pipeline.topics import STATE_TABLE, changelog_topic, rekey_topic
 
@@ -198,24 +199,30 @@ class StatefulShell:
     # -- output ------------------------------------------------------------------------------
 
     async def emit(self, partition: int, alerts: Sequence[dict[str, Any]]) -> None:
-        """Alerts and by-group messages first (delivered, if any), then state changes."""
+        """Alerts (through every sink) and by-group messages first, delivered, then the
+        state changes: the state never gets ahead of what was delivered."""
         app = self.app
         guard = app.delivery
+        refused = 0
         try:
+            if alerts:
+                if not self.rt.sinks:  # install_agents sets them first: never drop alerts
+                    raise WorkerError("stateful alerts but no alert sink is configured")
+                source = Source(self.changelog, partition, None)
+                out = [Outgoing(str(a["id"]).encode(), orjson.dumps(a), doc=a) for a in alerts]
+                for sink in self.rt.sinks:
+                    refused += await sink.send(out, source)
             send = aiokafka_producer(app).send
             waits = []
-            for alert in alerts:
-                fut = await send(
-                    self.topic_alerts, orjson.dumps(alert), key=str(alert["id"]).encode()
-                )
-                guard.track(fut)
-                waits.append(fut)
             for rec in self.processor.take_rekeyed(partition):
                 fut = await send(self.topic_rekey, rec.value, key=rec.key, partition=rec.partition)
                 guard.track(fut)
                 waits.append(fut)
             if waits:
                 await asyncio.gather(*waits)
+            if alerts:
+                for sink in self.rt.sinks:
+                    await sink.flush()
             for key, value in self.processor.changes(partition, self.clock()):
                 guard.track(await send(self.changelog, value, key=key, partition=partition))
         except Exception as exc:  # the state must not get ahead of what was delivered
@@ -225,8 +232,9 @@ class StatefulShell:
             await app.crash(exc)
             raise
         if alerts:
-            self.alerts += len(alerts)
-            self.rt.counters.alerts += len(alerts)
+            self.alerts += len(alerts) - refused
+            self.rt.counters.alerts += len(alerts) - refused
+            self.rt.counters.detect_dead_lettered += refused
 
 
 def install_stateful(

@@ -71,3 +71,7 @@ class KafkaTopicSink(AlertSink):
         out, letters = self.encoded(alerts, source)
         refused = await self.sender.send(self.topic, out, letters, source)
         return refused + len(letters)
+
+    async def flush(self) -> None:
+        """Every alert queued so far acknowledged (the worker's producer, with its guard)."""
+        await self.sender.flush()
