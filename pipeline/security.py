@@ -425,7 +425,9 @@ async def connection_problem(
             problems.append(f"{server}: no answer within {timeout:g}s")
             continue
         except Exception as exc:  # aiokafka, ssl and socket errors alike: all are the answer
-            problems.append(f"{server}: {type(exc).__name__}: {exc}")
+            text = str(exc) or repr(exc)
+            name = type(exc).__name__
+            problems.append(f"{server}: {text if name in text else f'{name}: {text}'}")
             continue
         conn.close()
         return None
