@@ -34,6 +34,7 @@ from typing import IO, Any
 from pipeline.config import Settings
 from pipeline.errors import PipelineError, WorkerError
 from pipeline.metrics import read_status
+from pipeline.security import KafkaSecurity
 from replay.sample import SAMPLE_PATH
 
 __all__ = ["format_row", "header_row", "register", "sample_files"]
@@ -227,8 +228,10 @@ def _run(args: argparse.Namespace, files: Sequence[Path]) -> int:
     try:
         with _broker(settings, given) as bootstrap:
             settings = dataclasses.replace(settings, bootstrap_servers=bootstrap)
-            if not given:
-                settings = dataclasses.replace(settings, data_dir=workdir / "data")
+            if not given:  # the embedded broker: plaintext on 127.0.0.1, whatever KAFKA_SSL_*
+                settings = dataclasses.replace(
+                    settings, data_dir=workdir / "data", kafka_security=KafkaSecurity()
+                )
             where = "embedded Tansu" if not given else "cluster"
             print(f"klaxon: {where} at {bootstrap}", file=sys.stderr)
             from pipeline.topics import ensure_topics
@@ -268,6 +271,7 @@ async def _watch(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="latest",
+        **settings.kafka_security.client_kwargs(),
     )
     await consumer.start()
     try:
@@ -279,7 +283,10 @@ async def _watch(
         sent = 0
         if files:
             stats = await replay_files(
-                files, bootstrap=settings.bootstrap_servers, topic=settings.topic_raw
+                files,
+                bootstrap=settings.bootstrap_servers,
+                topic=settings.topic_raw,
+                client_options=settings.kafka_security.client_kwargs(),
             )
             sent = stats.messages
             print(

@@ -1,8 +1,9 @@
 """``klaxon replay FILE...``: write audit log files to the raw topic, as a shipper would.
 
 The command-line layer joins `replay` (reader, producer) with the pipeline's shared settings
-(`pipeline.config.Settings`: bootstrap servers, topic names), so `replay` itself never
-imports `pipeline`.
+(`pipeline.config.Settings`: bootstrap servers, topic names, and the connection's TLS/SASL
+as aiokafka arguments from `pipeline.security.KafkaSecurity.client_kwargs`), so `replay`
+itself never imports `pipeline`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import sys
 
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
-from replay.errors import ReplayError
+from pipeline.security import connection_problem
+from replay.errors import ReplayConnectError, ReplayError
 from replay.reader import MAX_PAYLOAD_BYTES
 
 __all__ = ["register"]
@@ -81,6 +83,7 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"klaxon replay: {exc}", file=sys.stderr)
         return 2
     topic = args.topic or settings.topic_raw
+    security = settings.kafka_security
     try:
         stats = asyncio.run(
             replay_files(
@@ -91,8 +94,16 @@ def _replay(args: argparse.Namespace) -> int:
                 max_bytes=args.max_bytes,
                 schedule=schedule,
                 cluster=args.cluster,
+                client_options=security.client_kwargs(),
             )
         )
+    except ReplayConnectError as exc:
+        why = asyncio.run(connection_problem(bootstrap, security.client_kwargs()))
+        print(
+            f"klaxon replay: cannot connect to {bootstrap} ({security.describe()}): {why or exc}",
+            file=sys.stderr,
+        )
+        return 1
     except ReplayError as exc:
         print(f"klaxon replay: {exc}", file=sys.stderr)
         return 1

@@ -27,6 +27,11 @@ Choices, each checked against faust-streaming 0.15.3's code:
   see `KlaxonApp._new_consumer`.
 - Keys are placed with `pipeline.routing.partitioner` (Kafka's murmur2, 2x faster than
   aiokafka's pure-Python one; every alert key is hashed).
+- TLS and SASL come from `pipeline.security.KafkaSecurity` as ``broker_credentials``
+  (``SASLCredentials``/``SSLCredentials``), which Faust's aiokafka driver turns into the
+  same ``security_protocol``/``ssl_context``/``sasl_*`` arguments for every client it makes
+  (worker consumer, producer, client consumer); ``ssl_context`` is left unset (Faust would
+  otherwise force ``security_protocol=SSL`` into the producer's defaults).
 - No idempotent or transactional producer (Tansu rejects both; exactly-once is unreliable
   in Faust): duplicates after a crash carry the same deterministic alert id.
 """
@@ -218,6 +223,9 @@ def create_app(
         producer_max_request_size=1024 * 1024,
         producer_partitioner=partitioner,
         worker_redirect_stdouts=False,
+        # TLS/SASL: Faust hands these to aiokafka for its consumer, producer and client
+        # consumer alike (`credentials_to_aiokafka_auth`); None is PLAINTEXT.
+        broker_credentials=settings.kafka_security.faust_credentials(),
     )
     app.fetch_max_wait = opts.fetch_max_wait
     app.idempotent = opts.idempotent

@@ -453,8 +453,15 @@ logger.utils.level = WARN
 
 
 def _cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (22 chars).
+
+    Never starting with ``-``: ``kafka-storage format -t -abc…`` reads it as an option and
+    fails (1 start in 64 did).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _find_java(env: Mapping[str, str]) -> str:
@@ -639,7 +646,7 @@ class KafkaCluster(_Managed):
             props_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
             argv = self._java_argv(256)
             argv += ["kafka.tools.StorageTool", "format", "-t", self.cluster_id]
-            argv += ["-c", str(props_path)]
+            argv += ["-c", str(props_path), *self.format_arguments(i)]
             out = open(node_dir / "format.log", "wb")  # noqa: SIM115 - closed below
             procs.append((subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT), out, i))
         failures = []
@@ -656,6 +663,11 @@ class KafkaCluster(_Managed):
                 failures.append(f"node {i}: StorageTool format exited {rc}:\n{tail}")
         if failures:
             raise BrokerError("Kafka storage format failed\n" + "\n".join(failures))
+
+    def format_arguments(self, i: int) -> list[str]:
+        """Extra ``kafka-storage format`` arguments for node ``i`` (none; a subclass may add
+        e.g. ``--add-scram`` users, which KRaft stores in the metadata log)."""
+        return []
 
     def _child(self, i: int) -> _Child:
         argv = [*self._java_argv(self.heap_mb), "kafka.Kafka"]

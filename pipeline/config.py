@@ -6,6 +6,10 @@ Tansu broker.
 ``KAFKA_BOOTSTRAP_SERVERS``
     Comma-separated ``host:port`` list of an existing Kafka cluster. Unset or empty: start
     the embedded Tansu broker (`pipeline.brokers.TansuBroker`) on a free 127.0.0.1 port.
+``KAFKA_SECURITY_PROTOCOL`` (``PLAINTEXT``), ``KAFKA_SSL_*``, ``KAFKA_SASL_*``
+    How every Kafka client of Klaxon connects (TLS, SASL PLAIN/SCRAM):
+    `pipeline.security.KafkaSecurity`, ``settings.kafka_security``; ``docs/operations.md``,
+    "Secure Kafka".
 ``KLAXON_TOPIC_RAW`` (``klaxon.audit.raw``)
     Topic that shippers write audit payloads to.
 ``KLAXON_TOPIC_EVENTS`` (``klaxon.audit.events``)
@@ -78,6 +82,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError
+from pipeline.security import KafkaSecurity
 from schemas.keys import DEFAULT_CLUSTER
 
 if TYPE_CHECKING:
@@ -225,6 +230,8 @@ class Settings:
     anomaly_threshold: float = 6.0
     silence_threshold: float = 600.0
     anomaly_model: Path | None = None
+    #: TLS and SASL of every Kafka client (secrets masked in ``repr``).
+    kafka_security: KafkaSecurity = KafkaSecurity()  # noqa: RUF009 - frozen, so shareable
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -271,6 +278,7 @@ class Settings:
             ),
             silence_threshold=_seconds(env, "KLAXON_SILENCE_THRESHOLD", cls.silence_threshold),
             anomaly_model=_model(env, "KLAXON_ANOMALY_MODEL"),
+            kafka_security=KafkaSecurity.from_env(env),
         )
 
     @property

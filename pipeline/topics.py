@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pipeline.config import Settings
 from pipeline.errors import TopicError
+from pipeline.security import connection_problem
 
 __all__ = [
     "STATE_TABLE",
@@ -151,10 +152,14 @@ async def ensure_topics(
     ``timeout`` seconds (the call also waits for that, so producers can start right away).
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaConnectionError, KafkaError
 
     specs = topic_specs(settings) + list(extra)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout * 1000),
+        **settings.kafka_security.client_kwargs(),
+    )
     try:
         await admin.start()
         response = await admin.create_topics(
@@ -175,8 +180,14 @@ async def ensure_topics(
                 problems.append(f"{name}: {_error_name(code)}: {message or ''}".rstrip(": "))
         if problems:
             raise TopicError(f"broker {bootstrap} refused topics: " + "; ".join(problems))
-        await _wait_for_leaders(bootstrap, specs, outcome, timeout)
+        await _wait_for_leaders(bootstrap, settings, specs, outcome, timeout)
         return outcome
+    except KafkaConnectionError as exc:
+        why = await connection_problem(bootstrap, settings.kafka_security.client_kwargs())
+        raise TopicError(
+            f"cannot connect to {bootstrap} ({settings.kafka_security.describe()}):"
+            f" {why or repr(exc)}"
+        ) from exc
     except KafkaError as exc:
         raise TopicError(f"cannot create topics on {bootstrap}: {exc!r}") from exc
     finally:
@@ -185,6 +196,7 @@ async def ensure_topics(
 
 async def _wait_for_leaders(
     bootstrap: str,
+    settings: Settings,
     specs: list[TopicSpec],
     outcome: Mapping[str, str],
     timeout: float,
@@ -198,7 +210,11 @@ async def _wait_for_leaders(
     deadline = time.monotonic() + timeout
     by_name = {s.name: s for s in specs}
     checked: set[str] = set()
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    client = AIOKafkaClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=5000,
+        **settings.kafka_security.client_kwargs(),
+    )
     try:
         await client.bootstrap()
         while True:

@@ -47,6 +47,10 @@ def _create(args: argparse.Namespace) -> int:
 
     try:
         settings = Settings.from_env()
+    except ConfigError as exc:  # like `klaxon worker` and `klaxon replay`: a usage error
+        print(f"klaxon topics create: {exc}", file=sys.stderr)
+        return 2
+    try:
         overrides: dict[str, object] = {}
         if args.partitions is not None:
             overrides["partitions"] = args.partitions

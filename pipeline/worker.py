@@ -56,6 +56,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "KLAXON_APP_ID": settings.app_id,
         "KLAXON_DATA_DIR": str(settings.data_dir),
         **stateful_env(settings),
+        **settings.kafka_security.env(),  # secrets read from a *_FILE are passed as the file
     }
     return env
 
@@ -175,8 +176,9 @@ def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) ->
     install_agents(app, runtime)
     tune_gc()
     log.info(
-        "worker starting: bootstrap=%s group=%s rules=%d partitions=%d raw=%s",
+        "worker starting: bootstrap=%s security=%s group=%s rules=%d partitions=%d raw=%s",
         bootstrap,
+        settings.kafka_security.describe(),
         settings.app_id,
         runtime.holder.rules,
         runtime.events_partitions,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ReplayDeliveryError", "ReplayError", "ReplayInputError"]
+__all__ = ["ReplayConnectError", "ReplayDeliveryError", "ReplayError", "ReplayInputError"]
 
 
 class ReplayError(Exception):
@@ -15,3 +15,7 @@ class ReplayInputError(ReplayError):
 
 class ReplayDeliveryError(ReplayError):
     """The broker did not accept a replayed message (unreachable, too large, refused)."""
+
+
+class ReplayConnectError(ReplayDeliveryError):
+    """The producer could not connect (no broker answers, TLS or authentication failed)."""

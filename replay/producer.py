@@ -4,6 +4,8 @@ Replay only produces to the raw topic; the worker does everything else, so a rep
 and a live cluster go through one code path. The producer is plain aiokafka with batching
 (``linger_ms``), ``acks=all`` and no idempotence (the embedded Tansu broker rejects
 idempotent producers). Reading and batching run in a thread, so the event loop only sends.
+TLS and SASL arrive as ready aiokafka keyword arguments (``client_options``): `replay` does
+not read settings itself (``klaxon replay`` passes `pipeline.security.KafkaSecurity`'s).
 
 >>> s = EventTimeSchedule(speed=2.0)
 >>> [s(i, e) for i, e in enumerate([b'{"stageTimestamp":"2024-01-01T00:00:00Z"}', b'{}',
@@ -15,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from replay.errors import ReplayDeliveryError
+from replay.errors import ReplayConnectError, ReplayDeliveryError
 from replay.reader import MAX_PAYLOAD_BYTES, Batch, event_time, iter_batches, iter_events
 from schemas.keys import CLUSTER_HEADER
 
@@ -98,11 +100,15 @@ async def replay_events(
     schedule: Callable[[int, bytes], float] | None = None,
     cluster: str | None = None,
     linger_ms: int = 10,
+    client_options: Mapping[str, Any] | None = None,
 ) -> ReplayStats:
     """Produce ``events`` to ``topic`` as JSON-lines batches; waits until all are acknowledged.
 
-    Raises `ReplayDeliveryError` if the broker cannot be reached or refuses a message; errors
-    of the input (`ReplayInputError`) surface while reading.
+    ``client_options`` are more ``AIOKafkaProducer`` arguments: the connection's security
+    (``security_protocol``, ``ssl_context``, ``sasl_mechanism``, ``sasl_plain_username``,
+    ``sasl_plain_password``). Raises `ReplayConnectError` if the broker cannot be reached
+    (or refuses the TLS handshake or the credentials), `ReplayDeliveryError` if it refuses a
+    message; errors of the input (`ReplayInputError`) surface while reading.
     """
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
@@ -122,11 +128,13 @@ async def replay_events(
         max_batch_size=1024 * 1024,
         max_request_size=1024 * 1024,
         request_timeout_ms=30_000,
+        **(client_options or {}),
     )
     try:
         await producer.start()
     except KafkaError as exc:
-        raise ReplayDeliveryError(f"cannot connect to Kafka at {bootstrap}: {exc!r}") from exc
+        await producer.stop()
+        raise ReplayConnectError(f"cannot connect to Kafka at {bootstrap}: {exc!r}") from exc
     sent_events = sent_messages = sent_bytes = 0
     pending: list[asyncio.Future[Any]] = []
     started = time.monotonic()

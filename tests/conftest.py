@@ -8,6 +8,9 @@ Brokers (each started once per session, only if a test asks for it; all bind 127
 - ``tansu``: the embedded Tansu broker (`pipeline.brokers.TansuBroker`).
 - ``kafka``: Apache Kafka 4.x, 1 KRaft node, from the jars in ``.cache/kafka/lib``.
 - ``kafka3``: Apache Kafka, 3 KRaft nodes, for replication and fault tests.
+- ``secure_kafka``: Apache Kafka, 1 KRaft node, with SASL_SSL (PLAIN, SCRAM) and SSL (client
+  certificate required) listeners beside PLAINTEXT, certificates from a throw-away CA
+  (`tests.secure_kafka.SecureKafka`); started only by the secure Kafka tests.
 - ``broker``: bootstrap servers, parametrised over ``tansu`` and ``kafka`` so a test proves
   the same behaviour on both. ``klaxon_settings`` is `pipeline.config.Settings` pointing at
   that broker with topic names unique to the test, so tests never see each other's data.
@@ -30,12 +33,13 @@ from pipeline.brokers import KafkaCluster, TansuBroker
 from pipeline.config import Settings, isolated_settings
 from pipeline.errors import BrokerNotInstalled
 from tests.faults import FaultyKafka
+from tests.secure_kafka import SecureKafka, make_certificates
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CORPUS = SHARED / "corpus"
 
-BROKER_FIXTURES = frozenset({"tansu", "kafka", "kafka3", "broker"})
+BROKER_FIXTURES = frozenset({"tansu", "kafka", "kafka3", "broker", "secure_kafka"})
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +107,21 @@ def kafka() -> Iterator[FaultyKafka]:
 def kafka3() -> Iterator[FaultyKafka]:
     """A running 3-node Apache Kafka (KRaft) cluster; started only if a test asks for it."""
     cluster = _start_kafka(3)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+    """A running 1-node Apache Kafka with SASL_SSL and SSL listeners (and PLAINTEXT)."""
+    certs = make_certificates(tmp_path_factory.mktemp("kafka-certs"))
+    try:
+        cluster = SecureKafka(certs).start()
+    except BrokerNotInstalled as exc:
+        _kafka_unavailable(exc)
+        raise  # unreachable: _kafka_unavailable always raises
     try:
         yield cluster
     finally:
