@@ -72,15 +72,21 @@ def _items(doc: object, path: Path) -> Iterator[bytes]:
         raise ReplayInputError(f"{path}: top-level JSON {type(doc).__name__}, not events")
 
 
-def iter_events(path: str | Path) -> Iterator[bytes]:
+def iter_events(
+    path: str | Path, *, on_position: Callable[[int], None] | None = None
+) -> Iterator[bytes]:
     """Yield each event of ``path`` as JSON bytes (see the module docstring for formats).
 
+    ``on_position(offset)``, if given, is told how many bytes of the file (as stored:
+    compressed for gzip) have been read, before each event is yielded (for progress bars).
     Raises `ReplayInputError` if the file cannot be read, or is neither JSON lines nor one
     JSON document.
     """
     path = Path(path)
     try:
         with _open(path) as fh:
+            raw = getattr(fh, "fileobj", None) or fh  # the stored bytes under a GzipFile
+            where = raw.tell if on_position is not None else None
             first = b""
             for line in fh:
                 first = line.strip()
@@ -94,13 +100,19 @@ def iter_events(path: str | Path) -> Iterator[bytes]:
             except orjson.JSONDecodeError:
                 lines_mode = False
             if lines_mode:
+                if where is not None and on_position is not None:
+                    on_position(where())
                 yield first
                 for line in fh:
                     line = line.strip()
                     if line:
+                        if where is not None and on_position is not None:
+                            on_position(where())
                         yield line
                 return
             rest = fh.read()
+            if where is not None and on_position is not None:
+                on_position(where())
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise ReplayInputError(f"cannot read {path}: {exc}") from exc
     try:
