@@ -23,7 +23,7 @@ True
 >>> p = prepare(big, limits)
 >>> p.messages, p.events, [reason for reason, _ in p.dead]
 ([b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"auditID":"a"}]}'], 2, \
-['event 2 of 2 is 92 bytes, over the 60-byte per-event limit'])
+['event 2 of 2 is 90 bytes, over the 60-byte per-event limit'])
 >>> prepare(b'{"kind":"Status"}', limits)
 Traceback (most recent call last):
 ...
