@@ -362,7 +362,7 @@ async def test_invalid_json_is_400_and_a_dead_letter_with_the_reason(
         assert status == 400 and answer["message"].startswith("invalid JSON")
         status, _h, answer = await hook.post(b'{"kind":"Status","code":500}')
         assert status == 400 and "not an audit EventList" in answer["message"]
-        letters = await hook.dead()
+        letters = sorted(await hook.dead(), key=lambda d: str(d["reason"]))  # 2 partitions
         assert await hook.raw() == []
     assert [d["reason"].split(":")[0] for d in letters] == [
         "invalid JSON",
