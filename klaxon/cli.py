@@ -29,6 +29,7 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pipeline.cli", ("worker", "status", "topics")),
     ("klaxon.demo", ("demo", "up")),  # composes pipeline (broker, worker) and replay
     ("klaxon.replay_cli", ("replay",)),  # replay's producer with pipeline's Settings
+    ("klaxon.ingest_cli", ("ingest",)),  # klaxon ingest webhook (aiohttp imported when run)
     ("klaxon.anomaly_cli", ("anomaly",)),  # klaxon anomaly train|score
 )
 

@@ -37,3 +37,8 @@ class WorkerError(PipelineError):
 
 class WorkerStalled(WorkerError):
     """Input partitions made no progress for too long with messages waiting."""
+
+
+class IntakeUnavailable(DeliveryError):
+    """An intake could not get a payload acknowledged by the broker (not connected, refused,
+    timed out): the sender must retry (the webhook answers 503 with ``Retry-After``)."""

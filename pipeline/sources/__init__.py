@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from pipeline.sources.base import PayloadSource, RawPayload
 from pipeline.sources.raw_topic import RawTopicSource
+from pipeline.sources.webhook import WebhookSource
 
-__all__ = ["SOURCES", "PayloadSource", "RawPayload", "RawTopicSource"]
+__all__ = ["SOURCES", "PayloadSource", "RawPayload", "RawTopicSource", "WebhookSource"]
 
 #: Source kinds by name.
-SOURCES: dict[str, type[PayloadSource]] = {RawTopicSource.name: RawTopicSource}
+SOURCES: dict[str, type[PayloadSource]] = {
+    RawTopicSource.name: RawTopicSource,
+    WebhookSource.name: WebhookSource,
+}

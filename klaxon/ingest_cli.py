@@ -1,0 +1,240 @@
+"""``klaxon ingest webhook``: receive the API server's audit webhook, write the raw topic.
+
+Kafka settings (bootstrap servers, raw and dead-letter topics, the default cluster name) come
+from `pipeline.config.Settings`; the receiver's own options are flags. aiohttp and aiokafka are
+imported only when the command runs (`klaxon --help` stays light). See docs/operations.md,
+"Intake: the audit webhook".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.config import Settings
+from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.sources.webhook import WebhookConfig
+
+__all__ = ["config_from_args", "register"]
+
+_MIB = 1024 * 1024
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``ingest`` (and ``ingest webhook``) to the ``klaxon`` parser."""
+    p = subparsers.add_parser(
+        "ingest",
+        help="receive audit events from a cluster and write them to the raw topic",
+        description="Intakes: sources that write audit payloads to the raw topic.",
+    )
+    sub = p.add_subparsers(dest="intake", metavar="INTAKE")
+    w = sub.add_parser(
+        "webhook",
+        help="HTTPS receiver for the API server's audit webhook backend",
+        description="Receive the kube-apiserver audit webhook (EventList POSTs) over HTTPS;"
+        " answer 200 once Kafka acknowledged the events, 503 (Retry-After) when it did not.",
+    )
+    _add_listen_flags(w)
+    _add_auth_flags(w)
+    _add_limit_flags(w)
+    w.set_defaults(func=_webhook)
+
+    def usage(_args: argparse.Namespace) -> int:
+        p.print_help(sys.stderr)
+        return 2
+
+    p.set_defaults(func=usage)
+
+
+def _add_listen_flags(w: argparse.ArgumentParser) -> None:
+    w.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT[,...]",
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    w.add_argument(
+        "--cluster",
+        help="cluster name: raw message key and klaxon-cluster header (default: $KLAXON_CLUSTER)",
+    )
+    w.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
+    w.add_argument("--port", type=int, default=9443, help="port (default %(default)s)")
+    w.add_argument("--path", default="/audit", help="URL path of the webhook (default %(default)s)")
+    w.add_argument("--tls-cert", type=Path, metavar="PEM", help="server certificate (chain)")
+    w.add_argument("--tls-key", type=Path, metavar="PEM", help="server private key")
+    w.add_argument(
+        "--insecure-no-tls", action="store_true", help="plain HTTP (audit events in clear text)"
+    )
+    w.add_argument(
+        "--reload-interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between checks of the certificate, key and token files (default 10)",
+    )
+    w.add_argument(
+        "--kafka-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for Kafka's acknowledgement before answering 503 (default 10)",
+    )
+    w.add_argument(
+        "--idempotent", action="store_true", help="idempotent producer (Apache Kafka; not Tansu)"
+    )
+
+
+def _add_auth_flags(w: argparse.ArgumentParser) -> None:
+    w.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="bearer tokens, one a line, re-read when it changes (also: $KLAXON_WEBHOOK_TOKENS,"
+        " comma-separated)",
+    )
+    w.add_argument(
+        "--client-ca", type=Path, metavar="PEM", help="CA that client certificates must chain to"
+    )
+    w.add_argument(
+        "--allow-client",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="client certificate CN or SAN allowed (repeat; default: any the CA signed)",
+    )
+    w.add_argument("--insecure-no-auth", action="store_true", help="accept requests from anyone")
+
+
+def _add_limit_flags(w: argparse.ArgumentParser) -> None:
+    w.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=12 * _MIB,
+        metavar="N",
+        help="request body limit, also after gzip decompression (default 12 MiB)",
+    )
+    w.add_argument(
+        "--max-event-bytes",
+        type=int,
+        default=256 * 1024,
+        metavar="N",
+        help="larger events are dead-lettered, the rest written (default 256 KiB)",
+    )
+    w.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=16,
+        metavar="N",
+        help="requests at once; more are answered 503 (default %(default)s)",
+    )
+    w.add_argument(
+        "--retry-after",
+        type=int,
+        default=5,
+        metavar="S",
+        help="Retry-After of 503 answers (default %(default)s)",
+    )
+
+
+def config_from_args(args: argparse.Namespace, settings: Settings) -> WebhookConfig:
+    """The receiver's configuration from its flags; raises `ConfigError` when it is unsafe
+    or inconsistent (no TLS, no authentication, half a certificate pair)."""
+    from pipeline.errors import ConfigError
+    from pipeline.sources.webhook import Limits, TlsFiles, TokenFile, WebhookConfig, tokens_env
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("give both --tls-cert and --tls-key")
+    if args.client_ca is not None and args.tls_cert is None:
+        raise ConfigError("--client-ca needs TLS (--tls-cert and --tls-key)")
+    tls = None
+    if args.tls_cert is not None:
+        tls = TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
+        _ = tls.context  # load now: a bad file stops the start
+    env_tokens = tokens_env()
+    tokens = TokenFile(args.token_file, env_tokens) if args.token_file or env_tokens else None
+    config = WebhookConfig(
+        cluster=args.cluster or settings.cluster,
+        host=args.host,
+        port=args.port,
+        path=args.path,
+        tls=tls,
+        tokens=tokens,
+        allowed_clients=frozenset(args.allow_client),
+        insecure_no_auth=args.insecure_no_auth,
+        limits=Limits(
+            max_body_bytes=args.max_body_bytes,
+            max_event_bytes=args.max_event_bytes,
+            max_concurrent=args.max_concurrent,
+            retry_after=args.retry_after,
+        ),
+        reload_interval=args.reload_interval,
+    )
+    config.check(insecure_no_tls=args.insecure_no_tls)
+    return config
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    import logging
+
+    try:
+        settings = Settings.from_env()
+        bootstrap = settings.bootstrap_for(args.bootstrap, "the webhook writes to a Kafka cluster")
+        config = config_from_args(args, settings)
+    except PipelineError as exc:
+        print(f"klaxon ingest webhook: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(_serve(config, settings, bootstrap, args))
+    except PipelineError as exc:
+        print(f"klaxon ingest webhook: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # cannot bind
+        print(
+            f"klaxon ingest webhook: cannot listen on {args.host}:{args.port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+async def _serve(
+    config: WebhookConfig, settings: Settings, bootstrap: str, args: argparse.Namespace
+) -> None:
+    from pipeline.sources.webhook import WebhookSource
+    from pipeline.sources.writer import RawTopicWriter
+
+    writer = RawTopicWriter(
+        bootstrap,
+        settings.topic_raw,
+        settings.topic_deadletter,
+        timeout=args.kafka_timeout,
+        idempotent=args.idempotent,
+        client_options=settings.kafka_security.client_kwargs(),
+    )
+    source = WebhookSource(config, writer)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await writer.start()
+    try:
+        await source.start()
+        scheme = "http" if config.tls is None else "https"
+        print(
+            f"klaxon ingest webhook: listening on {scheme}://{config.host}:{source.port}"
+            f"{config.path} (cluster {config.cluster}) -> {settings.topic_raw} on {bootstrap}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await stop.wait()
+    finally:
+        await source.stop()
+        await writer.stop()
