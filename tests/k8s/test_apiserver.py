@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import secrets
 import ssl
 import threading
@@ -303,6 +304,8 @@ def test_policy_drops_leases_and_batches_are_event_lists(
     api.create(f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases", lease)
     marker = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "marker"}}
     api.create(f"/api/v1/namespaces/{namespace}/configmaps", marker)
+    # The lease's event is queued before the marker's: once the marker is here, so is
+    # whatever the policy let through of the lease (it should be nothing).
     recorder.wait_for(_is("create", "configmaps", namespace=namespace, name="marker"))
 
     events = recorder.events()
@@ -314,3 +317,18 @@ def test_policy_drops_leases_and_batches_are_event_lists(
     for event in events:  # items of an EventList carry no apiVersion/kind of their own
         assert event["auditID"] and event["requestReceivedTimestamp"] and event["stage"]
         assert event["level"] in ("Metadata", "Request", "RequestResponse")
+
+
+def test_without_webhook_and_stop_leaves_no_process(
+    kube_apiserver_factory: Callable[..., KubeAPIServer],
+) -> None:
+    """A second server (no webhook: audit policy only) runs beside the first; stop ends both
+    of its processes."""
+    server = kube_apiserver_factory()
+    pids = server.pids
+    assert len(pids) == 2
+    assert server.get("/readyz?verbose")  # a second, independent etcd + API server
+    server.stop()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
