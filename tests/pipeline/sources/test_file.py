@@ -383,3 +383,145 @@ def test_cli_reports_an_unreadable_checkpoint(
     )  # fmt: skip
     assert code == 2
     assert str(bad) in capsys.readouterr().err
+
+
+# -- with a broker ------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def to_kafka(
+    settings: Settings, cfg: FileConfig, timeout: float = 5.0
+) -> AsyncIterator[tuple[FileSource, RawTopicWriter]]:
+    """The follower writing to ``settings``' raw topic through a real `RawTopicWriter`."""
+    bootstrap = settings.bootstrap_servers or ""
+    writer = RawTopicWriter(
+        bootstrap, settings.topic_raw, settings.topic_deadletter, timeout=timeout,
+        probe_interval=0.3,
+    )  # fmt: skip
+    await writer.start()
+    try:
+        assert await writer.wait_ready(30), writer.last_error
+        async with following(cfg, writer) as source:
+            yield source, writer
+    finally:
+        await writer.stop()
+
+
+async def raw_ids(settings: Settings) -> list[str]:
+    records = await _read_topic(settings.bootstrap_servers or "", settings.topic_raw, 4)
+    assert all(dict(r.headers)[CLUSTER_HEADER] == CLUSTER.encode() for r in records)
+    return ids_of([r.value for r in records])
+
+
+async def delivered(settings: Settings, count: int, timeout: float = 20.0) -> list[str]:
+    """The ids in the raw topic once there are at least ``count`` (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    ids = await raw_ids(settings)
+    while len(ids) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        ids = await raw_ids(settings)
+    return ids
+
+
+@pytest.fixture
+async def tansu_settings(tansu: TansuBroker, tmp_path: Path) -> Settings:
+    settings = isolated_settings(tansu.bootstrap_servers, tmp_path / "data", prefix="file.")
+    await ensure_topics(tansu.bootstrap_servers, settings)
+    return settings
+
+
+async def test_kafka_lines_written_while_following_are_delivered(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    cfg = config(tmp_path)
+    append(cfg.path, b"".join(line(n) for n in range(500)))
+    async with to_kafka(tansu_settings, cfg):
+        await write_lines(cfg.path, range(500, 1000))
+        ids = await delivered(tansu_settings, 1000)
+    exactly_once(ids, range(1000))
+
+
+async def test_kafka_rename_rotation_during_writing(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    cfg = config(tmp_path)
+    async with to_kafka(tansu_settings, cfg):
+        for r in range(3):
+            await write_lines(cfg.path, range(r * 400, r * 400 + 400), every=50)
+            os.rename(cfg.path, cfg.path.with_name(f"audit-2026-01-01T00-00-0{r}.000.log"))
+        await write_lines(cfg.path, range(1200, 1300))
+        ids = await delivered(tansu_settings, 1300)
+    exactly_once(ids, range(1300))
+
+
+async def test_kafka_copytruncate_during_writing(tansu_settings: Settings, tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    async with to_kafka(tansu_settings, cfg):
+        for r in range(3):
+            await write_lines(cfg.path, range(r * 400, r * 400 + 400), every=50)
+            copy = cfg.path.with_name(f"audit.log.{r + 1}")
+            shutil.copyfile(cfg.path, copy)
+            os.truncate(cfg.path, 0)
+        await write_lines(cfg.path, range(1200, 1300))
+        ids = await delivered(tansu_settings, 1300)
+    exactly_once(ids, range(1300))
+
+
+async def test_kafka_restart_mid_stream_resumes_at_the_checkpoint(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    cfg = config(tmp_path)
+    async with to_kafka(tansu_settings, cfg):
+        await write_lines(cfg.path, range(0, 600), every=20)  # stopped while lines arrive
+    append(cfg.path, b"".join(line(n) for n in range(600, 800)))
+    async with to_kafka(tansu_settings, cfg):
+        await write_lines(cfg.path, range(800, 1000))
+        ids = await delivered(tansu_settings, 1000)
+    exactly_once(ids, range(1000))
+
+
+async def test_kafka_partial_line_is_delivered_only_when_completed(
+    tansu_settings: Settings, tmp_path: Path
+) -> None:
+    cfg = config(tmp_path)
+    whole = line(1)
+    append(cfg.path, line(0) + whole[:30])
+    async with to_kafka(tansu_settings, cfg):
+        assert await delivered(tansu_settings, 1) == ["id-0"]
+        await asyncio.sleep(0.5)
+        assert await raw_ids(tansu_settings) == ["id-0"]
+        append(cfg.path, whole[30:])
+        assert await delivered(tansu_settings, 2) == ["id-0", "id-1"]
+
+
+async def test_kafka_broker_stopped_mid_run(tmp_path: Path) -> None:
+    """Broker gone: the checkpoint stays at the last acknowledged batch; broker back (empty:
+    memory storage): everything after that checkpoint is delivered."""
+    port = free_port()
+    broker = await TansuBroker(port=port).astart()
+    try:
+        settings = isolated_settings(broker.bootstrap_servers, tmp_path / "data", prefix="file.")
+        await ensure_topics(broker.bootstrap_servers, settings)
+        cfg = config(tmp_path)
+        async with to_kafka(settings, cfg, timeout=1.0) as (source, _writer):
+            await write_lines(cfg.path, range(0, 300))
+            assert len(await delivered(settings, 300)) == 300
+            await until(lambda: (source.committed and source.committed.offset) == _size(cfg))
+            acked = source.committed
+            assert acked is not None
+            broker.stop()
+            await write_lines(cfg.path, range(300, 600))
+            await asyncio.sleep(2.5)  # several failed attempts
+            assert source.committed == acked and read_checkpoint(cfg.checkpoint) == acked
+            broker = await TansuBroker(port=port).astart()
+            await ensure_topics(broker.bootstrap_servers, settings)
+            await write_lines(cfg.path, range(600, 700))
+            ids = await delivered(settings, 400, timeout=40)
+            await until(lambda: (source.committed and source.committed.offset) == _size(cfg), 20)
+        exactly_once(ids, range(300, 700))
+    finally:
+        broker.stop()
+
+
+def _size(cfg: FileConfig) -> int:
+    return cfg.path.stat().st_size
