@@ -1,9 +1,10 @@
-"""``klaxon ingest webhook``: receive the API server's audit webhook, write the raw topic.
+"""``klaxon ingest webhook`` / ``klaxon ingest file``: receive the API server's audit
+webhook, or follow its audit log file, and write the raw topic.
 
 Kafka settings (bootstrap servers, raw and dead-letter topics, the default cluster name) come
 from `pipeline.config.Settings`; the receiver's own options are flags. aiohttp and aiokafka are
 imported only when the command runs (`klaxon --help` stays light). See docs/operations.md,
-"Intake: the audit webhook".
+"Intake: the audit webhook" and "Intake: following the audit log file".
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from pipeline.config import Settings
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
+    from pipeline.sources.file import FileConfig
     from pipeline.sources.webhook import WebhookConfig
 
-__all__ = ["config_from_args", "register"]
+__all__ = ["config_from_args", "file_config_from_args", "register"]
 
 _MIB = 1024 * 1024
 
@@ -45,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_auth_flags(w)
     _add_limit_flags(w)
     w.set_defaults(func=_webhook)
+    _add_file_parser(sub)
 
     def usage(_args: argparse.Namespace) -> int:
         p.print_help(sys.stderr)
@@ -140,6 +143,169 @@ def _add_limit_flags(w: argparse.ArgumentParser) -> None:
         metavar="S",
         help="Retry-After of 503 answers (default %(default)s)",
     )
+
+
+def _add_file_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    f = sub.add_parser(
+        "file",
+        help="follow the API server's audit log file (--audit-log-path, JSON lines)",
+        description="Follow a JSON-lines audit log as kube-apiserver writes and rotates it"
+        " (rename + new file, or copytruncate); write batches to the raw topic and checkpoint"
+        " the position once Kafka acknowledged them.",
+    )
+    f.add_argument("path", type=Path, metavar="PATH", help="the audit log (--audit-log-path)")
+    f.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT[,...]",
+        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    f.add_argument(
+        "--cluster",
+        help="cluster name: raw message key and klaxon-cluster header (default: $KLAXON_CLUSTER)",
+    )
+    f.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="position file (default: $KLAXON_DATA_DIR/intake/file-<name>-<hash>.checkpoint)",
+    )
+    f.add_argument(
+        "--rotated-glob",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="rotated files beside PATH (repeat; default: audit-*.log and audit.log.[0-9]* for"
+        " audit.log; compressed files are skipped)",
+    )
+    f.add_argument("--batch", type=int, default=200, metavar="N", help="events per message")
+    f.add_argument(
+        "--flush-interval",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="send a batch not full after this many seconds (default %(default)s)",
+    )
+    f.add_argument(
+        "--poll-interval",
+        type=float,
+        default=0.1,
+        metavar="S",
+        help="seconds between checks of an idle file (default %(default)s)",
+    )
+    f.add_argument(
+        "--partial-wait",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="at rotation, wait this long for a last line's newline (default %(default)s)",
+    )
+    f.add_argument(
+        "--max-event-bytes",
+        type=int,
+        default=256 * 1024,
+        metavar="N",
+        help="longer lines are dead-lettered (default 256 KiB)",
+    )
+    f.add_argument(
+        "--kafka-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for Kafka's acknowledgement of a batch (then retried)",
+    )
+    f.add_argument(
+        "--idempotent", action="store_true", help="idempotent producer (Apache Kafka; not Tansu)"
+    )
+    f.set_defaults(func=_file)
+
+
+def file_config_from_args(args: argparse.Namespace, settings: Settings) -> FileConfig:
+    """The follower's configuration from its flags (`ConfigError` if inconsistent, or if the
+    checkpoint exists and cannot be read)."""
+    import hashlib
+
+    from pipeline.sources.file import FileConfig, read_checkpoint
+
+    path = args.path.expanduser().absolute()
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        checkpoint = settings.data_dir / "intake" / f"file-{path.name}-{digest}.checkpoint"
+    config = FileConfig(
+        path=path,
+        checkpoint=checkpoint,
+        cluster=args.cluster or settings.cluster,
+        rotated_globs=tuple(args.rotated_glob),
+        max_events=args.batch,
+        max_event_bytes=args.max_event_bytes,
+        flush_interval=args.flush_interval,
+        poll_interval=args.poll_interval,
+        partial_wait=args.partial_wait,
+    )
+    config.check()
+    read_checkpoint(config.checkpoint)  # a damaged checkpoint stops the start, named
+    return config
+
+
+def _file(args: argparse.Namespace) -> int:
+    import logging
+
+    try:
+        settings = Settings.from_env()
+        bootstrap = settings.bootstrap_for(args.bootstrap, "the follower writes to Kafka")
+        config = file_config_from_args(args, settings)
+    except PipelineError as exc:
+        print(f"klaxon ingest file: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(_follow(config, settings, bootstrap, args))
+    except PipelineError as exc:
+        print(f"klaxon ingest file: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _follow(
+    config: FileConfig, settings: Settings, bootstrap: str, args: argparse.Namespace
+) -> None:
+    from pipeline.sources.file import FileSource
+    from pipeline.sources.writer import RawTopicWriter
+
+    writer = RawTopicWriter(
+        bootstrap,
+        settings.topic_raw,
+        settings.topic_deadletter,
+        timeout=args.kafka_timeout,
+        idempotent=args.idempotent,
+        client_options=settings.kafka_security.client_kwargs(),
+    )
+    source = FileSource(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await writer.start()
+    print(
+        f"klaxon ingest file: following {config.path} (cluster {config.cluster}, checkpoint"
+        f" {config.checkpoint}) -> {settings.topic_raw} on {bootstrap}",
+        file=sys.stderr,
+        flush=True,
+    )
+    task = asyncio.create_task(source.forward(writer), name="klaxon-file-forward")
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        task.cancel()  # a batch in flight is finished and checkpointed first
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task  # raises the follower's error, if it stopped on one
+        finally:
+            source.close()
+            await writer.stop()
 
 
 def config_from_args(args: argparse.Namespace, settings: Settings) -> WebhookConfig:

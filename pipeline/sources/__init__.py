@@ -10,13 +10,22 @@ a replay) is a source whose payloads are written to the raw topic; it implements
 from __future__ import annotations
 
 from pipeline.sources.base import PayloadSource, RawPayload
+from pipeline.sources.file import FileSource
 from pipeline.sources.raw_topic import RawTopicSource
 from pipeline.sources.webhook import WebhookSource
 
-__all__ = ["SOURCES", "PayloadSource", "RawPayload", "RawTopicSource", "WebhookSource"]
+__all__ = [
+    "SOURCES",
+    "FileSource",
+    "PayloadSource",
+    "RawPayload",
+    "RawTopicSource",
+    "WebhookSource",
+]
 
 #: Source kinds by name.
 SOURCES: dict[str, type[PayloadSource]] = {
     RawTopicSource.name: RawTopicSource,
     WebhookSource.name: WebhookSource,
+    FileSource.name: FileSource,
 }
