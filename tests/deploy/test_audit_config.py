@@ -403,3 +403,22 @@ def test_both_kubeconfigs_ship() -> None:
         "webhook-kubeconfig-mtls.yaml",
         "webhook-kubeconfig-token.yaml",
     ]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/clusters.md"])
+def test_docs_name_real_files_and_rules(doc: str) -> None:
+    """The connection guides cite files under deploy/audit and tests, and rules, that exist."""
+    text = (REPO / doc).read_text()
+    paths = set(re.findall(r"\b((?:deploy/audit|tests/[a-z0-9_/]+)/[\w.-]+\.(?:yaml|py))", text))
+    assert any(p.startswith("deploy/audit/") for p in paths), doc
+    missing = sorted(p for p in paths if not (REPO / p).is_file())
+    assert not missing, missing
+    if doc == "docs/clusters.md":  # the rules it names: the two that cannot fire, read rules
+        rule_names = {path.stem for path in RULES}
+        for name in [
+            *CANNOT_FIRE,
+            "secrets-listed-cluster-wide",
+            "secrets-read-in-system-namespace",
+        ]:
+            assert f"`{name}`" in text
+            assert name in rule_names
