@@ -5,12 +5,14 @@ policy, deploy/audit/webhook-kubeconfig-token.yaml (placeholders filled in) as i
 The API server refuses to start with a policy or kubeconfig it cannot load, so starting is
 the first check; then the levels it actually logs: bodies for a pod, metadata only for a
 secret and a configmap, a token request without its token, nothing for node leases and
-readiness probes, and no RequestReceived stage.
+readiness probes, and no RequestReceived stage. The webhook flags are those
+docs/clusters.md gives for a kubeadm static pod (the batch wait and backoff shortened).
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +27,7 @@ from tests.kubeapi import ADMIN_USER, KubeAPIServer, TestCA
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "deploy" / "audit" / "policy.yaml"
 KUBECONFIG = REPO / "deploy" / "audit" / "webhook-kubeconfig-token.yaml"
+CLUSTERS_DOC = REPO / "docs" / "clusters.md"
 
 Event = dict[str, Any]
 
@@ -50,6 +53,22 @@ def render_kubeconfig(recorder: AuditRecorder, ca: Path) -> str:
     return text
 
 
+def documented_webhook_flags() -> list[str]:
+    """The ``--audit-webhook-*`` flags of docs/clusters.md's static pod manifest."""
+    text = CLUSTERS_DOC.read_text()
+    flags = re.findall(r"^\s*- (--audit-webhook-[a-z-]+=\S+)$", text, re.MULTILINE)
+    names = {flag.split("=")[0] for flag in flags}
+    assert {
+        "--audit-webhook-config-file",
+        "--audit-webhook-mode",
+        "--audit-webhook-batch-max-size",
+        "--audit-webhook-batch-max-wait",
+        "--audit-webhook-batch-buffer-size",
+        "--audit-webhook-initial-backoff",
+    } <= names, names
+    return [flag for flag in flags if not flag.startswith("--audit-webhook-config-file=")]
+
+
 @pytest.fixture(scope="module")
 def api(
     kube_apiserver_factory: Callable[..., KubeAPIServer],
@@ -64,8 +83,8 @@ def api(
         audit_policy=POLICY.read_text(),
         extra_args=(
             f"--audit-webhook-config-file={kubeconfig}",
-            "--audit-webhook-mode=batch",
-            "--audit-webhook-batch-max-wait=200ms",
+            *documented_webhook_flags(),
+            "--audit-webhook-batch-max-wait=200ms",  # the last of a repeated flag wins
             "--audit-webhook-initial-backoff=500ms",
         ),
     )
