@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
@@ -248,22 +249,7 @@ def file_config_from_args(args: argparse.Namespace, settings: Settings) -> FileC
 
 
 def _file(args: argparse.Namespace) -> int:
-    import logging
-
-    try:
-        settings = Settings.from_env()
-        bootstrap = settings.bootstrap_for(args.bootstrap, "the follower writes to Kafka")
-        config = file_config_from_args(args, settings)
-    except PipelineError as exc:
-        print(f"klaxon ingest file: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        asyncio.run(_follow(config, settings, bootstrap, args))
-    except PipelineError as exc:
-        print(f"klaxon ingest file: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return _run_intake("file", "the follower writes to Kafka", args, file_config_from_args, _follow)
 
 
 async def _follow(
@@ -346,26 +332,38 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> WebhookCon
 
 
 def _webhook(args: argparse.Namespace) -> int:
+    what = "the webhook writes to a Kafka cluster"
+    return _run_intake("webhook", what, args, config_from_args, _serve)
+
+
+def _run_intake(
+    name: str,
+    what: str,
+    args: argparse.Namespace,
+    configure: Callable[[argparse.Namespace, Settings], Any],
+    run: Callable[[Any, Settings, str, argparse.Namespace], Coroutine[Any, Any, None]],
+) -> int:
+    """Settings and configuration (exit 2 on a mistake), logging, then ``run`` until stopped
+    (exit 1 if it fails)."""
     import logging
 
+    prefix = f"klaxon ingest {name}"
     try:
         settings = Settings.from_env()
-        bootstrap = settings.bootstrap_for(args.bootstrap, "the webhook writes to a Kafka cluster")
-        config = config_from_args(args, settings)
+        bootstrap = settings.bootstrap_for(args.bootstrap, what)
+        config = configure(args, settings)
     except PipelineError as exc:
-        print(f"klaxon ingest webhook: {exc}", file=sys.stderr)
+        print(f"{prefix}: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        asyncio.run(_serve(config, settings, bootstrap, args))
+        asyncio.run(run(config, settings, bootstrap, args))
     except PipelineError as exc:
-        print(f"klaxon ingest webhook: {exc}", file=sys.stderr)
+        print(f"{prefix}: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:  # cannot bind
-        print(
-            f"klaxon ingest webhook: cannot listen on {args.host}:{args.port}: {exc}",
-            file=sys.stderr,
-        )
+    except OSError as exc:  # the webhook cannot bind its port; the file cannot be read
+        doing = f"cannot listen on {args.host}:{args.port}: " if hasattr(args, "port") else ""
+        print(f"{prefix}: {doing}{exc}", file=sys.stderr)
         return 1
     return 0
 

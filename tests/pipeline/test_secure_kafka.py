@@ -206,3 +206,90 @@ def test_a_ca_that_did_not_sign_the_broker_is_refused(
     done = klaxon(["topics", "create"], env, timeout=60)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "CERTIFICATE_VERIFY_FAILED" in done.stderr, done.stderr
+
+
+def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+    base = {k: v for k, v in os.environ.items() if k in keep}
+    return subprocess.Popen(
+        [sys.executable, "-m", "klaxon", *argv],
+        env={**base, **env},
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+
+
+def _raw_ids(bootstrap: str, topic: str) -> set[str]:
+    from schemas.normalize import decode_payload
+
+    ids: set[str] = set()
+    for record in read_topic(bootstrap, topic):
+        ids |= {e["auditID"] for e in decode_payload(record.value, cluster=CLUSTER).events}
+    return ids
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.mark.parametrize("kind", ["scram-sha-512", "ssl-client-cert"])
+def test_both_intakes_write_over_a_secured_listener(
+    secure_kafka: SecureKafka, kind: str, tmp_path: Path
+) -> None:
+    """`klaxon ingest webhook` and `klaxon ingest file` produce to the raw topic through the
+    secured listener (the Kafka side is under test here; the webhook's own TLS and tokens
+    are tested in tests/pipeline/sources); their logs never show the secret."""
+    import json
+    import urllib.request
+
+    from pipeline.brokers import free_port
+
+    bootstrap, variables, secret = security_env(secure_kafka, kind, tmp_path)
+    settings = dataclasses.replace(
+        unique_settings(bootstrap, tmp_path),
+        kafka_security=Settings.from_env(variables).kafka_security,
+    )
+    env = settings_env(settings)
+    assert klaxon(["topics", "create"], env).returncode == 0
+    port = free_port()
+    hook_log, file_log = tmp_path / "webhook.log", tmp_path / "file.log"
+    audit = tmp_path / "audit.log"
+
+    def event(i: int, src: str) -> dict[str, object]:
+        return {"apiVersion": "audit.k8s.io/v1", "kind": "Event", "auditID": f"{src}-{i}",
+                "stage": "ResponseComplete", "verb": "get", "requestURI": "/api/v1/pods",
+                "user": {"username": "alice"}, "responseStatus": {"code": 200},
+                "requestReceivedTimestamp": "2026-11-27T09:00:00Z"}  # fmt: skip
+
+    audit.write_text("".join(json.dumps(event(i, "file")) + "\n" for i in range(20)))
+    hook = _start(["ingest", "webhook", "--port", str(port), "--insecure-no-tls",
+                   "--insecure-no-auth", "--cluster", CLUSTER], env, hook_log)  # fmt: skip
+    follow = _start(["ingest", "file", str(audit), "--cluster", CLUSTER], env, file_log)
+    try:
+        body = json.dumps({"apiVersion": "audit.k8s.io/v1", "kind": "EventList",
+                           "items": [event(i, "hook") for i in range(20)]}).encode()  # fmt: skip
+        deadline, answered = time.monotonic() + 60, 0
+        while time.monotonic() < deadline and answered != 200:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/audit", data=body)
+            request.add_header("Content-Type", "application/json")
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    answered = answer.status
+            except OSError:  # not listening yet, or 503 until the producer is connected
+                time.sleep(0.5)
+        assert answered == 200, hook_log.read_text()
+        want = {f"hook-{i}" for i in range(20)} | {f"file-{i}" for i in range(20)}
+        plaintext = secure_kafka.bootstrap_servers
+        while time.monotonic() < deadline and not want <= _raw_ids(plaintext, settings.topic_raw):
+            time.sleep(1)
+        assert want <= _raw_ids(plaintext, settings.topic_raw), file_log.read_text()[-2000:]
+    finally:
+        _stop(hook)
+        _stop(follow)
+    assert not [p for p in (hook_log, file_log) if secret in p.read_text()]
