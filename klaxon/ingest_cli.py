@@ -57,16 +57,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=usage)
 
 
-def _add_listen_flags(w: argparse.ArgumentParser) -> None:
-    w.add_argument(
+#: Default size above which one event (a webhook item, a log line) is dead-lettered.
+MAX_EVENT_BYTES = 256 * 1024
+
+
+def _add_kafka_flags(p: argparse.ArgumentParser, timeout_then: str) -> None:
+    """Where both intakes write: bootstrap, cluster, acknowledgement timeout, idempotence."""
+    p.add_argument(
         "--bootstrap",
         metavar="HOST:PORT[,...]",
         help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)",
     )
-    w.add_argument(
+    p.add_argument(
         "--cluster",
         help="cluster name: raw message key and klaxon-cluster header (default: $KLAXON_CLUSTER)",
     )
+    p.add_argument(
+        "--kafka-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help=f"seconds to wait for Kafka's acknowledgement {timeout_then} (default %(default)s)",
+    )
+    p.add_argument(
+        "--idempotent", action="store_true", help="idempotent producer (Apache Kafka; not Tansu)"
+    )
+
+
+def _add_listen_flags(w: argparse.ArgumentParser) -> None:
+    _add_kafka_flags(w, "before answering 503")
     w.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
     w.add_argument("--port", type=int, default=9443, help="port (default %(default)s)")
     w.add_argument("--path", default="/audit", help="URL path of the webhook (default %(default)s)")
@@ -81,16 +100,6 @@ def _add_listen_flags(w: argparse.ArgumentParser) -> None:
         default=10.0,
         metavar="S",
         help="seconds between checks of the certificate, key and token files (default 10)",
-    )
-    w.add_argument(
-        "--kafka-timeout",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="seconds to wait for Kafka's acknowledgement before answering 503 (default 10)",
-    )
-    w.add_argument(
-        "--idempotent", action="store_true", help="idempotent producer (Apache Kafka; not Tansu)"
     )
 
 
@@ -126,7 +135,7 @@ def _add_limit_flags(w: argparse.ArgumentParser) -> None:
     w.add_argument(
         "--max-event-bytes",
         type=int,
-        default=256 * 1024,
+        default=MAX_EVENT_BYTES,
         metavar="N",
         help="larger events are dead-lettered, the rest written (default 256 KiB)",
     )
@@ -155,15 +164,7 @@ def _add_file_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         " the position once Kafka acknowledged them.",
     )
     f.add_argument("path", type=Path, metavar="PATH", help="the audit log (--audit-log-path)")
-    f.add_argument(
-        "--bootstrap",
-        metavar="HOST:PORT[,...]",
-        help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)",
-    )
-    f.add_argument(
-        "--cluster",
-        help="cluster name: raw message key and klaxon-cluster header (default: $KLAXON_CLUSTER)",
-    )
+    _add_kafka_flags(f, "of a batch (then retried)")
     f.add_argument(
         "--checkpoint",
         type=Path,
@@ -203,19 +204,9 @@ def _add_file_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     f.add_argument(
         "--max-event-bytes",
         type=int,
-        default=256 * 1024,
+        default=MAX_EVENT_BYTES,
         metavar="N",
         help="longer lines are dead-lettered (default 256 KiB)",
-    )
-    f.add_argument(
-        "--kafka-timeout",
-        type=float,
-        default=10.0,
-        metavar="S",
-        help="seconds to wait for Kafka's acknowledgement of a batch (then retried)",
-    )
-    f.add_argument(
-        "--idempotent", action="store_true", help="idempotent producer (Apache Kafka; not Tansu)"
     )
     f.set_defaults(func=_file)
 
