@@ -325,17 +325,9 @@ class FaustPort:
             return set()
 
 
-@dataclass
 class FakePort:
-    """An in-memory `ConsumerPort` for tests and doctests."""
-
-    committed_: dict[TP, int] = field(default_factory=dict)
-    starts: dict[TP, int] = field(default_factory=dict)
-    owned: set[TP] | None = None
-    refuse: bool = False
-    seeks: list[tuple[TP, int]] = field(default_factory=list)
-    commits: list[dict[TP, int]] = field(default_factory=list)
-    flushes: int = 0
+    """An in-memory `ConsumerPort` for tests and doctests: committed offsets, log starts,
+    and the seeks, commits and flushes it was asked for."""
 
     def __init__(
         self,
@@ -347,8 +339,8 @@ class FakePort:
         self.starts = dict(starts or {})
         self.owned = owned
         self.refuse = False
-        self.seeks = []
-        self.commits = []
+        self.seeks: list[tuple[TP, int]] = []
+        self.commits: list[dict[TP, int]] = []
         self.flushes = 0
 
     async def committed(self, tp: TP) -> int | None:

@@ -29,7 +29,7 @@ from pipeline.worker import settings_env
 from schemas.normalize import decode_payload
 from tests.faults import FaultyKafka
 from tests.kubeapi import AuditWebhook, KubeAPIServer, TestCA
-from tests.pipeline.conftest import WorkerProcess, read_topic, unique_settings
+from tests.pipeline.conftest import WorkerProcess, base_env, read_topic, unique_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.k8s, pytest.mark.timeout(400)]
 
@@ -52,7 +52,7 @@ class Receiver:
                 "--cluster", CLUSTER, "--retry-after", "1", "--kafka-timeout", "5"]  # fmt: skip
         self.proc = subprocess.Popen(
             argv,
-            env=settings_env(settings) | _base_env(),
+            env=base_env() | settings_env(settings),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -89,13 +89,6 @@ class Receiver:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self._log.close()
-
-
-def _base_env() -> dict[str, str]:
-    import os
-
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
-    return {k: v for k, v in os.environ.items() if k in keep}
 
 
 def raw_events(bootstrap: str, topic: str) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ class WorkerProcess:
     ) -> None:
         self.status = workdir / f"{name}.status.json"
         self.log_path = workdir / f"{name}.log"
-        env = {**_base_env(), **settings_env(settings)}
+        env = {**base_env(), **settings_env(settings)}
         argv = [sys.executable, "-m", "klaxon", "worker", "--status-file", str(self.status)]
         argv += ["--health-interval", "0.5", "--reload-interval", "0.5", *args]
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -89,7 +89,9 @@ class WorkerProcess:
         self._log.close()
 
 
-def _base_env() -> dict[str, str]:
+def base_env() -> dict[str, str]:
+    """The parent's variables a ``klaxon`` subprocess needs (no Kafka or Klaxon settings:
+    tests pass those explicitly)."""
     import os
 
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")

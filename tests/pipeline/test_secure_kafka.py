@@ -11,7 +11,6 @@ listener, through which the tests read the topics back.
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pipeline.worker import settings_env
 from tests.pipeline.conftest import (
     CLUSTER,
     WorkerProcess,
+    base_env,
     expected_for,
     read_topic,
     unique_settings,
@@ -83,11 +83,9 @@ def security_env(kafka: SecureKafka, kind: str, tmp: Path) -> tuple[str, dict[st
 def klaxon(
     argv: list[str], env: dict[str, str], timeout: float = 90
 ) -> subprocess.CompletedProcess[str]:
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
-    base = {k: v for k, v in os.environ.items() if k in keep}
     return subprocess.run(
         [sys.executable, "-m", "klaxon", *argv],
-        env={**base, **env},
+        env={**base_env(), **env},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -209,11 +207,9 @@ def test_a_ca_that_did_not_sign_the_broker_is_refused(
 
 
 def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
-    base = {k: v for k, v in os.environ.items() if k in keep}
     return subprocess.Popen(
         [sys.executable, "-m", "klaxon", *argv],
-        env={**base, **env},
+        env={**base_env(), **env},
         stdin=subprocess.DEVNULL,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
