@@ -207,24 +207,25 @@ def _walk(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
 
 
 def crossed_lists(event: dict[str, Any], path: str) -> set[str]:
-    """The prefixes of ``path`` whose value is a list in ``event`` (to check
-    :func:`list_prefixes` against real events).
+    """The prefixes of ``path`` that are lists on the way to a value of ``path`` in ``event``
+    (to check :func:`list_prefixes` against real events).
 
     >>> sorted(crossed_lists({"requestObject": [{"op": "add"}]}, "requestObject.op"))
     ['requestObject']
+    >>> crossed_lists({"requestObject": [{"op": "add"}]}, "requestObject.metadata.name")
+    set()
     """
-    found: set[str] = set()
     parts = path.split(".")
-    nodes: list[Any] = [event]
+    routes: list[tuple[Any, frozenset[str]]] = [(event, frozenset())]
     for i, part in enumerate(parts):
-        nxt: list[Any] = []
-        for node in nodes:
+        nxt: list[tuple[Any, frozenset[str]]] = []
+        for node, crossed in routes:
             if isinstance(node, dict) and part in node:
                 value = node[part]
                 if isinstance(value, list):
-                    found.add(".".join(parts[: i + 1]))
-                    nxt.extend(value)
+                    here = crossed | {".".join(parts[: i + 1])}
+                    nxt.extend((item, here) for item in value)
                 else:
-                    nxt.append(value)
-        nodes = nxt
-    return found
+                    nxt.append((value, crossed))
+        routes = nxt
+    return set().union(*(crossed for _, crossed in routes))

@@ -1,0 +1,161 @@
+"""Conversion of the whole pack for every target, the field mapping, and the Sigma documents."""
+
+from __future__ import annotations
+
+import pytest
+
+from detections import load_rules
+from detections.convert import TARGETS, convert_ruleset, to_sigma
+from detections.convert.fields import crossed_lists, list_prefixes, raw_paths
+from detections.convert.sigma import NotConvertible
+from detections.convert.targets import kusto_name, splunk_name
+from detections.fixtures import fixture_event
+from detections.loader import PACKAGED_RULES
+from detections.rule import RuleSet
+
+RULESET = load_rules([PACKAGED_RULES])
+
+#: The kinds of reason a packaged rule (not a correlation) may be refused for.
+RULE_REASONS = (
+    "no raw equivalent",
+    "the kusto target does not search inside lists",
+    "never matches as configured",
+)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_the_whole_pack_converts_without_exceptions(target: str) -> None:
+    """Every rule and correlation gets a query or a reason; rules are refused only for a
+    documented limit (a pySigma error on a rule would be a bug in the mapping)."""
+    report = convert_ruleset(RULESET, target)
+    assert len(report.outcomes) == len(RULESET.rules) + len(RULESET.correlations)
+    assert report.converted
+    for o in report.outcomes:
+        assert (o.query is None) != (o.reason is None), o
+        if o.kind == "rule" and o.reason is not None:
+            assert o.reason.startswith(RULE_REASONS), (o.title, o.reason)
+
+
+def test_splunk_and_elasticsearch_convert_every_rule_with_raw_fields() -> None:
+    """Only derived fields without a raw equivalent keep a rule from Splunk or Elasticsearch."""
+    for target in ("splunk", "elasticsearch"):
+        refused = convert_ruleset(RULESET, target).refused
+        rules = [o for o in refused if o.kind == "rule"]
+        assert all(o.reason and o.reason.startswith("no raw equivalent") for o in rules)
+
+
+def test_kusto_queries_read_the_aks_audit_table() -> None:
+    """Kusto queries start from AKSAudit and use its columns."""
+    report = convert_ruleset(RULESET, "kusto")
+    assert all(o.query.startswith("AKSAudit\n| where ") for o in report.converted if o.query)
+    assert any("ObjectRef.resource" in (o.query or "") for o in report.converted)
+
+
+def test_list_paths_are_known_wherever_fixtures_cross_a_list() -> None:
+    """Every list a rule's fixtures cross on a tested raw path is one `list_prefixes` names, so
+    Splunk's `{}` names and Kusto's refusals are right for the pack."""
+    missing = set()
+    for rule in RULESET.rules:
+        paths = {
+            p
+            for s in rule.detection.values()
+            for alternative in s.alternatives
+            for fm in alternative
+            for p in raw_paths(fm.path)
+        }
+        for case in rule.klaxon.tests:
+            event = fixture_event(case.event)
+            for path in paths:
+                missing |= {(path, c) for c in crossed_lists(event, path)} - {
+                    (path, c) for c in list_prefixes(path)
+                }
+    assert not missing
+
+
+def test_field_names_per_target() -> None:
+    """Splunk marks lists with {}, Kusto maps to AKSAudit columns and dynamic members."""
+    assert splunk_name("user.groups") == "user.groups{}"
+    assert splunk_name("requestObject.op") == "requestObject{}.op"
+    assert splunk_name("requestObject.data.tls.key") == "requestObject.data.tls.key"
+    assert kusto_name("sourceIP") == "tostring(SourceIps[0])"
+    assert kusto_name("requestObject.metadata.labels.app.kubernetes.io/name") == (
+        "RequestObject.metadata.labels['app.kubernetes.io/name']"
+    )
+
+
+def test_derived_fields_map_to_raw_paths() -> None:
+    """podSpec fans out over the places a pod spec lives; decision is an annotation."""
+    assert len(raw_paths("podSpec.allContainers.image")) == 12
+    assert raw_paths("authzReason") == ("annotations.authorization.k8s.io/reason",)
+
+
+RULE = """
+title: Exec
+id: 0b0c8f9e-2a8e-4a53-9d0b-6f1d2f3f4a5b
+logsource: {product: kubernetes, service: audit}
+detection:
+  sel: {EXTRA verb: create, response.success: true}
+  x_a: {objectRef.subresource: exec}
+  x_b: {objectRef.namespace: kube-system}
+  x_c: {hostPath|exists: true}
+  condition: CONDITION
+"""
+
+
+def rules(condition: str = "sel and x_a", extra: str = "") -> RuleSet:
+    """The loaded rule set of RULE with its condition and extra items of `sel`."""
+    return load_rules(
+        [], texts={"r.yml": RULE.replace("CONDITION", condition).replace("EXTRA", extra)}
+    )
+
+
+def test_sigma_document_resolves_aliases_and_quantifiers() -> None:
+    """Aliases become canonical paths; `2 of` becomes an OR of ANDs."""
+    rs = rules("sel and 2 of x_*")
+    doc = to_sigma(rs.rules[0], (), rs.lists)
+    detection = doc["detection"]
+    assert detection["x_c"] == {"podSpec.volumes.hostPath.path|exists": True}
+    assert detection["condition"] == "sel and ((x_a and x_b) or (x_a and x_c) or (x_b and x_c))"
+
+
+def test_response_success_becomes_a_status_code_comparison() -> None:
+    """`response.success: true` is `responseStatus.code < 400` in every target."""
+    rs = rules()
+    splunk = convert_ruleset(rs, "splunk").outcomes[0].query
+    lucene = convert_ruleset(rs, "elasticsearch").outcomes[0].query
+    assert splunk == 'verb="create" responseStatus.code<400 objectRef.subresource="exec"'
+    assert lucene is not None and "responseStatus.code:<400" in lucene
+
+
+def test_a_rule_whose_only_selection_is_an_empty_list_is_refused() -> None:
+    """The engine compiles an empty named list to "never"; so does the conversion."""
+    rs = rules(extra="user.username|expand: '%system_principals%',")
+    with pytest.raises(NotConvertible, match="'system_principals' are empty"):
+        to_sigma(rs.rules[0], (), {"system_principals": ()})
+
+
+def test_an_allow_list_that_is_empty_folds_away() -> None:
+    """`sel and not trusted` with an empty `trusted` list converts as `sel`."""
+    rs = rules("sel and not x_a")
+    doc = to_sigma(rs.rules[0], (), {})
+    assert doc["detection"]["condition"] == "sel and not x_a"
+    rs = load_rules(
+        [],
+        texts={
+            "r.yml": RULE.replace("CONDITION", "sel and not x_b")
+            .replace("EXTRA", "")
+            .replace(
+                "objectRef.namespace: kube-system", "user.username|expand: '%system_principals%'"
+            )
+        },
+    )
+    doc = to_sigma(rs.rules[0], (), {"system_principals": ()})
+    assert doc["detection"]["condition"] == "sel"
+
+
+def test_commands_have_no_raw_equivalent() -> None:
+    """An exec command rule is refused with the reason, in every target."""
+    rs = rules(extra="commandLine|contains: cat,")
+    for target in TARGETS:
+        (o,) = convert_ruleset(rs, target).outcomes
+        assert o.reason is not None and "URL-encoded" in o.reason
