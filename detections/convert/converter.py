@@ -116,7 +116,7 @@ def _convert_correlation(
     ]
     for name in counted:
         reason = no_raw_equivalent(name)
-        if reason is not None and name not in target.expressible:
+        if reason is not None and name not in target.group_by:
             return _refused(base, f"no raw equivalent: group-by or counted field {reason}")
     bases = []
     for ref in corr.rules:

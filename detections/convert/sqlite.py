@@ -5,8 +5,9 @@ Splunk's and Elasticsearch's multi-valued fields) mean. So the table has one row
 event and one column per raw dotted path, holding the JSON array of every value found at
 that path (lists crossed, as :func:`detections.convert.fields.leaves` finds them). The
 backend wraps each comparison as ``EXISTS (SELECT 1 FROM json_each(column) WHERE …)``:
-any element; under ``NOT``, none. Comparisons are case-insensitive (Sigma's default) except
-``|cased`` (``GLOB``) and ``|re``; ``REGEXP`` needs :func:`connect`'s function.
+any element; under ``NOT``, none. ``sourceIP`` (the first of ``sourceIPs``) is element 0.
+Comparisons are case-insensitive (Sigma's default) except ``|cased`` (``GLOB``) and ``|re``;
+``REGEXP`` needs :func:`connect`'s function.
 
 >>> conn = connect()
 >>> make_table(conn, "audit", [{"verb": "create", "user": {"groups": ["Admins", "dev"]}}])
@@ -33,6 +34,9 @@ from detections.convert.fields import leaves
 
 #: The name a comparison uses for one element of a column (``json_each``'s value column).
 ELEMENT = "value"
+
+#: Derived fields that are the first element of a raw column (``json_each``'s key 0).
+FIRST_OF = {"sourceIP": "sourceIPs"}
 
 
 class KlaxonSQLiteBackend(sqliteBackend):
@@ -62,8 +66,10 @@ class KlaxonSQLiteBackend(sqliteBackend):
         inner.value = SigmaExists(True) if negate else value
         converted = super().convert_condition_field_eq_val(inner, state)
         table = state.processing_state.get("table", self.table)
-        column = super().escape_and_quote_field(cond.field)
-        expr = f"EXISTS (SELECT 1 FROM json_each({table}.{column}) WHERE {converted})"
+        first = cond.field in FIRST_OF
+        column = super().escape_and_quote_field(FIRST_OF.get(cond.field, cond.field))
+        where = f"key = 0 AND ({converted})" if first else converted
+        expr = f"EXISTS (SELECT 1 FROM json_each({table}.{column}) WHERE {where})"
         return f"NOT {expr}" if negate else expr
 
     def convert_condition_field_eq_field(

@@ -21,7 +21,10 @@ from typing import Any
 from sigma.backends.elasticsearch.elasticsearch_lucene import LuceneBackend
 from sigma.backends.kusto.kusto import KustoBackend
 from sigma.backends.splunk.splunk import SplunkBackend
+from sigma.conditions import ConditionFieldEqualsValueExpression
+from sigma.conversion.state import ConversionState
 from sigma.processing.pipeline import ProcessingPipeline
+from sigma.types import SigmaBool
 
 from detections.convert.fields import MAP_PARENTS, list_prefixes
 from detections.convert.pipeline import klaxon_pipeline
@@ -41,6 +44,7 @@ class Target:
     field_name: Callable[[str], str] = str
     lists: bool = True  # searches inside lists (multi-valued fields)
     expressible: frozenset[str] = frozenset()  # derived fields it can compute itself
+    group_by: frozenset[str] = frozenset()  # ... and group correlations by
     table: str | None = None
     wrap: Callable[[str], str] = str  # the backend's query -> the query to run
 
@@ -108,6 +112,14 @@ class _UnquotedKusto(KustoBackend):
     def escape_and_quote_field(self, field_name: str) -> str:
         return field_name
 
+    def convert_condition_field_eq_val_bool(
+        self, cond: ConditionFieldEqualsValueExpression, state: ConversionState
+    ) -> str:
+        """``==`` for booleans (the backend's ``=~`` is KQL's string comparison)."""
+        value = cond.value
+        assert isinstance(value, SigmaBool)
+        return f"{cond.field} == {self.bool_values[value.boolean]}"
+
 
 TARGETS: dict[str, Target] = {
     t.name: t
@@ -130,12 +142,14 @@ TARGETS: dict[str, Target] = {
             field_name=kusto_name,
             lists=False,
             expressible=frozenset({"sourceIP"}),
+            group_by=frozenset({"sourceIP"}),
             wrap=lambda q: f"AKSAudit\n| where {q}",
         ),
         Target(
             "sqlite",
             "SQLite over Klaxon's leaves table (one JSON-array column per raw path)",
             KlaxonSQLiteBackend,
+            expressible=frozenset({"sourceIP"}),
             table=SQLITE_TABLE,
         ),
     )

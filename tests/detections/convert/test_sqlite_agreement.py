@@ -77,3 +77,31 @@ def test_a_table_of_one_pack_is_enough_for_any_rule() -> None:
     make_table(conn, "t", [{"verb": "get"}])
     sql = "SELECT * FROM t WHERE EXISTS (SELECT 1 FROM json_each(t.`user.groups`) WHERE value = 1)"
     assert run_query(conn, "t", sql) == set()
+
+
+def test_source_ip_is_the_first_address_in_sqlite_as_in_the_engine() -> None:
+    """`sourceIP` reads element 0 of `sourceIPs`: a proxy later in the list does not count."""
+    ruleset = load_rules(
+        [],
+        texts={
+            "r.yml": """
+title: From the pod network
+id: 0b0c8f9e-2a8e-4a53-9d0b-6f1d2f3f4a5b
+logsource: {product: kubernetes, service: audit}
+detection:
+  sel: {sourceIP|cidr: 10.0.0.0/8}
+  condition: sel
+klaxon:
+  tests:
+    - {name: first is inside, expect: hit, event: {sourceIPs: [10.1.2.3, 203.0.113.9]}}
+    - {name: only a later one is, expect: miss, event: {sourceIPs: [203.0.113.9, 10.1.2.3]}}
+"""
+        },
+    )
+    (rule,) = ruleset.rules
+    (outcome,) = convert_ruleset(ruleset, "sqlite").outcomes
+    assert outcome.query is not None
+    assert outcomes(rule, outcome.query, Engine(ruleset)) == [
+        ("first is inside", True, True),
+        ("only a later one is", False, False),
+    ]
