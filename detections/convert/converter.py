@@ -82,7 +82,7 @@ def convert_ruleset(ruleset: RuleSet, target: str | Target) -> Report:
     docs: dict[str, dict[str, Any] | NotConvertible] = {}
     outcomes = []
     for rule in ruleset.rules:
-        outcome, doc = _convert_rule(rule, ruleset, tgt)
+        outcome, doc = convert_rule(rule, ruleset, tgt)
         docs[rule.id] = doc
         if rule.name:
             docs[rule.name] = doc
@@ -91,9 +91,11 @@ def convert_ruleset(ruleset: RuleSet, target: str | Target) -> Report:
     return Report(tgt.name, tuple(outcomes))
 
 
-def _convert_rule(
+def convert_rule(
     rule: Rule, ruleset: RuleSet, target: Target
 ) -> tuple[Outcome, dict[str, Any] | NotConvertible]:
+    """One rule of ``ruleset`` (its filters and lists applied): the outcome, and the Sigma
+    document it was converted from (or why there is none)."""
     base = Outcome("rule", rule.id, rule.title, rule.file)
     try:
         doc = to_sigma(rule, ruleset.filters_for(rule), ruleset.lists)

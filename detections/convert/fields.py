@@ -60,7 +60,18 @@ NO_RAW_EQUIVALENT = {
         "'cluster' is set by Klaxon's normaliser; a raw audit log carries no cluster name "
         "(select the cluster with the SIEM's index or source instead)"
     ),
+    "sourceNetwork": (
+        "'sourceNetwork' is the request peer's address (the last of sourceIPs) masked to a "
+        "network; a query cannot compute it from the raw address"
+    ),
+    "dataValues": (
+        "'dataValues' gathers the values of every key of a ConfigMap's or Secret's data "
+        "(and of JSON patches to it); a raw-path query names each key, so it cannot"
+    ),
 }
+
+#: Derived fields the pipeline rewrites itself (``response.success``) or maps to raw paths.
+MAPPED = frozenset({"response.success", "podSpec", "podSpec.allContainers", *RENAMED})
 
 #: Field names that hold lists wherever they occur in Kubernetes objects and audit events.
 LIST_FIELDS = frozenset(
@@ -144,10 +155,14 @@ def no_raw_equivalent(field: str) -> str | None:
     >>> no_raw_equivalent("commandLine") is not None, no_raw_equivalent("podSpec.hostPID")
     (True, None)
     """
+    if field == "cluster":  # set by the normaliser, not derived by the engine
+        return NO_RAW_EQUIVALENT[field]
     derived = derived_root(field)
-    if derived is None:
+    if derived is None or derived[0] in MAPPED:
         return None
-    return NO_RAW_EQUIVALENT.get(derived[0])
+    return NO_RAW_EQUIVALENT.get(
+        derived[0], f"'{derived[0]}' is derived by the engine and has no raw mapping yet"
+    )
 
 
 def list_prefixes(path: str) -> tuple[str, ...]:

@@ -32,6 +32,22 @@ from detections.matchers import MatchSpecError
 from detections.modifiers.expand import Expand
 from detections.rule import FieldMatch, Filter, Rule, Selection
 
+#: Modifiers of the Sigma specification (pySigma knows them); any other is Klaxon's own.
+SIGMA_MODIFIERS = frozenset(
+    {
+        "contains", "startswith", "endswith", "all", "base64", "base64offset", "wide",
+        "utf16le", "utf16be", "utf16", "windash", "re", "i", "ignorecase", "m", "multiline",
+        "s", "dotall", "cidr", "exists", "expand", "fieldref", "gt", "gte", "lt", "lte",
+        "cased", "neq", "minute", "hour", "day", "week", "month", "year",
+    }
+)  # fmt: skip
+
+#: What a Klaxon-only modifier means, for the reason a rule using it cannot be converted.
+KLAXON_MODIFIERS = {
+    "outside": "some value of the field matches none of the values (an allow-list over a "
+    "multi-valued field such as sourceIPs); Sigma has no such comparison",
+}
+
 
 class NotConvertible(Exception):
     """A rule cannot be written for a target; ``reason`` says why, for the rule's author."""
@@ -126,6 +142,7 @@ def _selection(selection: Selection, lists: Mapping[str, Sequence[Any]]) -> Any:
 def _item(fm: FieldMatch, lists: Mapping[str, Sequence[Any]]) -> tuple[str, tuple[Any, ...] | None]:
     """``field|modifiers`` and its values with named lists expanded (None: expands to nothing)."""
     modifiers = [m for m in fm.modifiers if m != "expand"]
+    own = [m for m in modifiers if m not in SIGMA_MODIFIERS]
     values: tuple[Any, ...] = fm.values
     if "expand" in fm.modifiers:
         try:
@@ -134,7 +151,10 @@ def _item(fm: FieldMatch, lists: Mapping[str, Sequence[Any]]) -> tuple[str, tupl
             raise NotConvertible(f"{fm.key}: {exc.message}") from None
         values = tuple(v for _, items in expanded for v in items)
         if not values:
-            return fm.path, None
+            return fm.path, None  # never matches, as the engine compiles it: folded away
+    if own:
+        meaning = KLAXON_MODIFIERS.get(own[0], "a comparison only Klaxon's engine has")
+        raise NotConvertible(f"Klaxon-only modifier: '{fm.key}': '{own[0]}' means {meaning}")
     return "|".join([fm.path, *modifiers]), values
 
 

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from detections import load_rules
+from detections.condition import Ref
 from detections.convert import TARGETS, convert_ruleset, to_sigma
-from detections.convert.fields import crossed_lists, list_prefixes, raw_paths
+from detections.convert.fields import (
+    MAPPED,
+    crossed_lists,
+    list_prefixes,
+    no_raw_equivalent,
+    raw_paths,
+)
 from detections.convert.sigma import NotConvertible
 from detections.convert.targets import kusto_name, splunk_name
+from detections.fields import DERIVED
 from detections.fixtures import fixture_event
 from detections.loader import PACKAGED_RULES
-from detections.rule import RuleSet
+from detections.rule import FieldMatch, Rule, RuleSet, Selection
 
 RULESET = load_rules([PACKAGED_RULES])
 
@@ -20,6 +30,7 @@ RULE_REASONS = (
     "no raw equivalent",
     "the kusto target does not search inside lists",
     "never matches as configured",
+    "Klaxon-only modifier",
 )
 
 
@@ -159,3 +170,26 @@ def test_commands_have_no_raw_equivalent() -> None:
     for target in TARGETS:
         (o,) = convert_ruleset(rs, target).outcomes
         assert o.reason is not None and "URL-encoded" in o.reason
+
+
+def test_every_derived_field_is_mapped_or_has_a_reason() -> None:
+    """A derived field the engine gains is either rewritten or refused with its own reason
+    (never passed to a SIEM under a name its events do not have)."""
+    for name in DERIVED:
+        reason = no_raw_equivalent(name)
+        assert name in MAPPED or (reason is not None and "no raw mapping yet" not in reason), name
+
+
+def test_a_klaxon_only_modifier_is_refused_with_its_meaning() -> None:
+    """A modifier Sigma does not have (`outside`) makes the rule unconvertible, saying why."""
+    item = FieldMatch(
+        "sourceIPs|cidr|outside", "sourceIPs", "sourceIPs", ("cidr", "outside"), ("10.0.0.0/8",)
+    )
+    rule = Rule(
+        "r", "0b0c8f9e-2a8e-4a53-9d0b-6f1d2f3f4a5b",
+        {"sel": Selection("sel", ((item,),))}, Ref("sel"), "sel", "r.yml",
+    )  # fmt: skip
+    with pytest.raises(
+        NotConvertible, match=re.escape("Klaxon-only modifier: 'sourceIPs|cidr|outside'")
+    ):
+        to_sigma(rule, (), {})
