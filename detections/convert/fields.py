@@ -73,6 +73,23 @@ NO_RAW_EQUIVALENT = {
 #: Derived fields the pipeline rewrites itself (``response.success``) or maps to raw paths.
 MAPPED = frozenset({"response.success", "podSpec", "podSpec.allContainers", *RENAMED})
 
+#: Appended to a field tested with ``|outside`` over a list ("some element matches none of
+#: the values"): only a target that tests elements one by one (SQLite's ``json_each``) can
+#: write it; the pipeline refuses it for the others.
+OUTSIDE_MARK = "#outside"
+
+
+def split_mark(field: str) -> tuple[str, str]:
+    """``(field without the mark, the mark or "")``.
+
+    >>> split_mark("sourceIPs#outside"), split_mark("verb")
+    (('sourceIPs', '#outside'), ('verb', ''))
+    """
+    if field.endswith(OUTSIDE_MARK):
+        return field[: -len(OUTSIDE_MARK)], OUTSIDE_MARK
+    return field, ""
+
+
 #: Field names that hold lists wherever they occur in Kubernetes objects and audit events.
 LIST_FIELDS = frozenset(
     {

@@ -21,7 +21,7 @@ from sigma.processing.transformations.base import (
 from sigma.rule import SigmaDetection, SigmaDetectionItem
 from sigma.types import SigmaBool, SigmaCompareExpression, SigmaExists, SigmaNumber
 
-from detections.convert.fields import list_prefixes, no_raw_equivalent, raw_paths
+from detections.convert.fields import list_prefixes, no_raw_equivalent, raw_paths, split_mark
 from detections.fields import derived_root
 
 #: ``responseStatus.code`` below this is a success (the engine's ``response.success``; a
@@ -37,7 +37,10 @@ class NoRawEquivalent(DetectionItemTransformation):
 
     def apply_detection_item(self, detection_item: SigmaDetectionItem) -> None:
         field = detection_item.field
-        if field is None or field in self.expressible:
+        if field is None:
+            return None
+        field, _ = split_mark(field)
+        if field in self.expressible:
             return None
         reason = no_raw_equivalent(field)
         if reason is not None:
@@ -81,10 +84,13 @@ class RawPaths(FieldMappingTransformationBase):
     """Derived fields as the raw paths they stand for (any of them may match)."""
 
     def apply_field_name(self, field: str | None) -> str | list[str] | None:
-        if field is None or derived_root(field) is None:
+        if field is None:
             return None
-        paths = raw_paths(field)
-        return None if paths == (field,) else list(paths)
+        base, mark = split_mark(field)
+        if derived_root(base) is None:
+            return None
+        paths = raw_paths(base)
+        return None if paths == (base,) else [p + mark for p in paths]
 
 
 @dataclass
@@ -94,12 +100,29 @@ class NoLists(DetectionItemTransformation):
     target: str = ""
 
     def apply_detection_item(self, detection_item: SigmaDetectionItem) -> None:
-        field = detection_item.field
+        field = split_mark(detection_item.field)[0] if detection_item.field is not None else None
         crossed = list_prefixes(field) if field is not None else ()
         if crossed:
             raise SigmaTransformationError(
                 f"the {self.target} target does not search inside lists: "
                 f"'{field}' crosses the list '{crossed[0]}'"
+            )
+        return None
+
+
+@dataclass
+class NoOutsideOverLists(DetectionItemTransformation):
+    """Fails a rule with ``|outside`` over a list, for targets that match lists as a whole."""
+
+    target: str = ""
+
+    def apply_detection_item(self, detection_item: SigmaDetectionItem) -> None:
+        field, mark = split_mark(detection_item.field or "")
+        if mark:
+            raise SigmaTransformationError(
+                f"Klaxon-only modifier: '{field}|outside' (some element of a list matches none "
+                f"of the values) has no {self.target} equivalent; its queries test a list as "
+                "a whole"
             )
         return None
 
@@ -123,6 +146,7 @@ def klaxon_pipeline(
     *,
     expressible: frozenset[str] = frozenset(),
     lists: bool = True,
+    outside_lists: bool = False,
     table: str | None = None,
 ) -> ProcessingPipeline:
     """The processing pipeline for one target (see the module docstring)."""
@@ -131,6 +155,8 @@ def klaxon_pipeline(
         ("klaxon_response_success", ResponseSuccess()),
         ("klaxon_raw_paths", RawPaths()),
     ]
+    if not outside_lists:
+        steps.append(("klaxon_no_outside_over_lists", NoOutsideOverLists(target)))
     if not lists:
         steps.append(("klaxon_no_lists", NoLists(target)))
     steps.append(("klaxon_target_names", TargetNames(name)))

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from detections import condition as cond
+from detections.convert.fields import OUTSIDE_MARK, is_multivalued, raw_paths
 from detections.matchers import MatchSpecError
 from detections.modifiers.expand import Expand
 from detections.rule import FieldMatch, Filter, Rule, Selection
@@ -43,10 +44,7 @@ SIGMA_MODIFIERS = frozenset(
 )  # fmt: skip
 
 #: What a Klaxon-only modifier means, for the reason a rule using it cannot be converted.
-KLAXON_MODIFIERS = {
-    "outside": "some value of the field matches none of the values (an allow-list over a "
-    "multi-valued field such as sourceIPs); Sigma has no such comparison",
-}
+KLAXON_MODIFIERS: dict[str, str] = {}
 
 
 class NotConvertible(Exception):
@@ -66,23 +64,17 @@ def to_sigma(
 ) -> dict[str, Any]:
     """The Sigma document of ``rule`` with ``filters`` applied; raises :class:`NotConvertible`."""
     detection: dict[str, Any] = {}
-    constants: dict[str, bool] = {}
     parts: list[Folded] = []
     sources: list[tuple[str, dict[str, Selection], cond.Node]] = [
         ("", rule.detection, rule.condition)
     ]
     sources += [(f"filter{i}_", f.detection, f.condition) for i, f in enumerate(filters, 1)]
     for prefix, selections, node in sources:
-        renamed: dict[str, str] = {}
-        for name, selection in selections.items():
-            new = prefix + name
-            renamed[name] = new
-            body = _selection(selection, lists)
-            if body is None:
-                constants[new] = False
-            else:
-                detection[new] = body
-        parts.append(_fold(node, renamed, constants))
+        resolved = {
+            name: _selection(prefix + name, selection, lists, detection)
+            for name, selection in selections.items()
+        }
+        parts.append(_fold(node, resolved))
     folded = _all(parts)
     if folded is False:
         empty = sorted(_empty_lists(rule, filters, lists))
@@ -117,31 +109,60 @@ def to_sigma(
     return doc
 
 
-def _selection(selection: Selection, lists: Mapping[str, Sequence[Any]]) -> Any:
-    """The Sigma body of a selection, or None when no alternative can match."""
-    alternatives = []
-    for alternative in selection.alternatives:
+def _selection(
+    name: str, selection: Selection, lists: Mapping[str, Sequence[Any]], detection: dict[str, Any]
+) -> Folded:
+    """Add the Sigma bodies of a selection to ``detection``; return what stands for it in the
+    condition (False when no alternative can match).
+
+    An alternative with ``|outside`` items becomes its own selections: over a single-valued
+    field, ``field|exists`` and ``not field|...`` (the one value matches none); over a list,
+    a marked field (:data:`OUTSIDE_MARK`) only targets that search element-wise accept."""
+    plain: list[dict[str, Any]] = []
+    exprs: list[Folded] = []
+    for k, alternative in enumerate(selection.alternatives):
         body: dict[str, Any] = {}
+        others: list[tuple[str, bool, dict[str, Any]]] = []  # (suffix, negated, body)
         for fm in alternative:
-            key, values = _item(fm, lists)
-            if values is None:
-                body = {}
-                break
+            item = _item(fm, lists)
+            if item is None:
+                break  # an empty list: this alternative never matches
+            key, value, outside = item
+            if outside == "list":
+                others.append((f"_outside{len(others)}", False, {key: value}))
+                continue
+            if outside == "scalar":
+                others.append((f"_in{len(others)}", True, {key: value}))
+                key, value = f"{fm.path}|exists", True
             if key in body:
-                raise NotConvertible(
-                    f"selection '{selection.name}' tests {key!r} twice (after aliases)"
-                )
-            body[key] = values[0] if len(values) == 1 else list(values)
-        if body:
-            alternatives.append(body)
-    if not alternatives:
-        return None
-    return alternatives[0] if len(alternatives) == 1 else alternatives
+                raise NotConvertible(f"selection '{selection.name}' tests {key!r} twice")
+            body[key] = value
+        else:
+            if not others:
+                plain.append(body)
+                continue
+            sub = f"{name}_{k}"
+            terms: list[Folded] = []
+            for sel_name, sel_body, negated in [(sub, body, False)] + [
+                (sub + suffix, b, neg) for suffix, neg, b in others
+            ]:
+                if not sel_body:
+                    continue
+                if sel_name in detection:
+                    raise NotConvertible(f"selection name '{sel_name}' is taken")
+                detection[sel_name] = sel_body
+                terms.append(cond.Not(cond.Ref(sel_name)) if negated else cond.Ref(sel_name))
+            exprs.append(_all(terms))
+    if plain:
+        detection[name] = plain[0] if len(plain) == 1 else plain
+        exprs.insert(0, cond.Ref(name))
+    return _any(exprs)
 
 
-def _item(fm: FieldMatch, lists: Mapping[str, Sequence[Any]]) -> tuple[str, tuple[Any, ...] | None]:
-    """``field|modifiers`` and its values with named lists expanded (None: expands to nothing)."""
-    modifiers = [m for m in fm.modifiers if m != "expand"]
+def _item(fm: FieldMatch, lists: Mapping[str, Sequence[Any]]) -> tuple[str, Any, str | None] | None:
+    """``field|modifiers``, its value(s) with named lists expanded, and whether it is an
+    ``|outside`` (``"scalar"`` or ``"list"``); None when it expands to nothing."""
+    modifiers = [m for m in fm.modifiers if m not in ("expand", "outside")]
     own = [m for m in modifiers if m not in SIGMA_MODIFIERS]
     values: tuple[Any, ...] = fm.values
     if "expand" in fm.modifiers:
@@ -151,11 +172,16 @@ def _item(fm: FieldMatch, lists: Mapping[str, Sequence[Any]]) -> tuple[str, tupl
             raise NotConvertible(f"{fm.key}: {exc.message}") from None
         values = tuple(v for _, items in expanded for v in items)
         if not values:
-            return fm.path, None  # never matches, as the engine compiles it: folded away
+            return None  # never matches, as the engine compiles it: folded away
     if own:
         meaning = KLAXON_MODIFIERS.get(own[0], "a comparison only Klaxon's engine has")
         raise NotConvertible(f"Klaxon-only modifier: '{fm.key}': '{own[0]}' means {meaning}")
-    return "|".join([fm.path, *modifiers]), values
+    value = values[0] if len(values) == 1 else list(values)
+    if "outside" not in fm.modifiers:
+        return "|".join([fm.path, *modifiers]), value, None
+    if any(is_multivalued(p) for p in raw_paths(fm.path)):
+        return "|".join([fm.path + OUTSIDE_MARK, *modifiers]), value, "list"
+    return "|".join([fm.path, *modifiers]), value, "scalar"
 
 
 def _empty_lists(
@@ -178,20 +204,19 @@ def _empty_lists(
 # --- conditions -------------------------------------------------------------------------------
 
 
-def _fold(node: cond.Node, renamed: Mapping[str, str], constants: Mapping[str, bool]) -> Folded:
-    """``node`` with selections renamed and constant selections folded away."""
+def _fold(node: cond.Node, resolved: Mapping[str, Folded]) -> Folded:
+    """``node`` with each selection replaced by what stands for it, constants folded away."""
     if isinstance(node, cond.Ref):
-        new = renamed[node.name]
-        return constants.get(new, cond.Ref(new))
+        return resolved[node.name]
     if isinstance(node, cond.Not):
-        inner = _fold(node.item, renamed, constants)
+        inner = _fold(node.item, resolved)
         return (not inner) if isinstance(inner, bool) else cond.Not(inner)
     if isinstance(node, cond.And):
-        return _all([_fold(i, renamed, constants) for i in node.items])
+        return _all([_fold(i, resolved) for i in node.items])
     if isinstance(node, cond.Or):
-        return _any([_fold(i, renamed, constants) for i in node.items])
+        return _any([_fold(i, resolved) for i in node.items])
     # At least `count` of the items: an OR over the ANDs of every combination of that size.
-    items = [_fold(i, renamed, constants) for i in node.items]
+    items = [_fold(i, resolved) for i in node.items]
     return _any([_all(list(c)) for c in itertools.combinations(items, node.count)])
 
 

@@ -5,7 +5,8 @@ Splunk's and Elasticsearch's multi-valued fields) mean. So the table has one row
 event and one column per raw dotted path, holding the JSON array of every value found at
 that path (lists crossed, as :func:`detections.convert.fields.leaves` finds them). The
 backend wraps each comparison as ``EXISTS (SELECT 1 FROM json_each(column) WHERE …)``:
-any element; under ``NOT``, none. ``sourceIP`` (the first of ``sourceIPs``) is element 0.
+any element; under ``NOT``, none. ``sourceIP`` (the first of ``sourceIPs``) is element 0;
+``|outside`` over a list is ``EXISTS (… WHERE type = 'text' AND NOT (…))``.
 Comparisons are case-insensitive (Sigma's default) except ``|cased`` (``GLOB``) and ``|re``;
 ``REGEXP`` needs :func:`connect`'s function.
 
@@ -25,12 +26,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from sigma.backends.sqlite.sqlite import sqliteBackend
-from sigma.conditions import ConditionFieldEqualsValueExpression
+from sigma.conditions import ConditionFieldEqualsValueExpression, ConditionOR
 from sigma.conversion.state import ConversionState
 from sigma.exceptions import SigmaFeatureNotSupportedByBackendError
 from sigma.types import SigmaExists, SigmaNull
 
-from detections.convert.fields import leaves
+from detections.convert.fields import leaves, split_mark
 
 #: The name a comparison uses for one element of a column (``json_each``'s value column).
 ELEMENT = "value"
@@ -56,21 +57,49 @@ class KlaxonSQLiteBackend(sqliteBackend):
     ) -> Any:
         if cond.field == ELEMENT:
             return super().convert_condition_field_eq_val(cond, state)
+        field, mark = split_mark(cond.field)
+        if mark:  # |outside over a list: some text element matches none of the values
+            return self._exists(
+                field, f"type = 'text' AND NOT ({self._element(cond, state)})", state
+            )
         value = cond.value
         # `field: null` and `|exists: false`: no element with a value (absent, or all null)
         negate = isinstance(value, SigmaNull) or (
             isinstance(value, SigmaExists) and not value.exists
         )
+        expr = self._exists(field, self._element(cond, state, negate), state)
+        return f"NOT {expr}" if negate else expr
+
+    def convert_condition_or(self, cond: ConditionOR, state: ConversionState) -> Any:
+        """An OR over the values of one ``|outside`` item is one test of each element."""
+        args = [a for a in cond.args if isinstance(a, ConditionFieldEqualsValueExpression)]
+        fields = {a.field for a in args}
+        field = fields.pop() if len(fields) == 1 and len(args) == len(cond.args) else None
+        if field is None or not split_mark(field)[1]:
+            return super().convert_condition_or(cond, state)
+        inner = " OR ".join(f"({self._element(arg, state)})" for arg in args)
+        return self._exists(split_mark(field)[0], f"type = 'text' AND NOT ({inner})", state)
+
+    def _element(
+        self,
+        cond: ConditionFieldEqualsValueExpression,
+        state: ConversionState,
+        exists: bool = False,
+    ) -> str:
+        """The comparison of ``cond`` on one element (``value``) of its column."""
         inner = copy.copy(cond)  # keeps its parent and source
         inner.field = ELEMENT
-        inner.value = SigmaExists(True) if negate else value
-        converted = super().convert_condition_field_eq_val(inner, state)
+        if exists:
+            inner.value = SigmaExists(True)
+        return str(super().convert_condition_field_eq_val(inner, state))
+
+    def _exists(self, field: str, where: str, state: ConversionState) -> str:
+        """Whether some element of ``field``'s column satisfies ``where``."""
         table = state.processing_state.get("table", self.table)
-        first = cond.field in FIRST_OF
-        column = super().escape_and_quote_field(FIRST_OF.get(cond.field, cond.field))
-        where = f"key = 0 AND ({converted})" if first else converted
-        expr = f"EXISTS (SELECT 1 FROM json_each({table}.{column}) WHERE {where})"
-        return f"NOT {expr}" if negate else expr
+        column = super().escape_and_quote_field(FIRST_OF.get(field, field))
+        if field in FIRST_OF:
+            where = f"key = 0 AND ({where})"
+        return f"EXISTS (SELECT 1 FROM json_each({table}.{column}) WHERE {where})"
 
     def convert_condition_field_eq_field(
         self, cond: ConditionFieldEqualsValueExpression, state: ConversionState

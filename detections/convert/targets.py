@@ -43,6 +43,7 @@ class Target:
     backend: Callable[[ProcessingPipeline], Any]
     field_name: Callable[[str], str] = str
     lists: bool = True  # searches inside lists (multi-valued fields)
+    outside_lists: bool = False  # tests list elements one by one (|outside over a list)
     expressible: frozenset[str] = frozenset()  # derived fields it can compute itself
     group_by: frozenset[str] = frozenset()  # ... and group correlations by
     table: str | None = None
@@ -55,6 +56,7 @@ class Target:
             self.field_name,
             expressible=self.expressible,
             lists=self.lists,
+            outside_lists=self.outside_lists,
             table=self.table,
         )
 
@@ -149,6 +151,7 @@ TARGETS: dict[str, Target] = {
             "sqlite",
             "SQLite over Klaxon's leaves table (one JSON-array column per raw path)",
             KlaxonSQLiteBackend,
+            outside_lists=True,
             expressible=frozenset({"sourceIP"}),
             table=SQLITE_TABLE,
         ),
