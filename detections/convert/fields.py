@@ -64,6 +64,10 @@ NO_RAW_EQUIVALENT = {
         "'sourceNetwork' is the request peer's address (the last of sourceIPs) masked to a "
         "network; a query cannot compute it from the raw address"
     ),
+    "csrSubject": (
+        "'csrSubject' is read from the certificate signing request inside the base64 PEM of "
+        "requestObject.spec.request; a query cannot decode it"
+    ),
     "dataValues": (
         "'dataValues' gathers the values of every key of a ConfigMap's or Secret's data "
         "(and of JSON patches to it); a raw-path query names each key, so it cannot"
