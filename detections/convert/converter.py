@@ -17,6 +17,7 @@ requestObject.template.spec.hostPID=true responseStatus.code<400
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -171,4 +172,7 @@ def _with_query(base: Outcome, target: Target, queries: list[Any]) -> Outcome:
 def reason_of(exc: BaseException) -> str:
     """A one-line reason from a pySigma error (without its rule location)."""
     text = str(exc.args[0]) if exc.args else str(exc) or type(exc).__name__
-    return " ".join(text.split())
+    return " ".join(_WHILE.sub("", text).split())
+
+
+_WHILE = re.compile(r"\s*\(while converting rule [^)]*\)")

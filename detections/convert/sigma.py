@@ -98,8 +98,9 @@ def to_sigma(
     }
     if rule.description:
         doc["description"] = rule.description
-    if rule.tags:
-        doc["tags"] = list(rule.tags)
+    tags = [t for t in rule.tags if "." in t]  # Sigma's namespace.name; others do not query
+    if tags:
+        doc["tags"] = tags
     if rule.falsepositives:
         doc["falsepositives"] = list(rule.falsepositives)
     if rule.author:
