@@ -97,6 +97,13 @@ def register(subparsers: Any) -> None:
         choices=(*CONVERT_TARGETS, "all"),
         help="query language (repeat for several; 'all' for every one)",
     )
+    p.add_argument(
+        "--field-prefix",
+        default="",
+        metavar="PREFIX",
+        help="where the audit event sits in your documents, e.g. 'kubernetes.audit.' "
+        "(splunk and elasticsearch)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per rule and target")
     p.add_argument("--summary", action="store_true", help="only the summary, on stdout")
     common(p)
@@ -339,7 +346,11 @@ def cmd_convert(
     if ruleset is None:
         return 1
     names = CONVERT_TARGETS if "all" in args.target else tuple(dict.fromkeys(args.target))
-    reports = [convert_ruleset(ruleset, name) for name in names]
+    try:
+        reports = [convert_ruleset(ruleset, name, field_prefix=args.field_prefix) for name in names]
+    except ValueError as exc:
+        print(f"error: {exc}", file=err)
+        return 2
     if args.summary:
         write_summary(reports, out)
         return 0

@@ -77,9 +77,10 @@ class Report:
         return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
 
 
-def convert_ruleset(ruleset: RuleSet, target: str | Target) -> Report:
-    """Convert every rule and correlation of ``ruleset`` for ``target`` (a name in TARGETS)."""
-    tgt = TARGETS[target] if isinstance(target, str) else target
+def convert_ruleset(ruleset: RuleSet, target: str | Target, *, field_prefix: str = "") -> Report:
+    """Convert every rule and correlation of ``ruleset`` for ``target`` (a name in TARGETS),
+    field names under ``field_prefix`` (Splunk and Elasticsearch only)."""
+    tgt = (TARGETS[target] if isinstance(target, str) else target).with_prefix(field_prefix)
     docs: dict[str, dict[str, Any] | NotConvertible] = {}
     outcomes = []
     for rule in ruleset.rules:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sigma.backends.elasticsearch.elasticsearch_lucene import LuceneBackend
@@ -48,6 +48,17 @@ class Target:
     group_by: frozenset[str] = frozenset()  # ... and group correlations by
     table: str | None = None
     wrap: Callable[[str], str] = str  # the backend's query -> the query to run
+    prefixable: bool = False  # its field names may sit under a prefix (--field-prefix)
+
+    def with_prefix(self, prefix: str) -> Target:
+        """This target with every field name under ``prefix`` (``kubernetes.audit.`` where a
+        shipper nests the audit event); ValueError for targets with fixed names."""
+        if not prefix:
+            return self
+        if not self.prefixable:
+            raise ValueError(f"the {self.name} target's field names cannot take a prefix")
+        name = self.field_name
+        return replace(self, field_name=lambda path: prefix + name(path))
 
     def pipeline(self) -> ProcessingPipeline:
         """The Klaxon processing pipeline for this target."""
@@ -131,11 +142,13 @@ TARGETS: dict[str, Target] = {
             "Splunk SPL over audit events indexed as JSON (spath names, lists as {})",
             SplunkBackend,
             field_name=splunk_name,
+            prefixable=True,
         ),
         Target(
             "elasticsearch",
             "Elasticsearch Lucene over audit events indexed with their own field paths",
             LuceneBackend,
+            prefixable=True,
         ),
         Target(
             "kusto",

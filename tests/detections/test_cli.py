@@ -218,3 +218,13 @@ def test_convert_target_names_are_the_registry() -> None:
     from detections.convert import TARGETS
 
     assert tuple(TARGETS) == CONVERT_TARGETS
+
+
+def test_convert_field_prefix(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--field-prefix` puts Elasticsearch and Splunk names under where a shipper nests the
+    event; targets with fixed names refuse it as a usage error."""
+    argv = ["rules", "convert", "--field-prefix", "kubernetes.audit.", str(PACKAGED_RULE)]
+    assert main([*argv, "--target", "elasticsearch"]) == 0
+    assert "kubernetes.audit.objectRef.resource:(pods" in capsys.readouterr().out
+    assert main([*argv, "--target", "kusto"]) == 2
+    assert "cannot take a prefix" in capsys.readouterr().err
