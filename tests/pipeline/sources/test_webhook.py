@@ -535,8 +535,7 @@ async def test_end_to_end_a_privileged_pod_becomes_an_alert(
     tansu: TansuBroker, tmp_path: Path, certs: Certs
 ) -> None:
     """Webhook -> raw topic -> `klaxon worker` -> an alert of the privileged container rule."""
-    settings = dataclasses.replace(
-        settings_for(tansu.bootstrap_servers, tmp_path),
+    settings = settings_for(tansu.bootstrap_servers, tmp_path).replace(
         rules_paths=(PRIVILEGED_RULE,),
         stateful_detectors=(),
     )
