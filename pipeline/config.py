@@ -37,6 +37,11 @@ Tansu broker.
     Faust application id: the consumer group and the prefix of internal topics.
 ``KLAXON_DATA_DIR`` (``$XDG_DATA_HOME/klaxon``, else ``~/.local/share/klaxon``)
     Worker state directory (Faust tables, embedded broker logs).
+``KLAXON_METRICS_ADDRESS`` (``127.0.0.1:9464``)
+    ``HOST:PORT`` of the HTTP endpoint of workers and the intake: ``/metrics``, ``/healthz``,
+    ``/readyz``.
+``KLAXON_METRICS_TOKEN``
+    Bearer token that endpoint requires (needed off loopback). A secret: never printed.
 
 Stateful detections (``docs/stateful.md``). Durations are seconds, or a number with ``s``,
 ``m`` or ``h``; the defaults are those of `pipeline.stateful.StatefulOptions`.
@@ -72,6 +77,7 @@ Stateful detections (``docs/stateful.md``). Durations are seconds, or a number w
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import uuid
@@ -79,7 +85,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr, ValidatorFunctionWrapHandler, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidatorFunctionWrapHandler,
+    field_serializer,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -89,13 +101,20 @@ from pydantic_settings import (
 
 from pipeline.errors import ConfigError
 from pipeline.options import WorkerOptions
-from pipeline.security import KafkaSecurity
+from pipeline.security import KafkaSecurity, Secret
 from schemas.keys import DEFAULT_CLUSTER
 
 if TYPE_CHECKING:
     from detections.stateful.offline import IsolationModel
 
-__all__ = ["DETECTOR_FAMILIES", "Settings", "WorkerOptions", "stateful_env"]
+__all__ = [
+    "DETECTOR_FAMILIES",
+    "Settings",
+    "WorkerOptions",
+    "effective",
+    "setting",
+    "stateful_env",
+]
 
 DAY_MS = 24 * 60 * 60 * 1000
 #: The stateful detector families, in their canonical order.
@@ -317,6 +336,11 @@ class Settings(BaseSettings):
     #: `KafkaSecurity.from_env`, which checks that the variables fit together.
     kafka_security: KafkaSecurity = KafkaSecurity()
 
+    @field_serializer("kafka_security")
+    def _masked_security(self, security: KafkaSecurity) -> dict[str, str]:
+        """``model_dump``/``model_dump_json`` show Kafka security as text, secrets masked."""
+        return {f.name: _shown(getattr(security, f.name)) for f in dataclasses.fields(security)}
+
     @model_validator(mode="wrap")
     @classmethod
     def _parse_variables(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Settings:
@@ -392,6 +416,39 @@ class Settings(BaseSettings):
         if not bootstrap:
             raise ConfigError(f"no cluster given (--bootstrap or KAFKA_BOOTSTRAP_SERVERS); {hint}")
         return bootstrap
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as `effective` prints it: secrets as ``***``, sequences joined."""
+    if isinstance(value, SecretStr | Secret):
+        return "***"
+    if isinstance(value, tuple):
+        sep = os.pathsep if value and isinstance(value[0], Path) else ","
+        return sep.join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def effective(settings: Settings) -> dict[str, str]:
+    """Every setting's variable with the value in effect, as text; secrets are ``***``
+    (what ``klaxon config show`` prints).
+
+    >>> shown = effective(Settings.from_env({"KLAXON_METRICS_TOKEN": "hunter2",
+    ...     "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "PLAIN",
+    ...     "KAFKA_SASL_USERNAME": "klaxon", "KAFKA_SASL_PASSWORD": "hunter2"}))
+    >>> shown["KLAXON_METRICS_TOKEN"], shown["KAFKA_SASL_PASSWORD"], shown["KLAXON_PARTITIONS"]
+    ('***', '***', '4')
+    >>> "hunter2" in repr(shown)
+    False
+    """
+    shown = {}
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.validation_alias, str):
+            shown[field.validation_alias] = _shown(getattr(settings, name))
+    security = settings.kafka_security
+    for f in dataclasses.fields(security):
+        variable = "KAFKA_SECURITY_PROTOCOL" if f.name == "protocol" else f"KAFKA_{f.name.upper()}"
+        shown[variable] = _shown(getattr(security, f.name))
+    return shown
 
 
 def isolated_settings(

@@ -216,7 +216,9 @@ def test_full_install_wires_its_parts(helm: Helm) -> None:
 def test_every_pod_is_covered_by_a_disruption_budget_and_a_network_policy(
     rendered: list[dict[str, Any]],
 ) -> None:
-    budgets = [b["spec"]["selector"]["matchLabels"] for b in by_kind(rendered, "PodDisruptionBudget")]
+    budgets = [
+        b["spec"]["selector"]["matchLabels"] for b in by_kind(rendered, "PodDisruptionBudget")
+    ]
     policies = [p["spec"]["podSelector"]["matchLabels"] for p in by_kind(rendered, "NetworkPolicy")]
     for o in rendered:
         if o["kind"] != "Deployment":
