@@ -188,9 +188,9 @@ def test_full_install_wires_its_parts(helm: Helm) -> None:
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in worker["volumes"]}
     assert env["KLAXON_RULES"] == mounts["rules"] == "/etc/klaxon/rules"
-    assert env["KLAXON_LISTS"] == mounts["lists"] == "/etc/klaxon/lists"
+    assert env["KLAXON_LISTS"] == f"{mounts['lists']}/exec-tools.yml"  # list files, not folders
     rules_cm = named(objects, "ConfigMap", volumes["rules"]["configMap"]["name"])
-    assert "local.yml" in rules_cm["data"]
+    assert "namespace-deleted.yml" in rules_cm["data"]
     assert env["KAFKA_SASL_USERNAME"] == "<secret>"  # from kafka.existingSecret
     assert env["KAFKA_SASL_PASSWORD_FILE"] == f"{mounts['kafka']}/password"
     assert volumes["kafka"]["secret"]["secretName"] == "klaxon-kafka"
@@ -211,6 +211,30 @@ def test_full_install_wires_its_parts(helm: Helm) -> None:
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
     assert {"KlaxonConsumerLag", "KlaxonWorkerStalled", "KlaxonDeadLetters"} <= alerts
     assert "KlaxonClusterSilent" in alerts
+
+
+def test_rules_and_lists_from_the_configmaps_load(helm: Helm, tmp_path: Path) -> None:
+    """The ConfigMaps' files, where the worker would find them (KLAXON_RULES, KLAXON_LISTS),
+    build an engine: the rule and the list file of the full values are valid."""
+    from pipeline.reload import build_engine
+
+    objects = helm.template(FULL)
+    worker = named(objects, "Deployment", "k-klaxon-worker")["spec"]["template"]["spec"]
+    env = container_env(objects, worker["containers"][0])
+    volumes = {v["name"]: v for v in worker["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in worker["containers"][0]["volumeMounts"]}
+    for mount_path, volume in mounts.items():
+        if "configMap" in volumes[volume]:
+            local = tmp_path / mount_path.lstrip("/")
+            local.mkdir(parents=True)
+            data = named(objects, "ConfigMap", volumes[volume]["configMap"]["name"])["data"]
+            for name, text in data.items():
+                (local / name).write_text(text)
+    rules = [tmp_path / p.lstrip("/") for p in env["KLAXON_RULES"].split(":")]
+    lists = [tmp_path / p.lstrip("/") for p in env["KLAXON_LISTS"].split(":")]
+    assert all(p.exists() for p in rules + lists)
+    _, count = build_engine(rules, lists)
+    assert count == 1
 
 
 def test_every_pod_is_covered_by_a_disruption_budget_and_a_network_policy(
