@@ -1,8 +1,9 @@
-"""``klaxon config show``: the configuration in effect, from the environment, secrets masked.
+"""``klaxon config show``: the configuration in effect, secrets masked.
 
 Every setting of `pipeline.config.Settings` with its variable and value (``***`` for a
-secret), marked ``(default)`` when its variable is unset or blank; ``--json`` prints one
-object. A bad value is reported as the worker would report it (exit 2).
+secret), marked ``(file)`` when it came from the ``KLAXON_CONFIG`` file and ``(default)`` when
+neither that file nor the environment sets it; ``--json`` prints one object. A bad value is
+reported as the worker would report it (exit 2).
 """
 
 from __future__ import annotations
@@ -36,20 +37,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _show(args: argparse.Namespace) -> int:
-    from pipeline.config import Settings, effective
+    from pipeline.config import CONFIG_VARIABLE, Settings, config_file, effective
     from pipeline.errors import ConfigError
 
     try:
         shown = effective(Settings.from_env())
+        from_file = config_file(os.environ)
     except ConfigError as exc:
         print(f"klaxon config show: {exc}", file=sys.stderr)
         return 2
+    shown[CONFIG_VARIABLE] = os.environ.get(CONFIG_VARIABLE, "").strip()
     if args.json:
         print(json.dumps(shown, indent=2, sort_keys=True))
         return 0
     width = max(map(len, shown))
     for variable in sorted(shown):
-        given = os.environ.get(variable, "").strip()
-        mark = "" if given else "  (default)"
+        if os.environ.get(variable, ""):
+            mark = ""
+        elif variable in from_file:
+            mark = "  (file)"
+        else:
+            mark = "  (default)"
         print(f"{variable:<{width}}  {shown[variable] or '-'}{mark}")
     return 0

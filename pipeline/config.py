@@ -3,6 +3,10 @@
 Every variable is optional; the defaults run a single local worker against the embedded
 Tansu broker.
 
+``KLAXON_CONFIG``
+    A YAML file of these variables (``KLAXON_PARTITIONS: 12``), read under the environment:
+    a variable set (non-empty) in the environment wins. ``klaxon config show`` says where
+    each value came from.
 ``KAFKA_BOOTSTRAP_SERVERS``
     Comma-separated ``host:port`` list of an existing Kafka cluster. Unset or empty: start
     the embedded Tansu broker (`pipeline.brokers.TansuBroker`) on a free 127.0.0.1 port.
@@ -78,6 +82,7 @@ Stateful detections (``docs/stateful.md``). Durations are seconds, or a number w
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import uuid
@@ -85,6 +90,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from pydantic import (
     Field,
     SecretStr,
@@ -111,12 +117,15 @@ __all__ = [
     "DETECTOR_FAMILIES",
     "Settings",
     "WorkerOptions",
+    "config_file",
     "effective",
     "setting",
     "stateful_env",
 ]
 
 DAY_MS = 24 * 60 * 60 * 1000
+#: The variable naming a YAML file of settings (under the environment's).
+CONFIG_VARIABLE = "KLAXON_CONFIG"
 #: The stateful detector families, in their canonical order.
 DETECTOR_FAMILIES = ("correlations", "new-terms", "anomaly", "silence")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -210,6 +219,41 @@ def _address(name: str, raw: str) -> str:
 
 def _secret(name: str, raw: str) -> SecretStr:
     return SecretStr(raw)
+
+
+def config_file(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of the YAML file ``KLAXON_CONFIG`` names (none if it names none): a
+    mapping of setting variables to scalars, e.g. ``KLAXON_PARTITIONS: 12``. Read as text
+    and parsed like the environment, which wins over the file. `ConfigError` on a file that
+    cannot be read, is not such a mapping, or names an unknown variable.
+    """
+    raw = env.get(CONFIG_VARIABLE, "").strip()
+    if not raw:
+        return {}
+    where = f"{CONFIG_VARIABLE}={raw}"
+    try:
+        doc = yaml.safe_load(Path(raw).expanduser().read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{where}: cannot read: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not YAML: {exc}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: must be a mapping of setting variables to values")
+    known = Settings.variables() - {CONFIG_VARIABLE}
+    out = {}
+    for key, value in doc.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{where}: {key!r} is not a setting{hint}")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ConfigError(f"{where}: {key} must be a string or a number")
+        out[str(key)] = str(value)
+    return out
 
 
 def _parsed(key: str, value: Any) -> tuple[str, Any]:
@@ -365,7 +409,8 @@ class Settings(BaseSettings):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Read settings from ``env`` (default: `os.environ`); raises `ConfigError` on bad values.
+        """Read settings from ``env`` (default: `os.environ`), under them those of the
+        ``KLAXON_CONFIG`` file if it names one; raises `ConfigError` on bad values.
 
         >>> Settings.from_env({}).bootstrap_servers is None   # None: use embedded Tansu
         True
@@ -375,9 +420,11 @@ class Settings(BaseSettings):
         pipeline.errors.ConfigError: KLAXON_PARTITIONS='0' must be at least 1
         """
         env = os.environ if env is None else env
-        values: dict[str, Any] = {"KLAXON_DATA_DIR": str(_default_data_dir(env))}
-        values.update(_EnvMapping(cls, env)())
-        return cls(**values, kafka_security=KafkaSecurity.from_env(env))
+        merged = {**config_file(env), **{k: v for k, v in env.items() if v != ""}}
+        values: dict[str, Any] = dict(_EnvMapping(cls, merged)())
+        if not str(values.get("KLAXON_DATA_DIR", "")).strip():
+            values["KLAXON_DATA_DIR"] = str(_default_data_dir(env))
+        return cls(**values, kafka_security=KafkaSecurity.from_env(merged))
 
     @classmethod
     def variables(cls) -> frozenset[str]:
@@ -386,7 +433,7 @@ class Settings(BaseSettings):
         >>> {"KLAXON_PARTITIONS", "KAFKA_SASL_PASSWORD_FILE"} <= Settings.variables()
         True
         """
-        return frozenset(_PARSERS) | frozenset(KafkaSecurity().env())
+        return frozenset(_PARSERS) | frozenset(KafkaSecurity().env()) | {CONFIG_VARIABLE}
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (field names), validated like the original.

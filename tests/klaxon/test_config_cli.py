@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,17 @@ def test_a_bad_value_is_a_usage_error(
     monkeypatch.setenv("KLAXON_PARTITIONS", "lots")
     assert main(["config", "show"]) == 2
     assert "KLAXON_PARTITIONS='lots' is not an integer" in capsys.readouterr().err
+
+
+def test_show_says_which_values_came_from_the_config_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    file = tmp_path / "klaxon.yaml"
+    file.write_text("KLAXON_PARTITIONS: 12\nKLAXON_CLUSTER: from-file\n")
+    monkeypatch.setenv("KLAXON_CONFIG", str(file))
+    monkeypatch.setenv("KLAXON_CLUSTER", "from-env")
+    assert main(["config", "show"]) == 0
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+    assert lines["KLAXON_PARTITIONS"] == ["12", "(file)"]
+    assert lines["KLAXON_CLUSTER"] == ["from-env"]
+    assert lines["KLAXON_CONFIG"] == [str(file)]

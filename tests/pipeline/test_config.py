@@ -7,6 +7,7 @@ parsed: tests/brokers/test_config.py.)
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def test_every_field_has_one_variable_and_is_documented() -> None:
     for variable in declared:
         assert f"``{variable}``" in doc, f"{variable} is not documented in pipeline/config.py"
     assert set(declared) < Settings.variables()
+    assert "``KLAXON_CONFIG``" in doc
     assert "KAFKA_SASL_PASSWORD" in Settings.variables()
 
 
@@ -86,7 +88,45 @@ def test_secrets_never_print() -> None:
 
 def test_effective_names_every_variable_once() -> None:
     shown = effective(Settings.from_env({"KLAXON_RULES": "/a:/b", "KLAXON_PARTITIONS": "6"}))
-    assert set(shown) == Settings.variables()
+    assert set(shown) == Settings.variables() - {"KLAXON_CONFIG"}
     assert (shown["KLAXON_RULES"], shown["KLAXON_PARTITIONS"]) == ("/a:/b", "6")
     assert shown["KLAXON_STATEFUL_DETECTORS"] == "correlations,new-terms,anomaly,silence"
     assert shown["KLAXON_ANOMALY_MODEL"] == ""
+
+
+def test_a_config_file_sits_under_the_environment(tmp_path: Path) -> None:
+    """KLAXON_CONFIG names a YAML file of the same variables, parsed the same way; a
+    variable set in the environment wins, a blank one does not."""
+    file = tmp_path / "klaxon.yaml"
+    file.write_text(
+        "KLAXON_PARTITIONS: 12\nKLAXON_CLUSTER: prod-eu\nKLAXON_STATEFUL_ADVANCE_DELAY: 2m\n"
+        "KAFKA_SECURITY_PROTOCOL: SASL_PLAINTEXT\nKAFKA_SASL_MECHANISM: PLAIN\n"
+        "KAFKA_SASL_USERNAME: klaxon\nKAFKA_SASL_PASSWORD: hunter2\n"
+    )
+    env = {"KLAXON_CONFIG": str(file), "KLAXON_CLUSTER": "prod-us", "KLAXON_APP_ID": ""}
+    s = Settings.from_env({**env, "KLAXON_PARTITIONS": ""})
+    assert (s.partitions, s.cluster, s.advance_delay) == (12, "prod-us", 120.0)
+    assert s.kafka_security.sasl_username == "klaxon"
+    assert Settings.from_env({}).partitions == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "KLAXON_PARTITION: 3\n",
+            "'KLAXON_PARTITION' is not a setting (did you mean KLAXON_PARTITIONS?)",
+        ),
+        ("- KLAXON_PARTITIONS\n", "must be a mapping of setting variables to values"),
+        ("KLAXON_RULES: [a, b]\n", "KLAXON_RULES must be a string or a number"),
+        ("KLAXON_PARTITIONS: 0\n", "KLAXON_PARTITIONS='0' must be at least 1"),
+        ("KLAXON_PARTITIONS: [\n", "not YAML"),
+    ],
+)
+def test_a_bad_config_file_is_a_config_error(tmp_path: Path, text: str, message: str) -> None:
+    file = tmp_path / "klaxon.yaml"
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.from_env({"KLAXON_CONFIG": str(file)})
+    with pytest.raises(ConfigError, match="cannot read"):
+        Settings.from_env({"KLAXON_CONFIG": str(tmp_path / "missing.yaml")})
