@@ -167,7 +167,12 @@ def test_probes_are_http_with_the_metrics_token(rendered: list[dict[str, Any]]) 
         port = int(env["KLAXON_METRICS_ADDRESS"].rsplit(":", 1)[1])
         (named_port,) = [p for p in c["ports"] if p["name"] == "metrics"]
         assert named_port["containerPort"] == port, where
-        for key, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        probes = (
+            ("startupProbe", "/healthz"),
+            ("livenessProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+        )
+        for key, path in probes:
             get = c[key]["httpGet"]
             assert (get["path"], get["port"]) == (path, "metrics"), where
             headers = {h["name"]: h["value"] for h in get["httpHeaders"]}

@@ -93,15 +93,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end -}}
 
-{{/* HTTP probes of /healthz (alive) and /readyz (partitions, broker, not stalled). */}}
+{{/* HTTP probes of /healthz (alive) and /readyz (partitions, broker, not stalled). The
+startup probe gives a worker that reads back a large state changelog 5 minutes. */}}
 {{- define "klaxon.probes" -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: metrics
+    httpHeaders:
+      - {name: Authorization, value: {{ printf "Bearer %s" (include "klaxon.metricsToken" .) | quote }}}
+  periodSeconds: 5
+  timeoutSeconds: 5
+  failureThreshold: 60
 livenessProbe:
   httpGet:
     path: /healthz
     port: metrics
     httpHeaders:
       - {name: Authorization, value: {{ printf "Bearer %s" (include "klaxon.metricsToken" .) | quote }}}
-  initialDelaySeconds: 20
   periodSeconds: 15
   timeoutSeconds: 5
   failureThreshold: 4
