@@ -45,7 +45,8 @@ Tansu broker.
     ``HOST:PORT`` of the HTTP endpoint of workers and the intake: ``/metrics``, ``/healthz``,
     ``/readyz``.
 ``KLAXON_METRICS_TOKEN``
-    Bearer token that endpoint requires (needed off loopback). A secret: never printed.
+    Bearer token that endpoint requires; a `ConfigError` without it when the address is not
+    loopback. A secret: never printed.
 
 Stateful detections (``docs/stateful.md``). Durations are seconds, or a number with ``s``,
 ``m`` or ``h``; the defaults are those of `pipeline.stateful.StatefulOptions`.
@@ -83,6 +84,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import os
 import uuid
@@ -215,6 +217,19 @@ def _address(name: str, raw: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{name}={raw!r} is not HOST:PORT (e.g. 0.0.0.0:9464)")
     return raw
+
+
+def _is_loopback(host: str) -> bool:
+    """
+    >>> [_is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "10.0.0.5")]
+    [True, True, True, False, False]
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _secret(name: str, raw: str) -> SecretStr:
@@ -394,6 +409,17 @@ class Settings(BaseSettings):
             data = {k: v for k, v in (_parsed(k, v) for k, v in data.items()) if k}
         result: Settings = handler(data)
         return result
+
+    @model_validator(mode="after")
+    def _metrics_token_off_loopback(self) -> Settings:
+        """Off loopback the metrics and health endpoint needs a token (TEAM agreement)."""
+        host = self.metrics_address.rpartition(":")[0].strip("[]")
+        if self.metrics_token is None and not _is_loopback(host):
+            raise ConfigError(
+                f"KLAXON_METRICS_ADDRESS={self.metrics_address} is not loopback: set"
+                " KLAXON_METRICS_TOKEN (the bearer token /metrics, /healthz and /readyz require)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -61,8 +61,13 @@ def test_replace_checks_values_and_names_like_construction() -> None:
 def test_bad_values_name_their_variable() -> None:
     with pytest.raises(ConfigError, match=r"KLAXON_METRICS_ADDRESS='9464' is not HOST:PORT"):
         Settings.from_env({"KLAXON_METRICS_ADDRESS": "9464"})
-    s = Settings.from_env({"KLAXON_METRICS_ADDRESS": "0.0.0.0:9464"})
+    with pytest.raises(
+        ConfigError, match=r"0.0.0.0:9464 is not loopback: set KLAXON_METRICS_TOKEN"
+    ):
+        Settings.from_env({"KLAXON_METRICS_ADDRESS": "0.0.0.0:9464"})
+    s = Settings.from_env({"KLAXON_METRICS_ADDRESS": "0.0.0.0:9464", "KLAXON_METRICS_TOKEN": "t"})
     assert s.metrics_address == "0.0.0.0:9464"
+    assert Settings.from_env({"KLAXON_METRICS_ADDRESS": "[::1]:9464"}).metrics_token is None
 
 
 def test_secrets_never_print() -> None:
