@@ -47,6 +47,9 @@ Tansu broker.
 ``KLAXON_METRICS_TOKEN``
     Bearer token that endpoint requires; a `ConfigError` without it when the address is not
     loopback. A secret: never printed.
+``KLAXON_WEBHOOK_TOKENS``
+    Comma-separated bearer tokens the audit webhook intake accepts, besides those of its
+    ``--token-file``. Secrets: never printed.
 
 Stateful detections (``docs/stateful.md``). Durations are seconds, or a number with ``s``,
 ``m`` or ``h``; the defaults are those of `pipeline.stateful.StatefulOptions`.
@@ -236,6 +239,15 @@ def _secret(name: str, raw: str) -> SecretStr:
     return SecretStr(raw)
 
 
+def _secrets(name: str, raw: str) -> tuple[SecretStr, ...]:
+    """Comma-separated secrets.
+
+    >>> _secrets("T", "a, b,,")
+    (SecretStr('**********'), SecretStr('**********'))
+    """
+    return tuple(SecretStr(t.strip()) for t in raw.split(",") if t.strip())
+
+
 def config_file(env: Mapping[str, str]) -> dict[str, str]:
     """The variables of the YAML file ``KLAXON_CONFIG`` names (none if it names none): a
     mapping of setting variables to scalars, e.g. ``KLAXON_PARTITIONS: 12``. Read as text
@@ -391,6 +403,7 @@ class Settings(BaseSettings):
     anomaly_model: Path | None = setting("KLAXON_ANOMALY_MODEL", None, _model)
     metrics_address: str = setting("KLAXON_METRICS_ADDRESS", "127.0.0.1:9464", _address)
     metrics_token: SecretStr | None = setting("KLAXON_METRICS_TOKEN", None, _secret)
+    webhook_tokens: tuple[SecretStr, ...] = setting("KLAXON_WEBHOOK_TOKENS", (), _secrets)
     #: TLS and SASL of every Kafka client (secrets masked in ``repr``); read by
     #: `KafkaSecurity.from_env`, which checks that the variables fit together.
     kafka_security: KafkaSecurity = KafkaSecurity()
@@ -494,6 +507,8 @@ class Settings(BaseSettings):
 def _shown(value: Any) -> str:
     """A setting's value as `effective` prints it: secrets as ``***``, sequences joined."""
     if isinstance(value, SecretStr | Secret):
+        return "***"
+    if isinstance(value, tuple) and any(isinstance(v, SecretStr) for v in value):
         return "***"
     if isinstance(value, tuple):
         sep = os.pathsep if value and isinstance(value[0], Path) else ","
