@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -227,10 +226,10 @@ def _run(args: argparse.Namespace, files: Sequence[Path]) -> int:
     worker: _Worker | None = None
     try:
         with _broker(settings, given) as bootstrap:
-            settings = dataclasses.replace(settings, bootstrap_servers=bootstrap)
+            settings = settings.replace(bootstrap_servers=bootstrap)
             if not given:  # the embedded broker: plaintext on 127.0.0.1, whatever KAFKA_SSL_*
-                settings = dataclasses.replace(
-                    settings, data_dir=workdir / "data", kafka_security=KafkaSecurity()
+                settings = settings.replace(
+                    data_dir=workdir / "data", kafka_security=KafkaSecurity()
                 )
             where = "embedded Tansu" if not given else "cluster"
             print(f"klaxon: {where} at {bootstrap}", file=sys.stderr)

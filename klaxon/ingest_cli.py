@@ -289,7 +289,7 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> WebhookCon
     """The receiver's configuration from its flags; raises `ConfigError` when it is unsafe
     or inconsistent (no TLS, no authentication, half a certificate pair)."""
     from pipeline.errors import ConfigError
-    from pipeline.sources.webhook import Limits, TlsFiles, TokenFile, WebhookConfig, tokens_env
+    from pipeline.sources.webhook import Limits, TlsFiles, TokenFile, WebhookConfig
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("give both --tls-cert and --tls-key")
@@ -299,7 +299,7 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> WebhookCon
     if args.tls_cert is not None:
         tls = TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
         _ = tls.context  # load now: a bad file stops the start
-    env_tokens = tokens_env()
+    env_tokens = [t.get_secret_value() for t in settings.webhook_tokens]
     tokens = TokenFile(args.token_file, env_tokens) if args.token_file or env_tokens else None
     config = WebhookConfig(
         cluster=args.cluster or settings.cluster,

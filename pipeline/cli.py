@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from pipeline import topics_cli
-from pipeline.config import Settings, WorkerOptions
 from pipeline.errors import PipelineError
+from pipeline.options import WorkerOptions
 
 __all__ = ["options_from_args", "register"]
 
@@ -124,6 +124,7 @@ def _register_worker(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from pipeline.config import Settings
     from pipeline.worker import run_worker
 
     try:

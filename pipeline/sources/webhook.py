@@ -38,7 +38,6 @@ import hashlib
 import hmac
 import itertools
 import logging
-import os
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Iterable
@@ -68,7 +67,6 @@ __all__ = [
     "gunzip",
     "peer_names",
     "prepare",
-    "tokens_env",
 ]
 
 log = logging.getLogger("klaxon.intake")
@@ -625,13 +623,3 @@ class WebhookSource(PayloadSource):
         except IntakeUnavailable:
             return self._unavailable("Kafka did not acknowledge the dead letter")
         return self._answer(400, reason)
-
-
-def tokens_env(env: dict[str, str] | None = None) -> list[str]:
-    """Tokens of ``KLAXON_WEBHOOK_TOKENS`` (comma-separated).
-
-    >>> tokens_env({"KLAXON_WEBHOOK_TOKENS": "a, b,,"})
-    ['a', 'b']
-    """
-    raw = (os.environ if env is None else env).get("KLAXON_WEBHOOK_TOKENS", "")
-    return [t.strip() for t in raw.split(",") if t.strip()]
