@@ -1,0 +1,408 @@
+"""The alert formats: every rule and correlation of the pack converts to a valid document.
+
+Native alerts validate against `schemas.Alert`; OCSF findings against `py-ocsf-models`' Detection
+Finding (OCSF 1.5.0) plus the attributes that package does not model; ECS documents against the
+ECS field set they use (names, types and allowed values as ECS publishes them, written out
+below: no Python package ships ECS's field definitions, see ECS_FIELDS); Splunk HEC envelopes
+against the HEC event endpoint's rules.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+from typing import Any
+
+import orjson
+import pytest
+from py_ocsf_models.events.findings.detection_finding import DetectionFinding
+from py_ocsf_models.objects.api import API
+from py_ocsf_models.objects.resource_details import ResourceDetails
+
+from pipeline.sinks.formats import FORMATS
+from pipeline.sinks.kafka import alert_headers
+from schemas.alert import Alert, example_alert
+from tests.pipeline.sinks.pack_alerts import correlation_alerts, rule_alerts, ruleset
+
+RULE_ALERTS = rule_alerts()
+CORRELATION_ALERTS = correlation_alerts()
+PACK = [pytest.param(a, id=a["rule"]["title"][:60]) for a in RULE_ALERTS.values()] + [
+    pytest.param(a, id="correlation: " + a["rule"]["title"][:50])
+    for a in CORRELATION_ALERTS.values()
+]
+
+#: What the fields other helpers add look like (`group`, `incident`, `labels`, `tags`).
+GROUPED = {
+    **example_alert(),
+    "group": {
+        "id": "5b7c1a8e-0c1d-5e2f-8a3b-4c5d6e7f8a9b",
+        "key": "default|7d2b6f0a|system:serviceaccount:ci:deployer",
+        "count": 20,
+        "first_seen": "2018-10-25T13:58:40.000000Z",
+        "last_seen": "2018-10-25T13:58:49.730588Z",
+        "event_ids": ["e1", "e2"],
+        "update": 1,
+    },
+    "incident": "inc-9f2d",
+    "labels": {"env": "prod", "team": "platform"},
+    "tags": ["attack.privilege-escalation", "attack.t1611"],
+}
+
+
+def test_the_pack_is_covered() -> None:
+    """Every packaged rule and correlation gave an alert to convert (the contract is total)."""
+    rs = ruleset()
+    assert set(RULE_ALERTS) == {r.id for r in rs.rules}
+    assert set(CORRELATION_ALERTS) == {c.id for c in rs.correlations}
+    assert len(RULE_ALERTS) >= 80 and len(CORRELATION_ALERTS) >= 6
+
+
+@pytest.mark.parametrize("alert", PACK)
+def test_native_alerts_validate_against_the_alert_schema(alert: dict[str, Any]) -> None:
+    """The native format writes the alert unchanged, and it is a valid `klaxon.alert/v1`."""
+    assert orjson.loads(FORMATS["native"].encode(alert)) == orjson.loads(orjson.dumps(alert))
+    Alert.model_validate(alert)
+
+
+# --- OCSF ------------------------------------------------------------------------------------
+
+#: OCSF attributes written that `py-ocsf-models` 0.10 does not model (checked by hand below).
+OCSF_UNMODELLED = {"is_alert", "observables"}
+
+
+def check_ocsf(doc: dict[str, Any]) -> DetectionFinding:
+    """Validate an OCSF Detection Finding; returns the parsed model."""
+    finding = DetectionFinding.model_validate(doc)
+    assert doc["class_uid"] == 2004 and doc["category_uid"] == 2
+    assert doc["type_uid"] == doc["class_uid"] * 100 + doc["activity_id"]
+    assert doc["metadata"]["version"] == "1.5.0" and doc["metadata"]["product"]["name"] == "Klaxon"
+    modelled = set(DetectionFinding.model_fields)
+    assert set(doc) - modelled <= OCSF_UNMODELLED, set(doc) - modelled
+    assert isinstance(doc["is_alert"], bool)
+    for ob in doc.get("observables", []):
+        assert ob["type_id"] in (2, 4) and ob["value"]
+    attacks = doc["finding_info"].get("attacks", [])
+    for attack in attacks:  # OCSF: at least one of tactic / technique / sub_technique
+        assert {"tactic", "technique", "sub_technique"} & set(attack) and attack["version"]
+    for res in doc["resources"]:
+        ResourceDetails.model_validate(res)
+    evidence = doc["evidences"][0]
+    API.model_validate(evidence["api"])
+    # actor and src_endpoint are OCSF evidence attributes (objects/evidences.json) that
+    # py-ocsf-models leaves out: user.name and type_id, endpoint ip.
+    user = evidence["actor"]["user"]
+    assert isinstance(user["name"], str) and user["type_id"] in (1, 3)
+    if "src_endpoint" in evidence:
+        ipaddress.ip_address(evidence["src_endpoint"]["ip"])
+    return finding
+
+
+@pytest.mark.parametrize("alert", PACK)
+def test_every_pack_alert_converts_to_a_valid_ocsf_detection_finding(
+    alert: dict[str, Any],
+) -> None:
+    """OCSF: a valid Detection Finding with the rule as analytic and its ATT&CK mapping."""
+    doc = orjson.loads(FORMATS["ocsf"].encode(alert))
+    finding = check_ocsf(doc)
+    assert finding.finding_info.uid == alert["id"]
+    assert finding.finding_info.analytic is not None
+    assert finding.finding_info.analytic.uid == alert["rule"]["id"]
+    techniques = {t["id"] for t in alert["attack"]["techniques"]}
+    written = {
+        (a.get("sub_technique") or a.get("technique") or {}).get("uid")
+        for a in doc["finding_info"].get("attacks", [])
+    }
+    assert techniques <= written
+
+
+def test_ocsf_maps_grouping_incident_and_labels() -> None:
+    """A group update is an Update of the group's finding, with count and first/last seen."""
+    doc = FORMATS["ocsf"].document(GROUPED)  # type: ignore[attr-defined]
+    check_ocsf(doc)
+    assert (doc["activity_id"], doc["type_uid"], doc["count"]) == (2, 200402, 20)
+    assert doc["finding_info"]["uid"] == GROUPED["group"]["id"]
+    assert doc["finding_info"]["related_events"] == [{"uid": "e1"}, {"uid": "e2"}]
+    assert doc["start_time"] < doc["end_time"] == doc["time"]
+    assert doc["metadata"]["correlation_uid"] == "inc-9f2d"
+    assert doc["metadata"]["labels"] == ["env:prod", "team:platform"]
+    assert doc["unmapped"]["klaxon"]["tags"] == GROUPED["tags"]
+
+
+def test_ocsf_sub_technique_sits_beside_its_parent() -> None:
+    """A sub-technique is written as sub_technique with its parent as technique."""
+    alert = {
+        **example_alert(),
+        "attack": {
+            "tactics": ["TA0003"],
+            "techniques": [{"id": "T1098.006", "name": "Additional Container Cluster Roles"}],
+        },
+    }
+    (attack,) = FORMATS["ocsf"].document(alert)["finding_info"]["attacks"]  # type: ignore[attr-defined]
+    assert (
+        attack["technique"]["uid"] == "T1098"
+        and attack["technique"]["name"] == "Account Manipulation"
+    )
+    assert attack["sub_technique"]["uid"] == "T1098.006"
+    assert attack["tactic"] == {
+        "uid": "TA0003",
+        "name": "Persistence",
+        "src_url": "https://attack.mitre.org/tactics/TA0003/",
+    }
+
+
+# --- ECS -------------------------------------------------------------------------------------
+
+#: The ECS fields the format writes, with their ECS type (elastic/ecs `generated/csv/fields.csv`
+#: and the field-set pages; see /work/shared/research/formats.md §4.2). Custom namespaces are
+#: `kubernetes.audit.*` (Elastic's Kubernetes audit integration) and `klaxon.*`.
+ECS_FIELDS = {
+    "@timestamp": "date",
+    "message": "match_only_text",
+    "tags": "keyword",
+    "labels": "object",
+    "ecs.version": "keyword",
+    "event.kind": "keyword",
+    "event.category": "keyword",
+    "event.type": "keyword",
+    "event.id": "keyword",
+    "event.action": "keyword",
+    "event.dataset": "keyword",
+    "event.module": "keyword",
+    "event.provider": "keyword",
+    "event.severity": "long",
+    "event.risk_score": "float",
+    "event.outcome": "keyword",
+    "event.start": "date",
+    "event.end": "date",
+    "log.level": "keyword",
+    "rule.id": "keyword",
+    "rule.uuid": "keyword",
+    "rule.name": "keyword",
+    "rule.description": "keyword",
+    "rule.author": "keyword",
+    "rule.license": "keyword",
+    "rule.reference": "keyword",
+    "rule.ruleset": "keyword",
+    "rule.category": "keyword",
+    "threat.framework": "keyword",
+    "threat.tactic.id": "keyword",
+    "threat.tactic.name": "keyword",
+    "threat.tactic.reference": "keyword",
+    "threat.technique.id": "keyword",
+    "threat.technique.name": "keyword",
+    "threat.technique.reference": "keyword",
+    "threat.technique.subtechnique.id": "keyword",
+    "threat.technique.subtechnique.name": "keyword",
+    "threat.technique.subtechnique.reference": "keyword",
+    "user.name": "keyword",
+    "user.id": "keyword",
+    "user.group.name": "keyword",
+    "user.effective.name": "keyword",
+    "source.ip": "ip",
+    "related.ip": "ip",
+    "related.user": "keyword",
+    "user_agent.original": "keyword",
+    "orchestrator.type": "keyword",
+    "orchestrator.cluster.name": "keyword",
+    "orchestrator.namespace": "keyword",
+    "orchestrator.resource.type": "keyword",
+    "orchestrator.resource.name": "keyword",
+    "orchestrator.api_version": "keyword",
+    "observer.type": "keyword",
+    "observer.vendor": "keyword",
+    "observer.product": "keyword",
+}
+ECS_ALLOWED = {
+    "event.kind": {
+        "alert",
+        "asset",
+        "enrichment",
+        "event",
+        "metric",
+        "state",
+        "pipeline_error",
+        "signal",
+    },
+    "event.category": {
+        "api",
+        "authentication",
+        "configuration",
+        "database",
+        "driver",
+        "email",
+        "file",
+        "host",
+        "iam",
+        "intrusion_detection",
+        "library",
+        "malware",
+        "network",
+        "package",
+        "process",
+        "registry",
+        "session",
+        "threat",
+        "vulnerability",
+        "web",
+    },
+    "event.type": {
+        "access",
+        "admin",
+        "allowed",
+        "change",
+        "connection",
+        "creation",
+        "deletion",
+        "denied",
+        "end",
+        "error",
+        "group",
+        "indicator",
+        "info",
+        "installation",
+        "protocol",
+        "start",
+        "user",
+    },
+    "event.outcome": {"failure", "success", "unknown"},
+}
+CUSTOM = ("kubernetes.audit.", "klaxon.", "labels.")
+
+
+def _flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        path = prefix + key
+        if isinstance(value, dict) and path not in ECS_FIELDS and not path.startswith(CUSTOM):
+            out.update(_flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _type_ok(ecs_type: str, value: Any) -> bool:
+    values = value if isinstance(value, list) else [value]
+    checks = {
+        "keyword": lambda v: isinstance(v, str),
+        "match_only_text": lambda v: isinstance(v, str),
+        "long": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, float),
+        "date": lambda v: isinstance(v, str) and datetime.fromisoformat(v.replace("Z", "+00:00")),
+        "ip": lambda v: isinstance(v, str) and ipaddress.ip_address(v),
+        "object": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+    }
+    return all(checks[ecs_type](v) for v in values)
+
+
+def check_ecs(doc: dict[str, Any]) -> None:
+    """Every field is an ECS field of the right type (or in a custom namespace)."""
+    for path, value in _flatten(doc).items():
+        if path.startswith(CUSTOM):
+            continue
+        assert path in ECS_FIELDS, f"{path} is not an ECS field"
+        assert _type_ok(ECS_FIELDS[path], value), f"{path}: {value!r} is not {ECS_FIELDS[path]}"
+        allowed = ECS_ALLOWED.get(path)
+        if allowed is not None:
+            assert set(value if isinstance(value, list) else [value]) <= allowed, path
+    assert doc["event"]["kind"] == "alert" and doc["ecs"]["version"]
+
+
+@pytest.mark.parametrize("alert", PACK)
+def test_every_pack_alert_converts_to_a_valid_ecs_alert(alert: dict[str, Any]) -> None:
+    """ECS: event.kind alert, rule.*, threat.* with framework MITRE ATT&CK, orchestrator.*."""
+    doc = orjson.loads(FORMATS["ecs"].encode(alert))
+    check_ecs(doc)
+    assert doc["rule"]["id"] == alert["rule"]["id"] and doc["event"]["id"] == alert["id"]
+    if alert["attack"]["techniques"]:
+        assert doc["threat"]["framework"] == "MITRE ATT&CK"
+    assert doc["orchestrator"]["cluster"]["name"] == alert["cluster"]
+    assert doc["kubernetes"]["audit"]["auditID"] == alert["audit_id"]
+
+
+def test_ecs_maps_grouping_incident_labels_and_tags() -> None:
+    """Group window as event.start/end, labels and tags as ECS's own, the rest under klaxon."""
+    doc = FORMATS["ecs"].document(GROUPED)  # type: ignore[attr-defined]
+    check_ecs(doc)
+    assert doc["event"]["start"] == GROUPED["group"]["first_seen"]
+    assert doc["labels"] == {"env": "prod", "team": "platform"}
+    assert doc["tags"] == GROUPED["tags"]
+    assert doc["klaxon"]["incident"] == "inc-9f2d" and doc["klaxon"]["group"]["count"] == 20
+
+
+# --- Splunk HEC ------------------------------------------------------------------------------
+
+HEC_KEYS = {"time", "host", "source", "sourcetype", "index", "event", "fields"}
+#: Field names of Splunk's CIM Alerts and Intrusion Detection data models that the event uses.
+CIM = {
+    "app",
+    "vendor_product",
+    "type",
+    "id",
+    "signature",
+    "signature_id",
+    "severity",
+    "severity_id",
+    "description",
+    "subject",
+    "user",
+    "src",
+    "dest",
+    "action",
+    "object",
+    "object_category",
+    "category",
+    "mitre_technique_id",
+}
+
+
+def check_hec(doc: dict[str, Any]) -> None:
+    """The HEC event endpoint's envelope: metadata strings, epoch time, flat indexed fields."""
+    assert set(doc) <= HEC_KEYS and "event" in doc
+    assert isinstance(doc["time"], float | int) and doc["time"] > 0
+    for key in ("host", "source", "sourcetype"):
+        assert isinstance(doc[key], str) and doc[key]
+    for key, value in doc["fields"].items():  # indexed fields: no nested objects
+        assert isinstance(value, str | int | float) or (
+            isinstance(value, list) and all(isinstance(v, str | int | float) for v in value)
+        ), key
+    assert set(doc["event"]) - {"klaxon", "incident"} <= CIM
+    assert doc["event"]["severity"] in {"informational", "low", "medium", "high", "critical"}
+
+
+@pytest.mark.parametrize("alert", PACK)
+def test_every_pack_alert_converts_to_a_hec_envelope(alert: dict[str, Any]) -> None:
+    """Splunk HEC: an event envelope with CIM field names and the native alert inside."""
+    doc = orjson.loads(FORMATS["splunk_hec"].encode(alert))
+    check_hec(doc)
+    assert doc["event"]["signature_id"] == alert["rule"]["id"]
+    assert doc["event"]["klaxon"] == orjson.loads(orjson.dumps(alert))
+
+
+def test_hec_indexes_group_incident_and_labels() -> None:
+    """Group id, incident and labels become indexed fields (searchable with tstats)."""
+    doc = FORMATS["splunk_hec"].document(GROUPED)  # type: ignore[attr-defined]
+    check_hec(doc)
+    expected = {"incident": "inc-9f2d", "label_env": "prod", "group_id": GROUPED["group"]["id"]}
+    assert expected.items() <= doc["fields"].items()
+
+
+# --- all formats -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_formats_are_deterministic_and_named_in_kafka_headers(name: str) -> None:
+    """Same alert, same bytes; the topic headers name the format and its schema version."""
+    fmt = FORMATS[name]
+    assert fmt.encode(GROUPED) == fmt.encode(dict(GROUPED))
+    headers = dict(alert_headers(fmt, GROUPED))
+    assert headers["klaxon-format"] == name.encode()
+    assert headers["klaxon-schema"] == fmt.schema.encode()
+    assert headers["klaxon-rule"] and headers["klaxon-severity"] == b"high"
+
+
+def test_an_alert_without_any_time_cannot_be_written_as_a_finding() -> None:
+    """No event time and no group: the formats that need a time refuse (a dead letter)."""
+    alert = {**example_alert(), "event_time": None}
+    for name in ("ocsf", "ecs", "splunk_hec"):
+        with pytest.raises(ValueError, match="no event_time"):
+            FORMATS[name].encode(alert)
