@@ -1,0 +1,74 @@
+"""`klaxon outputs`: the outputs file is checked at start, and credentials are never printed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SECRET = "hec-token-9f8e7d6c"
+#: This environment without Kafka or Klaxon settings (the test gives what it needs).
+BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KLAXON_"))}
+
+
+def klaxon(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "klaxon", *args],
+        capture_output=True,
+        text=True,
+        env={**BASE_ENV, **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "outputs.yml"
+    path.write_text(text)
+    return path
+
+
+def test_check_describes_each_output_without_its_token(tmp_path: Path) -> None:
+    """--check prints name, type, format, filters; a token is 'set', never shown."""
+    cfg = write(
+        tmp_path,
+        """
+outputs:
+  - name: splunk
+    type: splunk_hec
+    url: https://splunk.example:8088/services/collector/event
+    token_env: HEC_TOKEN
+    min_severity: medium
+  - name: sidekick
+    type: webhook
+    url: http://falcosidekick:2801/
+    shape: falco
+    namespaces: [prod-*]
+""",
+    )
+    done = klaxon("outputs", "--config", str(cfg), "--check", env={"HEC_TOKEN": SECRET})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "splunk: splunk_hec, format splunk_hec, severity >= medium; batches of 100, token set",
+        "sidekick: webhook, format native (falco shape), severity >= informational; "
+        "namespaces prod-*; batches of 100, token none",
+    ]
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_a_misspelled_key_or_a_missing_credential_is_a_usage_error(tmp_path: Path) -> None:
+    """Exit 2 naming the file and the key, or the variable that is not set."""
+    cfg = write(
+        tmp_path, "outputs:\n  - {name: a, type: webhook, url: 'http://x', min_severty: high}\n"
+    )
+    done = klaxon("outputs", "--config", str(cfg), "--check")
+    assert done.returncode == 2
+    assert f"{cfg}: outputs.0.min_severty: Extra inputs are not permitted" in done.stderr
+    cfg = write(tmp_path, "outputs:\n  - {name: a, type: slack, url_env: SLACK_URL}\n")
+    done = klaxon("outputs", "--config", str(cfg), "--check")
+    assert done.returncode == 2
+    assert "output a: url: environment variable SLACK_URL is not set" in done.stderr
+    cfg = write(tmp_path, "outputs:\n  - {name: a, type: pager, url: 'http://x'}\n")
+    done = klaxon("outputs", "--config", str(cfg), "--check")
+    assert done.returncode == 2 and "unknown type 'pager'" in done.stderr
