@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
+
 SECRET = "hec-token-9f8e7d6c"
 #: This environment without Kafka or Klaxon settings (the test gives what it needs).
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KLAXON_"))}
@@ -72,3 +74,20 @@ def test_a_misspelled_key_or_a_missing_credential_is_a_usage_error(tmp_path: Pat
     cfg = write(tmp_path, "outputs:\n  - {name: a, type: pager, url: 'http://x'}\n")
     done = klaxon("outputs", "--config", str(cfg), "--check")
     assert done.returncode == 2 and "unknown type 'pager'" in done.stderr
+
+
+def test_offline_replay_prints_alerts_in_a_format(tmp_path: Path) -> None:
+    """``klaxon replay --offline --format ecs``: one valid ECS alert document per line; an
+    unknown format is a usage error listing the formats."""
+    from replay.sample import SAMPLE_PATH
+    from tests.pipeline.sinks.test_formats import check_ecs
+
+    done = klaxon("replay", "--offline", str(SAMPLE_PATH), "--format", "ecs")
+    assert done.returncode == 0, done.stderr
+    docs = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert len(docs) >= 40
+    for doc in docs:
+        check_ecs(doc)
+    done = klaxon("replay", "--offline", str(SAMPLE_PATH), "--format", "cef")
+    assert done.returncode == 2
+    assert "unknown format 'cef' (one of native, ocsf, ecs, splunk_hec)" in done.stderr
