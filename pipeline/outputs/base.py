@@ -92,6 +92,7 @@ class Output(ABC):
         self.config = config
         self.url = config.resolve_url()
         self.token = config.resolve_token()
+        self.secret_headers = config.resolve_headers()
         name = config.format or self.default_format
         self.format: JsonFormat | None = None
         if name is not None:
@@ -122,6 +123,7 @@ class Output(ABC):
         import aiohttp
 
         headers = {"Content-Type": content_type, **self.auth_headers()}
+        headers.update({k: v.get_secret_value() for k, v in self.secret_headers.items()})
         url = (
             self.url.get_secret_value().rstrip("/") + path if path else self.url.get_secret_value()
         )

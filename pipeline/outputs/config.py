@@ -92,11 +92,16 @@ class OutputConfig(BaseModel):
     url_file: Path | None = None
     token_env: str | None = None
     token_file: Path | None = None
+    #: More credential headers, each read from an environment variable (header -> variable),
+    #: e.g. Google SecOps' ``X-goog-api-key`` and ``X-Webhook-Access-Key``.
+    secret_headers: dict[str, str] = Field(default_factory=dict)
     format: str | None = Field(default=None, description="A key of FORMATS; default per type.")
     #: Splunk index or Elasticsearch index / data stream.
     index: str | None = None
     #: Webhook body: Klaxon's format, or the Falco shape falcosidekick reads.
     shape: Literal["format", "falco"] = "format"
+    #: Webhook request body: one alert per request, or a batch as newline-separated JSON.
+    body: Literal["one", "ndjson"] = "one"
     #: Elasticsearch Authorization scheme for the token (``ApiKey`` or ``Bearer``).
     auth_scheme: Literal["ApiKey", "Bearer"] = "ApiKey"
     min_severity: Severity = "informational"
@@ -132,6 +137,15 @@ class OutputConfig(BaseModel):
     def resolve_token(self) -> SecretStr | None:
         """The token, read from the environment or a file (None when there is none)."""
         return _secret(None, self.token_env, self.token_file, f"output {self.name}: token")
+
+    def resolve_headers(self) -> dict[str, SecretStr]:
+        """The ``secret_headers`` values, read from their environment variables."""
+        out: dict[str, SecretStr] = {}
+        for header, env in self.secret_headers.items():
+            value = _secret(None, env, None, f"output {self.name}: header {header}")
+            assert value is not None
+            out[header] = value
+        return out
 
     def wants(self, alert: dict[str, Any]) -> bool:
         """Whether the alert passes this output's severity, rule, tag and namespace filters."""

@@ -275,3 +275,52 @@ async def test_tokens_are_sent_but_never_logged(
     assert TOKEN not in ours
     assert "/services/T000" not in ours
     assert TOKEN not in repr(runners[1].output.token) and TOKEN not in repr(runners[1].config)
+
+
+async def test_a_google_secops_style_feed_gets_batches_with_its_credential_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``body: ndjson`` posts a batch as newline-separated JSON, and ``secret_headers`` adds
+    credential headers read from the environment (SecOps' API key and feed secret)."""
+    from aiohttp import web
+
+    got: list[tuple[dict[str, str], bytes]] = []
+
+    async def feed(request: web.Request) -> web.Response:
+        got.append((dict(request.headers), await request.read()))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/v1/feed", feed)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    monkeypatch.setenv("SECOPS_API_KEY", "api-key-1")
+    monkeypatch.setenv("SECOPS_FEED_SECRET", "feed-secret-2")
+    cfg = OutputConfig.model_validate(
+        {
+            "name": "secops",
+            "type": "webhook",
+            "url": f"http://127.0.0.1:{port}/v1/feed",
+            "format": "ocsf",
+            "body": "ndjson",
+            "batch": {"max_alerts": 4},
+            "secret_headers": {
+                "X-goog-api-key": "SECOPS_API_KEY",
+                "X-Webhook-Access-Key": "SECOPS_FEED_SECRET",
+            },
+        }
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            await OutputRunner(OUTPUTS["webhook"](cfg), Letters()).handle(http, records(ALERTS[:8]))
+    finally:
+        await runner.cleanup()
+    assert len(got) == 2
+    headers, body = got[0]
+    assert headers["X-goog-api-key"] == "api-key-1"
+    assert headers["X-Webhook-Access-Key"] == "feed-secret-2"
+    findings = [orjson.loads(line) for line in body.splitlines()]
+    assert [f["class_uid"] for f in findings] == [2004] * 4
+    assert "feed-secret-2" not in repr(cfg)
