@@ -91,3 +91,25 @@ def test_offline_replay_prints_alerts_in_a_format(tmp_path: Path) -> None:
     done = klaxon("replay", "--offline", str(SAMPLE_PATH), "--format", "cef")
     assert done.returncode == 2
     assert "unknown format 'cef' (one of native, ocsf, ecs, splunk_hec)" in done.stderr
+
+
+def test_the_readme_example_outputs_file_is_valid(tmp_path: Path) -> None:
+    """The README's outputs.yml loads, builds every output kind, and `--check` accepts it."""
+    import re
+
+    from pipeline.outputs import OUTPUTS
+    from pipeline.outputs.config import load_outputs
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    body = re.search(r"^```yaml file=outputs.yml\n(.*?)^```", readme, re.M | re.S)
+    assert body is not None
+    cfg = write(tmp_path, body.group(1))
+    (tmp_path / "es-key").write_text("es-api-key")
+    text = cfg.read_text().replace("/run/secrets/es-api-key", str(tmp_path / "es-key"))
+    cfg.write_text(text)
+    file = load_outputs(cfg)
+    assert {o.type for o in file.outputs} == set(OUTPUTS)
+    env = {"KLAXON_SPLUNK_HEC_TOKEN": SECRET, "KLAXON_SLACK_WEBHOOK_URL": "https://hooks.example/x"}
+    done = klaxon("outputs", "--config", str(cfg), "--check", env=env)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 4 and SECRET not in done.stdout
