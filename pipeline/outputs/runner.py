@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,15 +63,15 @@ class OutputStats:
 class OutputRunner:
     """Deliver the records of the alert topic to one output (Kafka-agnostic core).
 
-    ``dead_letter(records_and_reasons)`` writes and awaits dead letters; `run` (below) wires
-    the consumer. `handle` is the unit tests drive: records in, returns when every record is
-    delivered, filtered or dead-lettered.
+    ``dead_letter([(record, letter bytes)], output name)`` writes them and returns once they
+    are acknowledged; `run_outputs` (below) wires the consumer. `handle` is what tests drive:
+    records in, returns when every record is delivered, filtered out or dead-lettered.
     """
 
     def __init__(
         self,
         output: Output,
-        dead_letter: Any,
+        dead_letter: Callable[[list[tuple[Record, bytes]], str], Awaitable[None]],
         stop: asyncio.Event | None = None,
     ) -> None:
         self.output = output
@@ -185,7 +185,7 @@ class OutputRunner:
             )
             for r, reason in letters
         ]
-        await self.dead_letter(out)
+        await self.dead_letter(out, self.config.name)
         self.stats.dead_lettered += len(out)
         log.warning(
             "output %s: %d dead letter(s), e.g. %s", self.config.name, len(out), letters[0][1]
@@ -276,11 +276,10 @@ async def run_outputs(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_kwargs)
     await producer.start()
 
-    async def dead_letter(letters: list[tuple[Record, bytes]]) -> None:
+    async def dead_letter(letters: list[tuple[Record, bytes]], output: str) -> None:
+        headers = [("klaxon-output", output.encode())]
         futures = [
-            await producer.send(
-                deadletter_topic, value=v, key=r.key, headers=[("klaxon-output", b"1")]
-            )
+            await producer.send(deadletter_topic, value=v, key=r.key, headers=headers)
             for r, v in letters
         ]
         await asyncio.gather(*futures)  # acknowledged before the alerts' offsets are committed

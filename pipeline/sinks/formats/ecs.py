@@ -20,6 +20,7 @@ critical 99).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pipeline.sinks.formats.attack import ATTACK_VERSION, mappings
@@ -33,13 +34,7 @@ RISK = {"informational": 0, "low": 21, "medium": 47, "high": 73, "critical": 99}
 
 
 def _iso(ms: int) -> str:
-    from datetime import UTC, datetime
-
-    return (
-        datetime.fromtimestamp(ms / 1000, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _threat(alert: dict[str, Any]) -> dict[str, Any]:
@@ -112,13 +107,14 @@ def _orchestrator(alert: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "kubernetes", "cluster": {"name": alert.get("cluster")}}
     if obj.get("namespace"):
         out["namespace"] = obj["namespace"]
-    resource = {k: obj[k] for k in ("name",) if obj.get(k)}
+    resource: dict[str, str] = {}
     if obj.get("resource"):
-        resource["type"] = obj["resource"] + (
-            f"/{obj['subresource']}" if obj.get("subresource") else ""
-        )
+        sub = f"/{obj['subresource']}" if obj.get("subresource") else ""
+        resource["type"] = obj["resource"] + sub
+    if obj.get("name"):
+        resource["name"] = obj["name"]
     if resource:
-        out["resource"] = dict(sorted(resource.items(), key=lambda kv: kv[0] != "type"))
+        out["resource"] = resource
     if obj.get("api_version"):
         group = obj.get("api_group")
         out["api_version"] = f"{group}/{obj['api_version']}" if group else obj["api_version"]

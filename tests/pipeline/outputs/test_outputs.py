@@ -68,7 +68,7 @@ class Letters:
     def __init__(self) -> None:
         self.letters: list[dict[str, Any]] = []
 
-    async def __call__(self, letters: list[tuple[Record, bytes]]) -> None:
+    async def __call__(self, letters: list[tuple[Record, bytes]], output: str) -> None:
         self.letters += [orjson.loads(v) for _, v in letters]
 
 

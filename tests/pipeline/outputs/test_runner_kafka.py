@@ -63,7 +63,9 @@ async def dead_letters(settings: Settings, expect: int) -> list[dict[str, Any]]:
         async with asyncio.timeout(20):
             while len(out) < expect:
                 batch = await consumer.getmany(timeout_ms=500)
-                out += [orjson.loads(m.value) for ms in batch.values() for m in ms]
+                for m in (m for ms in batch.values() for m in ms):
+                    assert ("klaxon-output", b"hook") in list(m.headers)  # which output refused
+                    out.append(orjson.loads(m.value))
     finally:
         await consumer.stop()
     return out
