@@ -1,10 +1,12 @@
 """Elastic Common Schema documents (``event.kind: alert``), ready for an index or data stream.
 
 ECS fields where ECS has them: ``rule.*``, ``threat.*`` (``threat.framework: MITRE ATT&CK``;
-a sub-technique goes to ``threat.technique.subtechnique.*`` beside its parent), ``user.*``
-(``user.effective.name`` for an impersonated user), ``source.ip``, ``user_agent.original``,
-``orchestrator.*`` for the cluster and object, ``labels`` and ``tags``. The request itself goes
-under ``kubernetes.audit.*`` with the audit log's own names, as Elastic's Kubernetes audit
+a sub-technique goes to ``threat.technique.subtechnique.*`` beside its parent),
+``user.name``/``user.id`` (``user.effective.name`` for an impersonated user; ECS's
+``user.group.name`` holds one group, so a user's groups stay in
+``kubernetes.audit.user.groups``), ``source.ip``, ``user_agent.original``, ``orchestrator.*``
+for the cluster and object, ``labels`` and ``tags``. The request itself goes under
+``kubernetes.audit.*`` with the audit log's own names, as Elastic's Kubernetes audit
 integration stores it (annotation keys de-dotted). Klaxon-only fields (evidence, group,
 incident, Microsoft Threat Matrix ids) are under ``klaxon.*``. ``event.severity`` and
 ``event.risk_score`` follow Elastic's detection-rule scale (low 21, medium 47, high 73,
@@ -128,8 +130,6 @@ def _user(alert: dict[str, Any]) -> dict[str, Any]:
         out["name"] = user["username"]
     if user.get("uid"):
         out["id"] = user["uid"]
-    if user.get("groups"):
-        out["group"] = {"name": list(user["groups"])}
     if alert.get("impersonated_user"):
         out["effective"] = {"name": alert["impersonated_user"]}
     return out

@@ -1,16 +1,18 @@
 """The alert formats: every rule and correlation of the pack converts to a valid document.
 
 Native alerts validate against `schemas.Alert`; OCSF findings against `py-ocsf-models`' Detection
-Finding (OCSF 1.5.0) plus the attributes that package does not model; ECS documents against the
-ECS field set they use (names, types and allowed values as ECS publishes them, written out
-below: no Python package ships ECS's field definitions, see ECS_FIELDS); Splunk HEC envelopes
-against the HEC event endpoint's rules.
+Finding (OCSF 1.5.0) plus the attributes that package does not model; ECS documents against
+ECS's own field definitions (type, array normalization, allowed values; an excerpt of
+elastic/ecs's generated files in `files/`, as no Python package ships them); Splunk HEC
+envelopes against the HEC event endpoint's rules.
 """
 
 from __future__ import annotations
 
+import csv
 import ipaddress
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -152,120 +154,19 @@ def test_ocsf_sub_technique_sits_beside_its_parent() -> None:
 
 # --- ECS -------------------------------------------------------------------------------------
 
-#: The ECS fields the format writes, with their ECS type (elastic/ecs `generated/csv/fields.csv`
-#: and the field-set pages; see /work/shared/research/formats.md §4.2). Custom namespaces are
-#: `kubernetes.audit.*` (Elastic's Kubernetes audit integration) and `klaxon.*`.
-ECS_FIELDS = {
-    "@timestamp": "date",
-    "message": "match_only_text",
-    "tags": "keyword",
-    "labels": "object",
-    "ecs.version": "keyword",
-    "event.kind": "keyword",
-    "event.category": "keyword",
-    "event.type": "keyword",
-    "event.id": "keyword",
-    "event.action": "keyword",
-    "event.dataset": "keyword",
-    "event.module": "keyword",
-    "event.provider": "keyword",
-    "event.severity": "long",
-    "event.risk_score": "float",
-    "event.outcome": "keyword",
-    "event.start": "date",
-    "event.end": "date",
-    "log.level": "keyword",
-    "rule.id": "keyword",
-    "rule.uuid": "keyword",
-    "rule.name": "keyword",
-    "rule.description": "keyword",
-    "rule.author": "keyword",
-    "rule.license": "keyword",
-    "rule.reference": "keyword",
-    "rule.ruleset": "keyword",
-    "rule.category": "keyword",
-    "threat.framework": "keyword",
-    "threat.tactic.id": "keyword",
-    "threat.tactic.name": "keyword",
-    "threat.tactic.reference": "keyword",
-    "threat.technique.id": "keyword",
-    "threat.technique.name": "keyword",
-    "threat.technique.reference": "keyword",
-    "threat.technique.subtechnique.id": "keyword",
-    "threat.technique.subtechnique.name": "keyword",
-    "threat.technique.subtechnique.reference": "keyword",
-    "user.name": "keyword",
-    "user.id": "keyword",
-    "user.group.name": "keyword",
-    "user.effective.name": "keyword",
-    "source.ip": "ip",
-    "related.ip": "ip",
-    "related.user": "keyword",
-    "user_agent.original": "keyword",
-    "orchestrator.type": "keyword",
-    "orchestrator.cluster.name": "keyword",
-    "orchestrator.namespace": "keyword",
-    "orchestrator.resource.type": "keyword",
-    "orchestrator.resource.name": "keyword",
-    "orchestrator.api_version": "keyword",
-    "observer.type": "keyword",
-    "observer.vendor": "keyword",
-    "observer.product": "keyword",
-}
-ECS_ALLOWED = {
-    "event.kind": {
-        "alert",
-        "asset",
-        "enrichment",
-        "event",
-        "metric",
-        "state",
-        "pipeline_error",
-        "signal",
-    },
-    "event.category": {
-        "api",
-        "authentication",
-        "configuration",
-        "database",
-        "driver",
-        "email",
-        "file",
-        "host",
-        "iam",
-        "intrusion_detection",
-        "library",
-        "malware",
-        "network",
-        "package",
-        "process",
-        "registry",
-        "session",
-        "threat",
-        "vulnerability",
-        "web",
-    },
-    "event.type": {
-        "access",
-        "admin",
-        "allowed",
-        "change",
-        "connection",
-        "creation",
-        "deletion",
-        "denied",
-        "end",
-        "error",
-        "group",
-        "indicator",
-        "info",
-        "installation",
-        "protocol",
-        "start",
-        "user",
-    },
-    "event.outcome": {"failure", "success", "unknown"},
-}
+FILES = Path(__file__).parent / "files"
+
+
+def _ecs_fields() -> dict[str, dict[str, str]]:
+    """ECS's own definitions (type, normalization) of the fields the format writes: rows of
+    elastic/ecs `generated/csv/fields.csv`, see files/NOTICE.md."""
+    with (FILES / "ecs-fields.csv").open(newline="") as f:
+        return {row["Field"]: row for row in csv.DictReader(f)}
+
+
+ECS_FIELDS = _ecs_fields()
+#: Allowed values of the event categorisation fields (elastic/ecs `ecs_flat.yml`).
+ECS_ALLOWED = orjson.loads((FILES / "ecs-allowed-values.json").read_bytes())
 CUSTOM = ("kubernetes.audit.", "klaxon.", "labels.")
 
 
@@ -299,11 +200,18 @@ def check_ecs(doc: dict[str, Any]) -> None:
     for path, value in _flatten(doc).items():
         if path.startswith(CUSTOM):
             continue
-        assert path in ECS_FIELDS, f"{path} is not an ECS field"
-        assert _type_ok(ECS_FIELDS[path], value), f"{path}: {value!r} is not {ECS_FIELDS[path]}"
+        assert path in ECS_FIELDS, f"{path} is not an ECS field (or not in files/ecs-fields.csv)"
+        field = ECS_FIELDS[path]
+        assert _type_ok(field["Type"], value), f"{path}: {value!r} is not {field['Type']}"
+        # ECS "array" normalization: always a list; other fields hold one value
+        assert isinstance(value, list) == (field["Normalization"] == "array"), path
         allowed = ECS_ALLOWED.get(path)
         if allowed is not None:
-            assert set(value if isinstance(value, list) else [value]) <= allowed, path
+            assert set(value if isinstance(value, list) else [value]) <= set(allowed), path
+    expected_types = set().union(
+        *(ECS_ALLOWED["expected_event_types"][c] for c in doc["event"]["category"])
+    )
+    assert set(doc["event"]["type"]) <= expected_types  # types the categories allow
     assert doc["event"]["kind"] == "alert" and doc["ecs"]["version"]
 
 
