@@ -1,7 +1,8 @@
 """The alert formats: every rule and correlation of the pack converts to a valid document.
 
 Native alerts validate against `schemas.Alert`; OCSF findings against `py-ocsf-models`' Detection
-Finding (OCSF 1.5.0) plus the attributes that package does not model; ECS documents against
+Finding (OCSF 1.5.0) and, attribute by attribute, against OCSF 1.5.0's published definitions
+(an excerpt resolved from ocsf/ocsf-schema in `files/`); ECS documents against
 ECS's own field definitions (type, array normalization, allowed values; an excerpt of
 elastic/ecs's generated files in `files/`, as no Python package ships them); Splunk HEC
 envelopes against the HEC event endpoint's rules.
@@ -72,8 +73,52 @@ def test_native_alerts_validate_against_the_alert_schema(alert: dict[str, Any]) 
 OCSF_UNMODELLED = {"is_alert", "observables"}
 
 
+#: OCSF 1.5.0's Detection Finding and the objects it nests, attribute -> type or object, resolved
+#: from ocsf/ocsf-schema at tag 1.5.0 (extends chains and dictionary.json), see files/NOTICE.md.
+OCSF_SCHEMA: dict[str, dict[str, dict[str, Any]]] = orjson.loads(
+    (Path(__file__).parent / "files" / "ocsf-1.5.0-detection-finding.json").read_bytes()
+)
+OCSF_SCALARS = {
+    "string_t": str,
+    "username_t": str,
+    "hostname_t": str,
+    "url_t": str,
+    "email_t": str,
+    "resource_uid_t": str,
+    "mac_t": str,
+    "ip_t": str,
+    "integer_t": int,
+    "long_t": int,
+    "port_t": int,
+    "timestamp_t": int,
+    "boolean_t": bool,
+}
+
+
+def check_ocsf_attributes(value: Any, obj: str, path: str = "") -> None:
+    """Every attribute written is one OCSF 1.5.0 defines on that object, with its type and
+    arity (objects OCSF leaves free, ``object`` and ``json_t``, are not walked)."""
+    assert isinstance(value, dict), f"{path}: an object expected"
+    for key, item in value.items():
+        where = f"{path}.{key}".lstrip(".")
+        spec = OCSF_SCHEMA[obj].get(key)
+        assert spec is not None, f"{where}: not an attribute of OCSF {obj}"
+        items = item if spec["array"] else [item]
+        assert isinstance(item, list) == spec["array"], f"{where}: array is {spec['array']}"
+        for one in items:
+            if "object" in spec and spec["object"] in OCSF_SCHEMA:
+                check_ocsf_attributes(one, spec["object"], where)
+            elif "object" in spec:
+                assert isinstance(one, dict), where
+            elif spec["type"] in OCSF_SCALARS:
+                assert isinstance(one, OCSF_SCALARS[spec["type"]]), f"{where}: {spec['type']}"
+                if spec["type"] == "ip_t":
+                    ipaddress.ip_address(one)
+
+
 def check_ocsf(doc: dict[str, Any]) -> DetectionFinding:
     """Validate an OCSF Detection Finding; returns the parsed model."""
+    check_ocsf_attributes(doc, "detection_finding")
     finding = DetectionFinding.model_validate(doc)
     assert doc["class_uid"] == 2004 and doc["category_uid"] == 2
     assert doc["type_uid"] == doc["class_uid"] * 100 + doc["activity_id"]
@@ -115,6 +160,19 @@ def test_every_pack_alert_converts_to_a_valid_ocsf_detection_finding(
         for a in doc["finding_info"].get("attacks", [])
     }
     assert techniques <= written
+
+
+def test_the_ocsf_schema_check_refuses_what_ocsf_does_not_define() -> None:
+    """The attribute walk is not vacuous: an unknown attribute, a wrong type or a missing
+    array are errors."""
+    doc = FORMATS["ocsf"].document(example_alert())  # type: ignore[attr-defined]
+    for bad, message in (
+        ({**doc, "evidences": [{**doc["evidences"][0], "actor_name": "x"}]}, "actor_name"),
+        ({**doc, "time": "2018-10-25T13:58:49Z"}, "time: timestamp_t"),
+        ({**doc, "resources": doc["resources"][0]}, "resources: array is True"),
+    ):
+        with pytest.raises(AssertionError, match=message):
+            check_ocsf_attributes(bad, "detection_finding")
 
 
 def test_ocsf_maps_grouping_incident_and_labels() -> None:
