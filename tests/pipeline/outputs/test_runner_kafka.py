@@ -166,3 +166,53 @@ def test_each_output_has_its_own_consumer_group() -> None:
         for n in ("a", "b")
     ]
     assert len({group_id("klaxon", o) for o in outs}) == 2
+
+
+async def test_klaxon_outputs_runs_from_its_config_file_and_stops_on_sigterm(
+    tansu: Any, tmp_path: Path
+) -> None:
+    """The command itself: settings from the environment, the file's outputs, alerts
+    delivered with the token from the file's variable, a clean exit on SIGTERM, no secret
+    in its output."""
+    import os
+    import signal
+    import sys
+
+    from pipeline.worker import settings_env
+
+    settings = isolated_settings(tansu.bootstrap_servers, tmp_path)
+    await ensure_topics(tansu.bootstrap_servers, settings)
+    await produce(settings, [orjson.dumps(a) for a in ALERTS[:6]])
+    server = await FlakyServer("webhook", fail_first=1).start()
+    config = tmp_path / "outputs.yml"
+    config.write_text(
+        f"outputs:\n  - name: hook\n    type: webhook\n    url: {server.url}\n"
+        "    token_env: HOOK_TOKEN\n    retry: {initial: 0.05}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KLAXON_"))}
+    env.update(settings_env(settings), HOOK_TOKEN=TOKEN)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "klaxon",
+        "outputs",
+        "--config",
+        str(config),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await wait_for(lambda: len(server.accepted) == 6, timeout=60)
+        assert proc.returncode is None  # still running: outputs run until stopped
+        proc.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await server.stop()
+    assert proc.returncode == 0, output.decode()[-2000:]
+    assert sorted(d["id"] for d in server.accepted) == sorted(a["id"] for a in ALERTS[:6])
+    assert server.unauthorised == 0 and TOKEN not in output.decode()
+    assert "hook: webhook, format native" in output.decode()
+    assert await committed(settings, f"{settings.app_id}-output-hook") == 6  # before exiting
