@@ -16,6 +16,7 @@ lacks are kept with what the alert says (a format never drops a mapping).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from mitre import catalogue
@@ -66,18 +67,30 @@ def mappings(alert: dict[str, Any]) -> list[Mapping]:
     """One `Mapping` per technique of the alert; per tactic when it names no technique."""
     block = alert.get("attack")
     attack: dict[str, Any] = block if isinstance(block, dict) else {}
-    listed = [_tactic(str(t)) for t in attack.get("tactics") or []]
+    tactics = tuple(str(t) for t in attack.get("tactics") or [])
+    techniques = tuple(
+        (str(e.get("id")), str(e.get("name") or ""))
+        for e in attack.get("techniques") or []
+        if isinstance(e, dict)
+    )
+    return list(_mappings(tactics, techniques))
+
+
+@lru_cache(maxsize=4096)  # a rule's mapping is the same on each of its alerts
+def _mappings(
+    tactic_ids: tuple[str, ...], techniques: tuple[tuple[str, str], ...]
+) -> tuple[Mapping, ...]:
+    listed = [_tactic(t) for t in tactic_ids]
     out: list[Mapping] = []
-    for entry in attack.get("techniques") or []:
-        ref, shortnames = _technique(str(entry.get("id")), str(entry.get("name") or ""))
-        tactic_ids = {catalogue().tactic(s).id for s in shortnames}
-        tactics = tuple(t for t in listed if t.id in tactic_ids) or tuple(listed)
+    for tid, name in techniques:
+        ref, shortnames = _technique(tid, name)
+        ids = {catalogue().tactic(s).id for s in shortnames}
+        tactics = tuple(t for t in listed if t.id in ids) or tuple(listed)
         if "." in ref.id:
-            parent_id = ref.id.split(".", 1)[0]
-            parent, _ = _technique(parent_id, "")
+            parent, _ = _technique(ref.id.split(".", 1)[0], "")
             out.append(Mapping(parent, ref, tactics))
         else:
             out.append(Mapping(ref, None, tactics))
     if not out:
         out = [Mapping(None, None, (t,)) for t in listed]
-    return out
+    return tuple(out)

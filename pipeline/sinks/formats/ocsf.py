@@ -160,6 +160,7 @@ class OcsfFormat(JsonFormat):
         activity = 2 if group and group.get("update") else 1
         severity = str(alert.get("severity") or rule.get("level") or "")
         attacks = [_attack(m) for m in mappings(alert)]
+        when = event_ms(alert)
         info: dict[str, Any] = {
             "uid": (group or {}).get("id") or alert["id"],
             "title": rule.get("title") or alert.get("summary") or "",
@@ -169,7 +170,7 @@ class OcsfFormat(JsonFormat):
                 "type_id": 1,
                 "type": "Rule",
             },
-            "created_time": event_ms(alert),
+            "created_time": when,
             "data_sources": ["kubernetes audit log"],
         }
         if alert.get("description"):
@@ -206,7 +207,7 @@ class OcsfFormat(JsonFormat):
             "class_name": "Detection Finding",
             "type_uid": CLASS_UID * 100 + activity,
             "type_name": f"Detection Finding: {ACTIVITIES[activity]}",
-            "time": event_ms(alert),
+            "time": when,
             "severity_id": SEVERITY_IDS.get(severity, 0),
             "severity": severity.capitalize() if severity in SEVERITY_IDS else "Unknown",
             "status_id": 1,
