@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from pipeline.outputs.base import Delivery, HttpReply, Output, classify
+from pipeline.sinks.formats.base import event_ms
 
 if TYPE_CHECKING:
     import aiohttp
@@ -52,8 +53,18 @@ class SplunkHecOutput(Output):
     def envelopes(self, alerts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """HEC envelopes; any other format is wrapped as the ``event`` of one."""
         docs = self.documents(alerts)
-        if self.format is None or self.format.name != "splunk_hec":
-            docs = [{"event": d, "sourcetype": f"klaxon:{self.format.name}"} for d in docs]  # type: ignore[union-attr]
+        assert self.format is not None  # HEC always has a format (default splunk_hec)
+        if self.format.name != "splunk_hec":
+            docs = [
+                {
+                    "time": event_ms(alert) / 1000,
+                    "host": str(alert.get("cluster") or "unknown"),
+                    "source": "klaxon",
+                    "sourcetype": f"klaxon:{self.format.name}",
+                    "event": doc,
+                }
+                for alert, doc in zip(alerts, docs, strict=True)
+            ]
         if self.config.index:
             docs = [{**d, "index": self.config.index} for d in docs]
         return docs

@@ -324,3 +324,23 @@ async def test_a_google_secops_style_feed_gets_batches_with_its_credential_heade
     findings = [orjson.loads(line) for line in body.splitlines()]
     assert [f["class_uid"] for f in findings] == [2004] * 4
     assert "feed-secret-2" not in repr(cfg)
+
+
+def test_hec_wraps_another_format_in_an_envelope_with_its_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """format: ocsf on HEC: the finding is the event, sourcetype klaxon:ocsf, _time kept."""
+    monkeypatch.setenv("TEST_OUTPUT_TOKEN", TOKEN)
+    cfg = OutputConfig.model_validate(
+        {
+            "name": "s",
+            "type": "splunk_hec",
+            "url": "http://127.0.0.1:1",
+            "format": "ocsf",
+            "token_env": "TEST_OUTPUT_TOKEN",
+            "index": "k8s",
+        }
+    )
+    (env,) = OUTPUTS["splunk_hec"](cfg).envelopes([ALERTS[0]])  # type: ignore[attr-defined]
+    assert env["sourcetype"] == "klaxon:ocsf" and env["index"] == "k8s"
+    assert env["event"]["class_uid"] == 2004 and env["time"] * 1000 == env["event"]["time"]
