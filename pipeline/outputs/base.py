@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Delivery", "HttpReply", "Output", "classify"]
 
+#: Settings of `OutputConfig` that only some output types read.
+TYPE_SPECIFIC = frozenset({"index", "shape", "body", "auth_scheme"})
 #: Statuses that mean "try again later" rather than "this alert is refused".
 RETRYABLE = frozenset({401, 403, 404, 408, 425, 429})
 
@@ -87,8 +89,17 @@ class Output(ABC):
     type: ClassVar[str]
     #: The format used when the file names none (None: the output renders alerts itself).
     default_format: ClassVar[str | None] = "native"
+    #: The type-specific settings of `OutputConfig` this output reads (others are an error).
+    options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: OutputConfig) -> None:
+        unused = set((TYPE_SPECIFIC - self.options) & config.model_fields_set)
+        if self.default_format is None and "format" in config.model_fields_set:
+            unused.add("format")
+        if unused:
+            raise ConfigError(
+                f"output {config.name}: {', '.join(sorted(unused))} does not apply to {self.type}"
+            )
         self.config = config
         self.url = config.resolve_url()
         self.token = config.resolve_token()

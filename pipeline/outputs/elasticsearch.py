@@ -56,6 +56,7 @@ class ElasticsearchOutput(Output):
 
     type: ClassVar[str] = "elasticsearch"
     default_format: ClassVar[str | None] = "ecs"
+    options: ClassVar[frozenset[str]] = frozenset({"index", "auth_scheme"})
 
     def __init__(self, config: OutputConfig) -> None:
         super().__init__(config)

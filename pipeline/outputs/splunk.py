@@ -46,6 +46,7 @@ class SplunkHecOutput(Output):
 
     type: ClassVar[str] = "splunk_hec"
     default_format: ClassVar[str | None] = "splunk_hec"
+    options: ClassVar[frozenset[str]] = frozenset({"index"})
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Splunk {self.token.get_secret_value()}"} if self.token else {}

@@ -85,6 +85,7 @@ class WebhookOutput(Output):
     POST per batch, alerts as newline-separated JSON (Google SecOps' webhook feeds)."""
 
     type: ClassVar[str] = "webhook"
+    options: ClassVar[frozenset[str]] = frozenset({"shape", "body"})
 
     def document(self, alert: dict[str, Any]) -> dict[str, Any]:
         """The alert as this webhook sends it."""

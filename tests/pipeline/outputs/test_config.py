@@ -106,3 +106,22 @@ def test_retry_backoff_is_exponential_and_capped() -> None:
     )
     assert [retry.delay(a) for a in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
     assert retry.delay(1, hint=3.0) == 3.0 and retry.delay(5, hint=100) == 4.0
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"type": "webhook", "index": "x"}, "output o: index does not apply to webhook"),
+        ({"type": "splunk_hec", "shape": "falco"}, "output o: shape does not apply to splunk_hec"),
+        ({"type": "slack", "format": "ecs"}, "output o: format does not apply to slack"),
+        ({"type": "webhook", "format": "cef"}, "output o: unknown format 'cef'"),
+        ({"type": "elasticsearch"}, "output o: elasticsearch needs an index"),
+    ],
+)
+def test_settings_an_output_would_ignore_are_errors(fields: dict[str, Any], message: str) -> None:
+    """A setting that does not apply to the output's type is refused, not silently ignored."""
+    from pipeline.outputs import OUTPUTS
+
+    config = cfg(**fields)
+    with pytest.raises(ConfigError, match=message):
+        OUTPUTS[config.type](config)
