@@ -75,7 +75,9 @@ def falco_event(alert: dict[str, Any]) -> dict[str, Any]:
         "time": when,
         "output_fields": {k: v for k, v in fields.items() if v is not None},
         "source": "k8s_audit",
-        "tags": sorted({str(t) for t in tags if t} | {"k8s", "klaxon"}),
+        "tags": sorted(
+            {str(t) for t in [*tags, *(alert.get("tags") or [])] if t} | {"k8s", "klaxon"}
+        ),
         "hostname": str(alert.get("cluster") or ""),
     }
 
