@@ -9,16 +9,17 @@ the liveness probe and must start fast.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
 from pipeline import topics_cli
-from pipeline.config import Settings, WorkerOptions
+from pipeline.config import Settings, WorkerOptions, check_metrics_address
 from pipeline.errors import PipelineError
 
-__all__ = ["options_from_args", "register"]
+__all__ = ["options_from_args", "register", "with_metrics_address"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,6 +85,12 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         help="idempotent producer (Apache Kafka with acks=all; Tansu refuses it)",
     )
     parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="where /metrics, /healthz and /readyz are served, or off (default:"
+        " $KLAXON_METRICS_ADDRESS, else 127.0.0.1:9464)",
+    )
+    parser.add_argument(
         "--loglevel",
         default=d.loglevel,
         choices=["debug", "info", "warning", "error"],
@@ -108,6 +115,18 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
     )
 
 
+def with_metrics_address(settings: Settings, flag: str | None) -> Settings:
+    """``settings`` with ``--metrics-address`` applied (checked like the variable).
+
+    >>> with_metrics_address(Settings(), "127.0.0.1:0").metrics_address
+    '127.0.0.1:0'
+    """
+    if not flag:
+        return settings
+    address = check_metrics_address(flag, settings.metrics_token)
+    return dataclasses.replace(settings, metrics_address=address)
+
+
 def _register_worker(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "worker",
@@ -127,7 +146,7 @@ def _worker(args: argparse.Namespace) -> int:
     from pipeline.worker import run_worker
 
     try:
-        settings = Settings.from_env()
+        settings = with_metrics_address(Settings.from_env(), args.metrics_address)
         bootstrap = settings.bootstrap_for(
             args.bootstrap, "`klaxon up` starts an embedded broker and a worker"
         )

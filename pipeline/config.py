@@ -37,6 +37,13 @@ Tansu broker.
     Faust application id: the consumer group and the prefix of internal topics.
 ``KLAXON_DATA_DIR`` (``$XDG_DATA_HOME/klaxon``, else ``~/.local/share/klaxon``)
     Worker state directory (Faust tables, embedded broker logs).
+``KLAXON_METRICS_ADDRESS`` (``127.0.0.1:9464``; flag ``--metrics-address``)
+    ``host:port`` (``[v6]:port``) where a worker or an intake serves ``/metrics``,
+    ``/healthz`` and ``/readyz`` (`pipeline.telemetry`); port 0 picks a free one, ``off``
+    serves nothing.
+``KLAXON_METRICS_TOKEN``
+    Bearer token those paths require (every path, probes included). Required when the
+    address is not a loopback one: the metrics name topics, rules and clusters.
 
 Stateful detections (``docs/stateful.md``). Durations are seconds, or a number with ``s``,
 ``m`` or ``h``; the defaults are those of `pipeline.stateful.StatefulOptions`.
@@ -73,6 +80,7 @@ Stateful detections (``docs/stateful.md``). Durations are seconds, or a number w
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import uuid
@@ -88,12 +96,22 @@ from schemas.keys import DEFAULT_CLUSTER
 if TYPE_CHECKING:
     from detections.stateful.offline import IsolationModel
 
-__all__ = ["DETECTOR_FAMILIES", "Settings", "WorkerOptions", "stateful_env"]
+__all__ = [
+    "DETECTOR_FAMILIES",
+    "METRICS_ADDRESS",
+    "Settings",
+    "WorkerOptions",
+    "check_metrics_address",
+    "parse_address",
+    "stateful_env",
+]
 
 DAY_MS = 24 * 60 * 60 * 1000
 #: The stateful detector families, in their canonical order.
 DETECTOR_FAMILIES = ("correlations", "new-terms", "anomaly", "silence")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+#: Where workers and intakes serve /metrics, /healthz and /readyz by default (loopback only).
+METRICS_ADDRESS = "127.0.0.1:9464"
 
 
 def _default_data_dir(env: Mapping[str, str]) -> Path:
@@ -204,6 +222,58 @@ def check_model(path: Path, name: str = "KLAXON_ANOMALY_MODEL") -> IsolationMode
     return model
 
 
+def parse_address(text: str, name: str = "KLAXON_METRICS_ADDRESS") -> tuple[str, int] | None:
+    """``(host, port)`` of a ``host:port`` (``[v6]:port``) address; None for ``off``.
+
+    >>> parse_address("0.0.0.0:9464"), parse_address("[::1]:0"), parse_address("off")
+    (('0.0.0.0', 9464), ('::1', 0), None)
+    >>> parse_address("9464")
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.ConfigError: KLAXON_METRICS_ADDRESS='9464' is not host:port (or off)
+    """
+    raw = text.strip()
+    if raw.lower() == "off":
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{name}={text!r} is not host:port (or off)")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine.
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "10.0.0.1")]
+    [True, True, True, False, False]
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def check_metrics_address(raw: str, token: str | None) -> str:
+    """``raw`` if it is a valid metrics address that may be served with ``token``
+    (`ConfigError` off loopback without a token).
+
+    >>> check_metrics_address("0.0.0.0:9464", None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.ConfigError: metrics address '0.0.0.0:9464' is not a loopback address: ...
+    """
+    address = parse_address(raw)
+    if address is not None and not is_loopback(address[0]) and not token:
+        raise ConfigError(
+            f"metrics address {raw!r} is not a loopback address: set"
+            " KLAXON_METRICS_TOKEN (a bearer token the scraper and the probes send)"
+        )
+    return raw.strip()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Immutable runtime settings; build with `Settings.from_env()` or override with
@@ -230,6 +300,10 @@ class Settings:
     anomaly_threshold: float = 6.0
     silence_threshold: float = 600.0
     anomaly_model: Path | None = None
+    #: ``host:port`` of /metrics, /healthz, /readyz (`pipeline.telemetry`), or ``off``.
+    metrics_address: str = METRICS_ADDRESS
+    #: Bearer token of those endpoints (never printed: left out of ``repr``).
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)
     #: TLS and SASL of every Kafka client (secrets masked in ``repr``).
     kafka_security: KafkaSecurity = KafkaSecurity()  # noqa: RUF009 - frozen, so shareable
 
@@ -248,6 +322,7 @@ class Settings:
         servers = ",".join(s.strip() for s in env.get("KAFKA_BOOTSTRAP_SERVERS", "").split(","))
         servers = ",".join(s for s in servers.split(",") if s)
         data_dir = env.get("KLAXON_DATA_DIR", "").strip()
+        token = env.get("KLAXON_METRICS_TOKEN", "").strip() or None
         return cls(
             bootstrap_servers=servers or None,
             topic_raw=_name(env, "KLAXON_TOPIC_RAW", cls.topic_raw),
@@ -278,6 +353,10 @@ class Settings:
             ),
             silence_threshold=_seconds(env, "KLAXON_SILENCE_THRESHOLD", cls.silence_threshold),
             anomaly_model=_model(env, "KLAXON_ANOMALY_MODEL"),
+            metrics_address=check_metrics_address(
+                env.get("KLAXON_METRICS_ADDRESS", "").strip() or METRICS_ADDRESS, token
+            ),
+            metrics_token=token,
             kafka_security=KafkaSecurity.from_env(env),
         )
 
@@ -331,6 +410,7 @@ def isolated_settings(
         app_id=f"{app}-{tag}",
         data_dir=data_dir,
         rules_paths=rules_paths,
+        metrics_address="127.0.0.1:0",  # a free port: runs side by side never collide
     )
 
 
