@@ -174,6 +174,7 @@ class Observed:
 
     worker: Samples
     intake: Samples
+    expositions: dict[str, str]  # the raw text of each scrape: "worker", "intake"
     sent: int  # events POSTed to the webhook
     duplicates: int  # of which RequestReceived (filtered by the worker)
     posts: int
@@ -223,9 +224,11 @@ def observed(tansu: TansuBroker, tmp_path_factory: pytest.TempPathFactory) -> Ob
             return m if done else None
 
         m = wait("the worker to catch up", caught_up, 120, worker.proc)
+        texts = {"worker": get(base + "/metrics")[1], "intake": get(intake.metrics + "/metrics")[1]}
         return Observed(
             worker=m,
             intake=scrape(intake.metrics),
+            expositions={k: v.decode() for k, v in texts.items()},
             sent=len(sent),
             duplicates=len(duplicates),
             posts=len(posts),
@@ -291,6 +294,29 @@ def test_the_intake_counts_requests_events_and_messages(observed: Observed) -> N
     assert total(m, "klaxon_intake_messages_total", intake="webhook") == observed.posts
     assert by(m, "klaxon_webhook_requests_total", "code") == {("200",): observed.posts}
     assert total(m, "klaxon_webhook_request_duration_seconds_count") == observed.posts
+
+
+@pytest.mark.slow
+def test_every_dashboard_query_reads_a_metric_the_worker_or_intake_exposes(
+    observed: Observed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """deploy/grafana/klaxon.json against the live scrapes: no query names a metric that is
+    not exposed; `klaxon dashboard` renders every panel from the saved expositions."""
+    from klaxon.cli import main
+    from klaxon.dashboard_cli import DASHBOARD, panels, problems
+
+    found = panels(orjson.loads(DASHBOARD.read_bytes()))
+    exposed = dict.fromkeys(n for n, _ in [*observed.worker, *observed.intake])
+    assert len(found) >= 12 and problems(found, exposed) == []
+    files = []
+    for name, text in observed.expositions.items():
+        (tmp_path / f"{name}.prom").write_text(text)
+        files += ["--metrics", str(tmp_path / f"{name}.prom")]
+    page = tmp_path / "dashboard.html"
+    assert main(["dashboard", *files, "--html", str(page)]) == 0
+    assert "0 problems" in capsys.readouterr().out
+    text = page.read_text()
+    assert all(p.title in text for p in found) and "not exposed" not in text
 
 
 # -- readiness -----------------------------------------------------------------------------
