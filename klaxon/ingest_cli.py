@@ -340,6 +340,7 @@ async def telemetry(
         raise TelemetryUnavailable(
             f"cannot serve metrics on {settings.metrics_address}: {exc}"
         ) from exc
+    metrics.server = server
     print(f"klaxon ingest {intake}: metrics at {server.url}/metrics", file=sys.stderr, flush=True)
     try:
         yield metrics

@@ -422,6 +422,8 @@ class IntakeMetrics:
             buckets=REQUEST_BUCKETS,
             registry=self.registry,
         )
+        #: The server exposing it (set by whoever starts one).
+        self.server: TelemetryServer | None = None
         #: ``() -> (events, messages, dead letters)`` written so far, set by the intake.
         self.events: Callable[[], tuple[int, int, int]] | None = None
         self.registry.register(_IntakeCollector(self))
