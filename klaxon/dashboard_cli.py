@@ -117,7 +117,10 @@ _KEYWORDS = frozenset(
 _CLAUSE = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 _WORD = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 
-#: One scrape: sample name -> [(labels, value)].
+#: Sample names of a declared family of each type (the parser drops counters' ``_total``).
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+
+#: One scrape: sample name -> [(labels, value)] (empty for a family without samples yet).
 Exposition = dict[str, list[tuple[dict[str, str], float]]]
 
 
@@ -173,6 +176,8 @@ def read_exposition(source: str, token: str | None = None) -> Exposition:
         text = Path(source).read_text()
     out: Exposition = {}
     for family in text_string_to_metric_families(text):
+        for suffix in _SUFFIXES.get(family.type, ("",)):  # declared, even with no sample yet
+            out.setdefault(family.name + suffix, [])
         for sample in family.samples:
             out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
     return out
@@ -220,14 +225,15 @@ def render_html(found: list[Panel], exposed: Exposition, title: str = "Klaxon") 
             parts.append(f"<pre>{html.escape(expr)}</pre>")
             for name in sorted(metric_names(expr)):
                 series = exposed.get(name)
-                if series is None:
-                    parts.append(f'<p class="missing">{html.escape(name)}: not exposed</p>')
+                if not series:
+                    state = "not exposed" if series is None else "declared, no series yet"
+                    parts.append(f'<p class="missing">{html.escape(name)}: {state}</p>')
                 else:
                     parts.append(f"<p>{html.escape(name)}</p>{_bars(series)}")
         boxes.append(f"<section>{''.join(parts)}</section>")
     style = (
         "body{font-family:sans-serif;background:#f4f5f7}section{background:#fff;margin:8px;"
-        "padding:8px 12px;display:inline-block;vertical-align:top;width:800px}"
+        "padding:8px 12px;display:inline-block;vertical-align:top;width:780px}"
         "pre{white-space:pre-wrap;font-size:11px;color:#555}.missing{color:#c00}h2{font-size:15px}"
     )
     return (

@@ -107,6 +107,21 @@ _REASONS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: Classes of the filter reasons `schemas.normalize` and `pipeline.processing` give.
+FILTER_CLASSES = (
+    "stage",
+    "aks-category",
+    "eks-stream",
+    "cloudwatch",
+    "gke-service",
+    "empty-message",
+)
+#: Classes of dead-letter reasons (`reason_class` of anything else is one of these too).
+DEAD_LETTER_CLASSES = tuple(
+    dict.fromkeys([*(c for _, c in _REASONS if c not in FILTER_CLASSES), "other"])
+)
+
+
 def reason_class(reason: str) -> str:
     """The bounded label of a filter or dead-letter reason (whose text may quote input)."""
     low = reason[:40].lower()
@@ -189,6 +204,9 @@ class WorkerMetrics:
             buckets=ENGINE_BUCKETS,
             registry=r,
         )
+        for stage in ("normalise", "detect"):  # every series from the start: rate() works
+            for reason in DEAD_LETTER_CLASSES:
+                self.dead.labels(stage, reason)
         self.sink = Counter(
             "klaxon_sink_alerts",
             "Alerts handed to each sink: accepted, or refused (dead-lettered).",
@@ -292,7 +310,7 @@ class _WorkerCollector:
             "klaxon_events_normalised", "Events the normaliser passed on to detection.", [],
             [([], c.normalised)],
         )  # fmt: skip
-        filtered: Tally[str] = Tally()
+        filtered: Tally[str] = Tally(dict.fromkeys(FILTER_CLASSES, 0))
         for reason, n in c.filtered.items():
             filtered[reason_class(reason)] += n
         yield _counter(

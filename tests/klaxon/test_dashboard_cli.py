@@ -42,3 +42,12 @@ def test_every_shipped_query_parses_and_names_klaxon_metrics() -> None:
     found = panels(json.loads(DASHBOARD.read_text()))
     names = {n for p in found for q in p.queries for n in metric_names(q)}
     assert found and names and all(n.startswith("klaxon_") for n in names)
+
+
+def test_a_declared_family_without_samples_counts_as_exposed(tmp_path: Path) -> None:
+    """A labelled counter nothing has incremented yet (no 401 answered so far) is exposed:
+    its HELP and TYPE lines are there, its first sample comes with the first event."""
+    (tmp_path / "m.prom").write_text("# TYPE klaxon_webhook_requests_total counter\n")
+    path = dashboard(tmp_path, 'sum(rate(klaxon_webhook_requests_total{code="401"}[5m]))')
+    argv = ["dashboard", "--dashboard", str(path), "--metrics", str(tmp_path / "m.prom")]
+    assert main(argv) == 0
