@@ -210,10 +210,10 @@ def _bars(series: list[tuple[dict[str, str], float]]) -> str:
         width = 220 * abs(value) / peak
         rows.append(
             f'<rect x="0" y="{i * 18}" width="{width:.1f}" height="14" fill="#4e79a7"/>'
-            f'<text x="228" y="{i * 18 + 11}">{value:.6g}  {html.escape(text[:90])}</text>'
+            f'<text x="228" y="{i * 18 + 11}">{value:.6g}  {html.escape(text[:70])}</text>'
         )
     height = 18 * len(top) + 2
-    return f'<svg width="760" height="{height}" font-size="11">{"".join(rows)}</svg>'
+    return f'<svg width="690" height="{height}" font-size="11">{"".join(rows)}</svg>'
 
 
 def render_html(found: list[Panel], exposed: Exposition, title: str = "Klaxon") -> str:
@@ -233,7 +233,7 @@ def render_html(found: list[Panel], exposed: Exposition, title: str = "Klaxon") 
         boxes.append(f"<section>{''.join(parts)}</section>")
     style = (
         "body{font-family:sans-serif;background:#f4f5f7}section{background:#fff;margin:8px;"
-        "padding:8px 12px;display:inline-block;vertical-align:top;width:780px}"
+        "padding:8px 12px;display:inline-block;vertical-align:top;width:700px}"
         "pre{white-space:pre-wrap;font-size:11px;color:#555}.missing{color:#c00}h2{font-size:15px}"
     )
     return (
