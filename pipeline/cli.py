@@ -192,6 +192,8 @@ def _status(args: argparse.Namespace) -> int:
             f"detect      events {c.get('detect_events')}  alerts {c.get('alerts')}"
             f"  dead-lettered {c.get('detect_dead_lettered')}  send errors {c.get('send_errors')}"
         )
+        if snapshot.get("metrics_url"):
+            print(f"metrics     {snapshot['metrics_url']}/metrics (/healthz, /readyz)")
     for problem in problems:
         print(f"unhealthy: {problem}", file=sys.stderr)
     return 1 if problems else 0
