@@ -411,7 +411,16 @@ async def test_a_stalled_partition_makes_the_worker_unready() -> None:
 # -- the endpoint's own rules --------------------------------------------------------------
 
 
-def test_a_non_loopback_address_needs_a_token() -> None:
+def test_a_non_loopback_address_needs_a_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """From the variable or the flag: refused without a token (exit 2 for the command)."""
+    from klaxon.cli import main
+
+    monkeypatch.delenv("KLAXON_METRICS_TOKEN", raising=False)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    assert main(["worker", "--metrics-address", "0.0.0.0:9464"]) == 2
+    assert "KLAXON_METRICS_TOKEN" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="KLAXON_METRICS_TOKEN"):
         Settings.from_env({"KLAXON_METRICS_ADDRESS": "0.0.0.0:9464"})
     s = Settings.from_env({"KLAXON_METRICS_ADDRESS": "0.0.0.0:9464", "KLAXON_METRICS_TOKEN": "t"})
