@@ -282,6 +282,8 @@ def _run(args: argparse.Namespace, files: Sequence[Path]) -> int:
             from pipeline.topics import ensure_topics
             from pipeline.worker import settings_env
 
+            if not os.environ.get("KLAXON_METRICS_ADDRESS"):  # a free port: demos never collide
+                settings = settings.replace(metrics_address="127.0.0.1:0")
             env = {**os.environ, **settings_env(settings)}
 
             asyncio.run(ensure_topics(bootstrap, settings))

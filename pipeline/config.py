@@ -41,12 +41,13 @@ Tansu broker.
     Faust application id: the consumer group and the prefix of internal topics.
 ``KLAXON_DATA_DIR`` (``$XDG_DATA_HOME/klaxon``, else ``~/.local/share/klaxon``)
     Worker state directory (Faust tables, embedded broker logs).
-``KLAXON_METRICS_ADDRESS`` (``127.0.0.1:9464``)
-    ``HOST:PORT`` of the HTTP endpoint of workers and the intake: ``/metrics``, ``/healthz``,
-    ``/readyz``.
+``KLAXON_METRICS_ADDRESS`` (``127.0.0.1:9464``; flag ``--metrics-address``)
+    ``HOST:PORT`` (``[v6]:port``) where a worker or an intake serves ``/metrics``,
+    ``/healthz`` and ``/readyz`` (`pipeline.telemetry`); port 0 picks a free one, ``off``
+    serves nothing.
 ``KLAXON_METRICS_TOKEN``
-    Bearer token that endpoint requires; a `ConfigError` without it when the address is not
-    loopback. A secret: never printed.
+    Bearer token those paths require (every path, probes included); a `ConfigError` without
+    it when the address is not loopback. A secret: never printed.
 ``KLAXON_WEBHOOK_TOKENS``
     Comma-separated bearer tokens the audit webhook intake accepts, besides those of its
     ``--token-file``. Secrets: never printed.
@@ -120,10 +121,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DETECTOR_FAMILIES",
+    "METRICS_ADDRESS",
     "Settings",
     "WorkerOptions",
+    "check_metrics_address",
     "config_file",
     "effective",
+    "is_loopback",
+    "parse_address",
     "setting",
     "stateful_env",
 ]
@@ -134,6 +139,8 @@ CONFIG_VARIABLE = "KLAXON_CONFIG"
 #: The stateful detector families, in their canonical order.
 DETECTOR_FAMILIES = ("correlations", "new-terms", "anomaly", "silence")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+#: Where workers and intakes serve /metrics, /healthz and /readyz by default (loopback only).
+METRICS_ADDRESS = "127.0.0.1:9464"
 
 
 def _default_data_dir(env: Mapping[str, str]) -> Path:
@@ -215,24 +222,61 @@ def _user_path(name: str, raw: str) -> Path:
     return Path(raw).expanduser()
 
 
-def _address(name: str, raw: str) -> str:
-    host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{name}={raw!r} is not HOST:PORT (e.g. 0.0.0.0:9464)")
-    return raw
+def parse_address(text: str, name: str = "KLAXON_METRICS_ADDRESS") -> tuple[str, int] | None:
+    """``(host, port)`` of a ``HOST:PORT`` (``[v6]:port``) address; None for ``off``.
 
-
-def _is_loopback(host: str) -> bool:
+    >>> parse_address("0.0.0.0:9464"), parse_address("[::1]:0"), parse_address("off")
+    (('0.0.0.0', 9464), ('::1', 0), None)
+    >>> parse_address("9464")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.ConfigError: KLAXON_METRICS_ADDRESS='9464' is not HOST:PORT (e.g. ...) or off
     """
-    >>> [_is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "10.0.0.5")]
+    raw = text.strip()
+    if raw.lower() == "off":
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{name}={text!r} is not HOST:PORT (e.g. 0.0.0.0:9464) or off")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine.
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "10.0.0.5")]
     [True, True, True, False, False]
     """
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
-    except ValueError:
+    except ValueError:  # a host name: it may resolve to anything
         return False
+
+
+def check_metrics_address(raw: str, token: SecretStr | str | None) -> str:
+    """``raw`` if it is a valid metrics address that may be served with ``token``
+    (`ConfigError` off loopback without a token).
+
+    >>> check_metrics_address("0.0.0.0:9464", None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.ConfigError: KLAXON_METRICS_ADDRESS=0.0.0.0:9464 is not loopback: set ...
+    """
+    address = parse_address(raw)
+    if address is not None and not is_loopback(address[0]) and not token:
+        raise ConfigError(
+            f"KLAXON_METRICS_ADDRESS={raw.strip()} is not loopback: set KLAXON_METRICS_TOKEN"
+            " (the bearer token /metrics, /healthz and /readyz require)"
+        )
+    return raw.strip()
+
+
+def _address(name: str, raw: str) -> str:
+    parse_address(raw, name)
+    return raw
 
 
 def _secret(name: str, raw: str) -> SecretStr:
@@ -401,7 +445,7 @@ class Settings(BaseSettings):
     anomaly_threshold: float = setting("KLAXON_ANOMALY_THRESHOLD", 6.0, _positive_float)
     silence_threshold: float = setting("KLAXON_SILENCE_THRESHOLD", 600.0, _seconds)
     anomaly_model: Path | None = setting("KLAXON_ANOMALY_MODEL", None, _model)
-    metrics_address: str = setting("KLAXON_METRICS_ADDRESS", "127.0.0.1:9464", _address)
+    metrics_address: str = setting("KLAXON_METRICS_ADDRESS", METRICS_ADDRESS, _address)
     metrics_token: SecretStr | None = setting("KLAXON_METRICS_TOKEN", None, _secret)
     webhook_tokens: tuple[SecretStr, ...] = setting("KLAXON_WEBHOOK_TOKENS", (), _secrets)
     #: TLS and SASL of every Kafka client (secrets masked in ``repr``); read by
@@ -425,14 +469,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _metrics_token_off_loopback(self) -> Settings:
-        """Off loopback the metrics and health endpoint needs a token (TEAM agreement)."""
-        host = self.metrics_address.rpartition(":")[0].strip("[]")
-        if self.metrics_token is None and not _is_loopback(host):
-            raise ConfigError(
-                f"KLAXON_METRICS_ADDRESS={self.metrics_address} is not loopback: set"
-                " KLAXON_METRICS_TOKEN (the bearer token /metrics, /healthz and /readyz require)"
-            )
+        """Off loopback the metrics and health endpoint needs a token."""
+        check_metrics_address(self.metrics_address, self.metrics_token)
         return self
+
+    @property
+    def metrics_bearer(self) -> str | None:
+        """The metrics token as text, for the server that compares it (never log it)."""
+        return self.metrics_token.get_secret_value() if self.metrics_token else None
 
     @classmethod
     def settings_customise_sources(
@@ -566,6 +610,7 @@ def isolated_settings(
         app_id=f"{app}-{tag}",
         data_dir=data_dir,
         rules_paths=rules_paths,
+        metrics_address="127.0.0.1:0",  # a free port: runs side by side never collide
     )
 
 

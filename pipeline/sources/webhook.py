@@ -39,6 +39,7 @@ import hmac
 import itertools
 import logging
 import ssl
+import time
 import zlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from pipeline.sources.writer import RawTopicWriter
+    from pipeline.telemetry import IntakeMetrics
 
 __all__ = [
     "BadRequest",
@@ -401,6 +403,8 @@ class WebhookSource(PayloadSource):
         self._tasks: set[asyncio.Task[None]] = set()
         self.port: int | None = None
         self.counters: dict[str, int] = {}
+        #: `pipeline.telemetry.IntakeMetrics` when /metrics is served (set by the command).
+        self.metrics: IntakeMetrics | None = None
 
     # -- PayloadSource -------------------------------------------------------------------
 
@@ -551,6 +555,13 @@ class WebhookSource(PayloadSource):
         return self._answer(403, "client certificate required")
 
     async def _audit(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        response = await self._audit_answer(request)
+        if self.metrics is not None:
+            self.metrics.request(response.status, time.perf_counter() - started)
+        return response
+
+    async def _audit_answer(self, request: web.Request) -> web.Response:
         denied = self._authenticate(request)
         if denied is not None:
             return denied
