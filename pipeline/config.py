@@ -37,6 +37,21 @@ Tansu broker.
     Faust application id: the consumer group and the prefix of internal topics.
 ``KLAXON_DATA_DIR`` (``$XDG_DATA_HOME/klaxon``, else ``~/.local/share/klaxon``)
     Worker state directory (Faust tables, embedded broker logs).
+``KLAXON_LABELS``
+    Static labels set on every alert (``labels``), comma-separated ``key=value`` pairs:
+    ``env=prod,team=sec,region=eu-west-1``. Keys: letters, digits, ``._/-`` (at most 63);
+    values at most 256 characters, without commas.
+``KLAXON_RULES_ENABLE``, ``KLAXON_RULES_DISABLE``
+    Comma-separated rule selectors, ``id:<id, name or file stem>``, ``tag:<tag>``,
+    ``level:<level>`` or ``status:<status>`` (`detections.selection`): disabled rules do not
+    run; deprecated and unsupported rules are off unless enabled; enable wins over disable.
+    Read by the worker (and its hot reload), ``klaxon replay --offline``, ``klaxon demo``
+    and ``klaxon rules list``.
+``KLAXON_REDACT_PATTERNS``
+    Extra redaction patterns (RE2 syntax, one per line, at most 32 of 512 characters):
+    every match in a request or response body string, a query value of ``requestURI`` or
+    an audit annotation becomes ``[REDACTED sha256:...]`` (only the first group, if the
+    pattern has groups). Added to the built-in redaction (`schemas.redact`).
 
 Stateful detections (``docs/stateful.md``). Durations are seconds, or a number with ``s``,
 ``m`` or ``h``; the defaults are those of `pipeline.stateful.StatefulOptions`.
@@ -84,8 +99,10 @@ from typing import TYPE_CHECKING
 from pipeline.errors import ConfigError
 from pipeline.security import KafkaSecurity
 from schemas.keys import DEFAULT_CLUSTER
+from schemas.redact import Redaction
 
 if TYPE_CHECKING:
+    from detections.selection import RuleSelection
     from detections.stateful.offline import IsolationModel
 
 __all__ = ["DETECTOR_FAMILIES", "Settings", "WorkerOptions", "stateful_env"]
@@ -169,6 +186,61 @@ def _families(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(f for f in DETECTOR_FAMILIES if f in given)
 
 
+_LABEL_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/-")
+
+
+def _labels(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """``key=value`` pairs, comma-separated, keys unique.
+
+    >>> _labels({"L": "env=prod, team=sec"}, "L")
+    (('env', 'prod'), ('team', 'sec'))
+    >>> _labels({"L": "env"}, "L")
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.ConfigError: L: 'env' is not key=value
+    """
+    raw = env.get(name, "").strip()
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        key, eq, value = (x.strip() for x in part.partition("="))
+        if not eq or not key:
+            raise ConfigError(f"{name}: {part!r} is not key=value")
+        if len(key) > 63 or not set(key) <= _LABEL_KEY_CHARS:
+            raise ConfigError(f"{name}: label key {key!r} must be 1-63 of [A-Za-z0-9._/-]")
+        if len(value) > 256:
+            raise ConfigError(f"{name}: the value of {key!r} is longer than 256 characters")
+        if key in out:
+            raise ConfigError(f"{name}: label {key!r} given twice")
+        out[key] = value
+    return tuple(out.items())
+
+
+def _selectors(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Rule selectors, checked now (`detections.selection.Selector`)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    from detections.selection import Selector, parse_list
+
+    values = tuple(parse_list(raw))
+    for value in values:
+        try:
+            Selector.parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return values
+
+
+def _patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Redaction patterns, one per line, compiled now so a bad one stops the start-up."""
+    values = tuple(line.strip() for line in env.get(name, "").splitlines() if line.strip())
+    try:
+        Redaction.compile(values)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return values
+
+
 def _model(env: Mapping[str, str], name: str) -> Path | None:
     """The offline model path, checked now so that a bad file stops the start-up."""
     raw = env.get(name, "").strip()
@@ -232,6 +304,13 @@ class Settings:
     anomaly_model: Path | None = None
     #: TLS and SASL of every Kafka client (secrets masked in ``repr``).
     kafka_security: KafkaSecurity = KafkaSecurity()  # noqa: RUF009 - frozen, so shareable
+    #: Static labels of every alert (``KLAXON_LABELS``), in the order given.
+    labels: tuple[tuple[str, str], ...] = ()
+    #: Rule selectors (``KLAXON_RULES_ENABLE`` / ``KLAXON_RULES_DISABLE``).
+    rules_enable: tuple[str, ...] = ()
+    rules_disable: tuple[str, ...] = ()
+    #: Operator redaction patterns (``KLAXON_REDACT_PATTERNS``), RE2 source text.
+    redact_patterns: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -279,7 +358,26 @@ class Settings:
             silence_threshold=_seconds(env, "KLAXON_SILENCE_THRESHOLD", cls.silence_threshold),
             anomaly_model=_model(env, "KLAXON_ANOMALY_MODEL"),
             kafka_security=KafkaSecurity.from_env(env),
+            labels=_labels(env, "KLAXON_LABELS"),
+            rules_enable=_selectors(env, "KLAXON_RULES_ENABLE"),
+            rules_disable=_selectors(env, "KLAXON_RULES_DISABLE"),
+            redact_patterns=_patterns(env, "KLAXON_REDACT_PATTERNS"),
         )
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        """The static alert labels as a dict."""
+        return dict(self.labels)
+
+    def redaction(self) -> Redaction:
+        """The operator redaction patterns, compiled (checked in `from_env`)."""
+        return Redaction.compile(self.redact_patterns)
+
+    def rule_selection(self) -> RuleSelection:
+        """The rule selectors as a `detections.selection.RuleSelection`."""
+        from detections.selection import RuleSelection
+
+        return RuleSelection.parse(enable=self.rules_enable, disable=self.rules_disable)
 
     @property
     def topics(self) -> tuple[str, str, str, str]:
