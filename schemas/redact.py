@@ -464,6 +464,8 @@ _SETTING_HINT = re2.compile(
     + rb"[A-Za-z0-9_.-]*(?:\\?[\"'])?\s*(?:=|:[^\"{\[])"
     # `curl -u user:password`
     + rb'|[\s"]-u[\s"]|--user[=\s"]'
+    # a JSON-Patch operation on an env entry or a command line (the name is not in the body)
+    + rb'|"path":"[^"]*/(?:env|args|command)(?:/|")'
 )
 _ANY_HINT = re2.compile(_TOKEN_HINT.pattern + b"|" + _SETTING_HINT.pattern)
 _BODY_TOKENS = 1
@@ -551,8 +553,8 @@ def _scan_body(root: Any, flags: int, policy: Redaction) -> None:
                 elif cls is str and strings:
                     node[i] = _redact_string(item, flags, policy)
             continue
-        if settings and "name" in node and "value" in node:
-            _scan_setting(node)
+        if settings and "value" in node:
+            _scan_value_entry(node)
         for key, value in node.items():
             cls = value.__class__
             if cls is dict:
@@ -567,6 +569,35 @@ def _scan_body(root: Any, flags: int, policy: Redaction) -> None:
                     node[key] = _redact_last_applied_any(value, flags, policy)
                 elif strings:
                     node[key] = _redact_string(value, flags, policy)
+
+
+_PATCH_ENV_VALUE = re.compile(r"/env/(?:\d+|-)/value$")
+_PATCH_ENV_ENTRY = re.compile(r"/env/(?:\d+|-)$")
+_PATCH_ARGV = re.compile(r"/(?:args|command)(?:/(?:\d+|-))?$")
+
+
+def _scan_value_entry(node: dict[str, Any]) -> None:
+    """A dict with a ``value``: a name/value setting, or a JSON-Patch operation."""
+    if "name" in node:
+        _scan_setting(node)
+    elif "op" in node and node.get("path").__class__ is str:
+        _scan_patch_op(node)
+
+
+def _scan_patch_op(op: dict[str, Any]) -> None:
+    """A JSON-Patch operation whose path names what its value is: an env entry's value
+    (`/env/3/value`: the name is elsewhere, so any non-inert value goes), a whole env entry,
+    or a command line or one of its arguments."""
+    path, value = op["path"], op["value"]
+    if _PATCH_ENV_VALUE.search(path):
+        op["value"] = _redact_setting_value(value)
+    elif _PATCH_ENV_ENTRY.search(path) and isinstance(value, dict):
+        _scan_setting(value)
+    elif _PATCH_ARGV.search(path):
+        if isinstance(value, str):
+            op["value"] = _redact_arg_text(value)
+        elif isinstance(value, list) and all(isinstance(a, str) for a in value):
+            op["value"] = redact_argv(value)
 
 
 def _scan_argv(

@@ -397,6 +397,26 @@ def test_strategic_merge_patches_and_exec_options_are_redacted() -> None:
         assert_gone(ev, "MARKP1", "MARKP2")
 
 
+def test_json_patches_of_env_values_and_command_lines_are_redacted() -> None:
+    """`kubectl patch --type=json` names the env entry by position only: its new value is
+    redacted unless inert; whole entries and argument lists are judged as usual."""
+    ops = [
+        {"op": "replace", "path": "/spec/containers/0/env/3/value", "value": "MARKJ1"},
+        {"op": "add", "path": "/spec/containers/0/env/-",
+         "value": {"name": "API_TOKEN", "value": "MARKJ2"}},
+        {"op": "add", "path": "/spec/containers/0/args/-", "value": "--password=MARKJ3"},
+        {"op": "replace", "path": "/spec/containers/0/command",
+         "value": ["app", "--token", "MARKJ4"]},
+        {"op": "replace", "path": "/spec/containers/0/env/0/value", "value": "true"},
+        {"op": "replace", "path": "/spec/replicas", "value": 3},
+    ]  # fmt: skip
+    ev = decoded(audit("deployments", verb="patch", requestObject=ops))
+    assert_gone(ev, "MARKJ1", "MARKJ2", "MARKJ3", "MARKJ4")
+    body = ev["requestObject"]
+    assert body[2]["value"].startswith("--password=[REDACTED sha256:")
+    assert body[4]["value"] == "true" and body[5]["value"] == 3
+
+
 def test_bodies_without_credentials_are_not_copied_or_changed() -> None:
     """A pod spec with ordinary env, args and a service-account token volume needs nothing."""
     pod = {"kind": "Pod", "spec": {
