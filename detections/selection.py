@@ -26,7 +26,7 @@ Decision(enabled=True, reason='enabled by id:r2')
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
@@ -163,9 +163,11 @@ class RuleSelection:
             return Decision(False, f"status {status.lower()} (off by default)")
         return Decision(True, "enabled")
 
-    def apply(self, ruleset: RuleSet) -> Selected:
+    def apply(self, ruleset: RuleSet, feeds: Mapping[str, Iterable[str]] | None = None) -> Selected:
         """``ruleset`` without its disabled rules and correlations (see the module doc).
 
+        ``feeds`` names other stateful detectors (title -> the rule ids or names they read,
+        e.g. new terms detectors): their base rules are kept like those of correlations.
         Decisions are keyed by rule id (correlations by id, else name, else title).
         """
         decisions: dict[str, Decision] = {}
@@ -177,16 +179,23 @@ class RuleSelection:
             decisions[_key(corr)] = decision
             if decision.enabled:
                 correlations.append(corr)
-        wanted = {ref for corr in correlations for ref in corr.rules}
+        readers: dict[str, str] = {}
+        for corr in correlations:
+            for ref in corr.rules:
+                readers.setdefault(ref, f"correlation '{corr.title}'")
+        for title, refs in (feeds or {}).items():
+            for ref in refs:
+                readers.setdefault(ref, f"'{title}'")
         rules, feeding = [], set()
         for rule in ruleset.rules:
+            reader = readers.get(rule.id) or (readers.get(rule.name) if rule.name else None)
             if decisions[rule.id].enabled:
                 rules.append(rule)
-            elif wanted.intersection({rule.id, rule.name}):
+            elif reader is not None:
                 rules.append(rule)
                 feeding.add(rule.id)
                 decisions[rule.id] = Decision(
-                    False, decisions[rule.id].reason + "; still feeds an enabled correlation"
+                    False, f"{decisions[rule.id].reason}; still feeds {reader}"
                 )
         narrowed = replace(ruleset, rules=tuple(rules), correlations=tuple(correlations))
         return Selected(narrowed, decisions, frozenset(feeding))

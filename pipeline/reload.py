@@ -86,7 +86,7 @@ def build_engine(
     from detections.selection import RuleSelection
 
     ruleset = load_rules([os.fspath(p) for p in rules] or None, [os.fspath(p) for p in lists])
-    selected = (selection or RuleSelection()).apply(ruleset)
+    selected = (selection or RuleSelection()).apply(ruleset, _new_terms_feeds())
     if selected.disabled:
         log.info(
             "%d of %d rules and correlations disabled by the rule selection",
@@ -94,6 +94,13 @@ def build_engine(
             len(selected.decisions),
         )
     return Engine(selected.ruleset), len(selected.ruleset.rules)
+
+
+def _new_terms_feeds() -> dict[str, tuple[str, ...]]:
+    """The packaged new terms detectors and the base rules they read (kept when disabled)."""
+    from detections.stateful.new_terms import load_new_terms
+
+    return {spec.title: spec.rules for spec in load_new_terms()}
 
 
 def engine_builder(

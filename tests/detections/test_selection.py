@@ -74,7 +74,9 @@ def test_a_disabled_base_rule_still_feeds_its_enabled_correlation() -> None:
     selected = RuleSelection.parse(disable=["id:pod-exec"]).apply(PACK)
     assert EXEC_BASE in selected.feeding
     assert any(r.id == EXEC_BASE for r in selected.ruleset.rules)
-    assert selected.decisions[EXEC_BASE].reason.endswith("still feeds an enabled correlation")
+    assert selected.decisions[EXEC_BASE].reason == (
+        "disabled by id:pod-exec; still feeds correlation 'Exec into many pods by one identity'"
+    )
     corr = next(c for c in PACK.correlations if "pod-exec" in c.rules or EXEC_BASE in c.rules)
     both = RuleSelection.parse(disable=["id:pod-exec", f"id:{corr.id}"]).apply(PACK)
     assert not any(r.id == EXEC_BASE for r in both.ruleset.rules)
@@ -93,3 +95,17 @@ def test_bad_selectors_are_explained(text: str, message: str) -> None:
     """A selector that cannot match anything is an error, not a silent no-op."""
     with pytest.raises(ValueError, match=message):
         Selector.parse(text)
+
+
+def test_base_rules_of_other_stateful_detectors_are_kept_when_named() -> None:
+    """New terms detectors read base rules too: `feeds` keeps them (the worker passes the
+    packaged new terms detectors), so `level:informational` does not silently end them."""
+    from detections.stateful.new_terms import load_new_terms
+
+    feeds = {spec.title: spec.rules for spec in load_new_terms()}
+    refs = {ref for spec_refs in feeds.values() for ref in spec_refs}
+    sel = RuleSelection.parse(disable=["level:informational"])
+    kept = {r.name for r in sel.apply(PACK, feeds).ruleset.rules}
+    assert refs <= kept
+    without = {r.name for r in sel.apply(PACK).ruleset.rules}
+    assert refs - without  # some of them are informational: they would have gone
