@@ -8,7 +8,8 @@ value is an id, a rule name or a file stem). A rule or correlation is enabled un
 
 and an ``enable`` selector that matches it overrides both (``enable: [id:...]`` turns one
 deprecated rule back on; ``disable: [level:low], enable: [tag:attack.t1609]`` keeps the low
-exec rules). A disabled rule that an enabled correlation reads stays in the engine to feed it
+exec rules). A disabled rule that an enabled correlation (or another stateful detector named
+in ``feeds``: new terms) reads stays in the engine to feed it
 and is reported as such (whether it alerts on its own then follows the correlation's
 ``generate``, as for any base rule).
 
