@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from detections.engine import Match
@@ -157,4 +158,39 @@ def to_alert(match: Match) -> dict[str, Any]:
         "decision": _str_or_none(annotations.get("authorization.k8s.io/decision")),
         "evidence": dict(match.matched_fields),
         "falsepositives": list(rule.falsepositives),
+        "tags": list(rule.tags),
     }
+
+
+def alert_builder(labels: Mapping[str, str]) -> Callable[[Match], dict[str, Any]]:
+    """`to_alert` with the deployment's static labels added (`to_alert` itself without any).
+
+    >>> alert_builder({}) is to_alert
+    True
+    """
+    if not labels:
+        return to_alert
+    fixed = dict(labels)
+
+    def build(match: Match) -> dict[str, Any]:
+        return add_labels(to_alert(match), fixed)
+
+    return build
+
+
+def add_labels(alert: dict[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    """Set the deployment's static labels on ``alert`` (in place; returns it). Labels are
+    configuration (``KLAXON_LABELS``), not rule content, so the shells add them where alerts
+    leave the process; an alert that already has labels keeps its own values.
+
+    >>> add_labels({"id": "a"}, {"env": "prod"})
+    {'id': 'a', 'labels': {'env': 'prod'}}
+    >>> add_labels({"id": "a", "labels": {"env": "dev"}}, {"env": "prod", "team": "sec"})
+    {'id': 'a', 'labels': {'env': 'dev', 'team': 'sec'}}
+    >>> add_labels({"id": "a"}, {})
+    {'id': 'a'}
+    """
+    if labels:
+        own = alert.get("labels")
+        alert["labels"] = {**labels, **own} if isinstance(own, dict) else dict(labels)
+    return alert

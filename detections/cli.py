@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 import yaml
@@ -21,6 +21,8 @@ from detections.rule import Rule, RuleSet
 
 #: ``klaxon rules convert --target`` names (``detections.convert.TARGETS``, which imports pySigma).
 CONVERT_TARGETS = ("splunk", "elasticsearch", "kusto", "sqlite")
+if TYPE_CHECKING:
+    from detections.selection import RuleSelection
 
 
 def register(subparsers: Any) -> None:
@@ -63,14 +65,23 @@ def register(subparsers: Any) -> None:
     common(p)
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("list", help="table of loaded rules")
+    p = sub.add_parser("list", help="table of loaded rules, enabled or not and why")
     p.add_argument("paths", nargs="*", metavar="PATH")
     p.add_argument(
         "--json",
         action="store_true",
         help='one JSON document instead: {"rules": [{"id", "name", "title", "level", "status",'
-        ' "tactics", "techniques", "file", "line"}, ...]}',
+        ' "tactics", "techniques", "file", "line", "enabled", "why"}, ...]}',
     )
+    for flag, env in (("enable", "KLAXON_RULES_ENABLE"), ("disable", "KLAXON_RULES_DISABLE")):
+        p.add_argument(
+            f"--{flag}",
+            action="append",
+            default=None,
+            metavar="SELECTOR",
+            help=f"id:/tag:/level:/status: selectors to {flag} (comma-separated, repeatable);"
+            f" default ${env}",
+        )
     common(p)
     p.set_defaults(func=cmd_list)
 
@@ -259,19 +270,50 @@ def cmd_list(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     ruleset = _load(args.paths, args, err)
     if ruleset is None:
         return 1
+    try:
+        selection = _selection(args)
+    except ValueError as exc:
+        print(f"klaxon rules list: {exc}", file=err)
+        return 2
+    decisions = selection.apply(ruleset).decisions
     rules = sorted(ruleset.rules, key=lambda r: (r.file, r.line))
     if getattr(args, "json", False):
-        document = {"rules": [rule_json(r) for r in rules]}
+        document = {
+            "rules": [
+                {**rule_json(r), "enabled": decisions[r.id].enabled, "why": decisions[r.id].reason}
+                for r in rules
+            ]
+        }
         out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
-    rows = [("ID", "LEVEL", "ATT&CK", "TITLE", "FILE")]
+    rows = [("ID", "LEVEL", "ATT&CK", "TITLE", "ENABLED", "FILE")]
     for r in rules:
-        rows.append((r.id, r.level or "-", ",".join(r.techniques) or "-", r.title, r.file))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        d = decisions[r.id]
+        enabled = "yes" if d.enabled else f"no ({d.reason})"
+        rows.append((r.id, r.level or "-", ",".join(r.techniques) or "-", r.title, enabled, r.file))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        cells = [row[i].ljust(widths[i]) for i in range(4)]
-        print("  ".join([*cells, row[4]]), file=out)
+        cells = [row[i].ljust(widths[i]) for i in range(5)]
+        print("  ".join([*cells, row[5]]), file=out)
+    off = sum(not decisions[r.id].enabled for r in rules)
+    print(f"{len(rules)} rules, {off} disabled ({selection.describe()})", file=err)
     return 0
+
+
+def _selection(args: argparse.Namespace) -> RuleSelection:
+    """Selectors from ``--enable``/``--disable``, else ``$KLAXON_RULES_ENABLE``/``_DISABLE``
+    (the worker's settings, `pipeline.config`)."""
+    from detections.selection import RuleSelection, parse_list
+
+    def given(flag: list[str] | None, env: str) -> list[str]:
+        if flag is not None:
+            return [s for value in flag for s in parse_list(value)]
+        return list(parse_list(os.environ.get(env, "")))
+
+    return RuleSelection.parse(
+        enable=given(getattr(args, "enable", None), "KLAXON_RULES_ENABLE"),
+        disable=given(getattr(args, "disable", None), "KLAXON_RULES_DISABLE"),
+    )
 
 
 def rule_json(rule: Rule) -> dict[str, Any]:

@@ -34,6 +34,7 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("klaxon.config_cli", ("config",)),  # klaxon config show
     ("klaxon.outputs_cli", ("outputs",)),  # alert topic -> webhook, Splunk HEC, ES, Slack
     ("klaxon.dashboard_cli", ("dashboard",)),  # the Grafana dashboard against /metrics
+    ("klaxon.alerts_cli", ("alerts",)),  # klaxon alerts tail|stats (aiokafka imported when run)
 )
 
 #: Exit status after stdout was closed by the reader: 128 + SIGPIPE, as a shell reports it.

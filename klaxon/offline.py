@@ -111,6 +111,11 @@ class OfflineRun:
         self.cluster = cluster or settings.cluster
         self.clock = clock
         self.summary = OfflineSummary()
+        from detections.alert import add_labels
+
+        self._add_labels = add_labels
+        self.redaction = settings.redaction()
+        self.labels = settings.label_map
         self._offsets: dict[int, int] = {}  # next offset per events partition
         self._rekey_offsets: dict[int, int] = {}
         self._last_tick = clock()
@@ -121,7 +126,11 @@ class OfflineRun:
         source = Source(self.settings.topic_raw, 0, s.raw_messages)
         s.raw_messages += 1
         result = normalise_message(
-            payload, source, partitions=self.settings.partitions, cluster=self.cluster
+            payload,
+            source,
+            partitions=self.settings.partitions,
+            cluster=self.cluster,
+            redaction=self.redaction,
         )
         s.read += result.events_in
         s.normalised += result.normalised
@@ -201,8 +210,10 @@ class OfflineRun:
             self.summary.dead_lettered[reason] += 1
 
     def _count(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Count alerts by rule and severity, and give them the static labels."""
         s = self.summary
         for alert in alerts:
+            self._add_labels(alert, self.labels)
             s.by_rule[str((alert.get("rule") or {}).get("title", "?"))] += 1
             s.by_severity[str(alert.get("severity", "?"))] += 1
         return alerts
@@ -220,11 +231,14 @@ def build_offline(
     """An `OfflineRun` with the worker's engine (``KLAXON_RULES``, ``KLAXON_LISTS``) and
     stateful options (``KLAXON_STATEFUL_DETECTORS`` and the rest); raises
     `detections.RuleLoadError` or `pipeline.errors.ConfigError`."""
-    from detections.alert import to_alert
+    from detections.alert import alert_builder
     from pipeline.reload import build_engine
     from pipeline.stateful import StatefulProcessor, options_from_settings
 
-    engine, _ = build_engine(list(settings.rules_paths), list(settings.lists_paths))
+    engine, _ = build_engine(
+        list(settings.rules_paths), list(settings.lists_paths), settings.rule_selection()
+    )
     options = options_from_settings(settings)
     processor = StatefulProcessor(engine.ruleset, partitions=settings.partitions, options=options)
+    to_alert = alert_builder(settings.label_map)
     return OfflineRun(settings, engine, to_alert, processor, cluster=cluster, clock=clock)

@@ -105,6 +105,7 @@ class Handlers:
         self.rt = rt
         self.ledger = ledger
         self.settings = s = rt.settings
+        self.redaction = s.redaction()
         self.sender = Sender(app, rt.counters, s.topic_deadletter, rt.options.max_message_bytes)
         if not rt.sinks:
             rt.sinks = [KafkaTopicSink(self.sender, s.topic_alerts)]
@@ -129,6 +130,7 @@ class Handlers:
                 source,
                 partitions=rt.events_partitions,
                 cluster=raw.cluster or self.settings.cluster,
+                redaction=self.redaction,
             )
         except Exception as exc:  # a bug, not bad input: the message still is not lost
             result = NormaliseResult(events_in=1)

@@ -51,6 +51,21 @@ Tansu broker.
 ``KLAXON_WEBHOOK_TOKENS``
     Comma-separated bearer tokens the audit webhook intake accepts, besides those of its
     ``--token-file``. Secrets: never printed.
+``KLAXON_LABELS``
+    Static labels set on every alert (``labels``), comma-separated ``key=value`` pairs:
+    ``env=prod,team=sec,region=eu-west-1``. Keys: letters, digits, ``._/-`` (at most 63);
+    values at most 256 characters, without commas.
+``KLAXON_RULES_ENABLE``, ``KLAXON_RULES_DISABLE``
+    Comma-separated rule selectors, ``id:<id, name or file stem>``, ``tag:<tag>``,
+    ``level:<level>`` or ``status:<status>`` (`detections.selection`): disabled rules do not
+    run; deprecated and unsupported rules are off unless enabled; enable wins over disable.
+    Read by the worker (and its hot reload), ``klaxon replay --offline``, ``klaxon demo``
+    and ``klaxon rules list``.
+``KLAXON_REDACT_PATTERNS``
+    Extra redaction patterns (RE2 syntax, one per line, at most 32 of 512 characters):
+    every match in a request or response body string, a query value of ``requestURI`` or
+    an audit annotation becomes ``[REDACTED sha256:...]`` (only the first group, if the
+    pattern has groups). Added to the built-in redaction (`schemas.redact`).
 
 Stateful detections (``docs/stateful.md``). Durations are seconds, or a number with ``s``,
 ``m`` or ``h``; the defaults are those of `pipeline.stateful.StatefulOptions`.
@@ -115,8 +130,10 @@ from pipeline.errors import ConfigError
 from pipeline.options import WorkerOptions
 from pipeline.security import KafkaSecurity, Secret
 from schemas.keys import DEFAULT_CLUSTER
+from schemas.redact import Redaction
 
 if TYPE_CHECKING:
+    from detections.selection import RuleSelection
     from detections.stateful.offline import IsolationModel
 
 __all__ = [
@@ -209,6 +226,57 @@ def _families(name: str, raw: str) -> tuple[str, ...]:
             " or none)"
         )
     return tuple(f for f in DETECTOR_FAMILIES if f in given)
+
+
+_LABEL_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/-")
+
+
+def _labels(name: str, raw: str) -> tuple[tuple[str, str], ...]:
+    """``key=value`` pairs, comma-separated, keys unique.
+
+    >>> _labels("L", "env=prod, team=sec")
+    (('env', 'prod'), ('team', 'sec'))
+    >>> _labels("L", "env")
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.ConfigError: L: 'env' is not key=value
+    """
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        key, eq, value = (x.strip() for x in part.partition("="))
+        if not eq or not key:
+            raise ConfigError(f"{name}: {part!r} is not key=value")
+        if len(key) > 63 or not set(key) <= _LABEL_KEY_CHARS:
+            raise ConfigError(f"{name}: label key {key!r} must be 1-63 of [A-Za-z0-9._/-]")
+        if len(value) > 256:
+            raise ConfigError(f"{name}: the value of {key!r} is longer than 256 characters")
+        if key in out:
+            raise ConfigError(f"{name}: label {key!r} given twice")
+        out[key] = value
+    return tuple(out.items())
+
+
+def _selectors(name: str, raw: str) -> tuple[str, ...]:
+    """Rule selectors, checked now (`detections.selection.Selector`)."""
+    from detections.selection import Selector, parse_list
+
+    values = tuple(parse_list(raw))
+    for value in values:
+        try:
+            Selector.parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return values
+
+
+def _patterns(name: str, raw: str) -> tuple[str, ...]:
+    """Redaction patterns, one per line, compiled now so a bad one stops the start-up."""
+    values = tuple(line.strip() for line in raw.splitlines() if line.strip())
+    try:
+        Redaction.compile(values)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    return values
 
 
 def _model(name: str, raw: str) -> Path:
@@ -448,6 +516,12 @@ class Settings(BaseSettings):
     metrics_address: str = setting("KLAXON_METRICS_ADDRESS", METRICS_ADDRESS, _address)
     metrics_token: SecretStr | None = setting("KLAXON_METRICS_TOKEN", None, _secret)
     webhook_tokens: tuple[SecretStr, ...] = setting("KLAXON_WEBHOOK_TOKENS", (), _secrets)
+    #: Static labels of every alert, in the order given.
+    labels: tuple[tuple[str, str], ...] = setting("KLAXON_LABELS", (), _labels)
+    rules_enable: tuple[str, ...] = setting("KLAXON_RULES_ENABLE", (), _selectors)
+    rules_disable: tuple[str, ...] = setting("KLAXON_RULES_DISABLE", (), _selectors)
+    #: Operator redaction patterns, RE2 source text.
+    redact_patterns: tuple[str, ...] = setting("KLAXON_REDACT_PATTERNS", (), _patterns)
     #: TLS and SASL of every Kafka client (secrets masked in ``repr``); read by
     #: `KafkaSecurity.from_env`, which checks that the variables fit together.
     kafka_security: KafkaSecurity = KafkaSecurity()
@@ -525,6 +599,21 @@ class Settings(BaseSettings):
         8
         """
         return type(self)(**{**dict(self), **changes})
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        """The static alert labels as a dict."""
+        return dict(self.labels)
+
+    def redaction(self) -> Redaction:
+        """The operator redaction patterns, compiled (checked in `from_env`)."""
+        return Redaction.compile(self.redact_patterns)
+
+    def rule_selection(self) -> RuleSelection:
+        """The rule selectors as a `detections.selection.RuleSelection`."""
+        from detections.selection import RuleSelection
+
+        return RuleSelection.parse(enable=self.rules_enable, disable=self.rules_disable)
 
     @property
     def topics(self) -> tuple[str, str, str, str]:

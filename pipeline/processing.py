@@ -34,6 +34,7 @@ import orjson
 from pipeline.routing import event_key, group_by_partition
 from schemas.deadletter import dead_letter
 from schemas.normalize import decode_payload
+from schemas.redact import NO_PATTERNS, Redaction
 
 __all__ = [
     "BODY_FIELDS",
@@ -235,6 +236,7 @@ def normalise_message(
     partitions: int,
     cluster: str,
     max_bytes: int = MAX_MESSAGE_BYTES,
+    redaction: Redaction = NO_PATTERNS,
 ) -> NormaliseResult:
     """Decode one raw message and route its events; never raises on bad input.
 
@@ -248,7 +250,7 @@ def normalise_message(
         result.filtered = {EMPTY_MESSAGE: 1}
         return result
     try:
-        decoded = decode_payload(payload, cluster=cluster)
+        decoded = decode_payload(payload, cluster=cluster, redaction=redaction)
     except Exception as exc:  # a normaliser bug must not stop the stream: keep the bytes
         result.events_in = 1
         result.dead_letters.append(

@@ -20,7 +20,7 @@ from pipeline.app import KlaxonApp, WorkerOptions, create_app
 from pipeline.config import Settings, parse_address, stateful_env
 from pipeline.errors import PipelineError, WorkerError
 from pipeline.handoff import Handoff
-from pipeline.reload import EngineHolder, RuleWatcher, build_engine, fingerprint, watched_paths
+from pipeline.reload import EngineHolder, RuleWatcher, engine_builder, fingerprint, watched_paths
 
 __all__ = [
     "GC_GEN0_THRESHOLD",
@@ -58,6 +58,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "KLAXON_DATA_DIR": str(settings.data_dir),
         "KLAXON_METRICS_ADDRESS": settings.metrics_address,
         "KLAXON_METRICS_TOKEN": settings.metrics_bearer or "",
+        "KLAXON_LABELS": ",".join(f"{k}={v}" for k, v in settings.labels),
+        "KLAXON_RULES_ENABLE": ",".join(settings.rules_enable),
+        "KLAXON_RULES_DISABLE": ",".join(settings.rules_disable),
+        "KLAXON_REDACT_PATTERNS": "\n".join(settings.redact_patterns),
         **stateful_env(settings),
         **settings.kafka_security.env(),  # secrets read from a *_FILE are passed as the file
     }
@@ -88,15 +92,16 @@ def configure_logging(level: int = logging.INFO) -> None:
 def prepare(settings: Settings, bootstrap: str) -> Runtime:
     """Create or check the topics and build the first engine; raises `PipelineError`."""
     from detections import RuleLoadError
-    from detections.alert import to_alert
+    from detections.alert import alert_builder
     from pipeline.topics import ensure_topics, stateful_topic_specs
 
     extra = stateful_topic_specs(settings)  # state changelog, by-group topic
     asyncio.run(ensure_topics(bootstrap, settings, extra=extra))
     rules, lists = list(settings.rules_paths), list(settings.lists_paths)
     seen = fingerprint(watched_paths(rules, lists))  # before loading: a change during load counts
+    builder = engine_builder(settings.rule_selection())
     try:
-        engine, count = build_engine(rules, lists)
+        engine, count = builder(rules, lists)
     except RuleLoadError as exc:
         raise WorkerError(str(exc)) from exc
     except Exception as exc:  # an engine bug: say so instead of a bare traceback
@@ -108,10 +113,10 @@ def prepare(settings: Settings, bootstrap: str) -> Runtime:
         options=options,
         holder=holder,
         events_partitions=settings.partitions,  # ensure_topics refuses any other count
-        to_alert=to_alert,
+        to_alert=alert_builder(settings.label_map),
     )
     runtime.watcher = RuleWatcher(
-        holder, rules, lists, on_result=_count_reloads(runtime), seen=seen
+        holder, rules, lists, builder=builder, on_result=_count_reloads(runtime), seen=seen
     )
     return runtime
 

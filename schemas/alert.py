@@ -127,6 +127,13 @@ class Alert(BaseModel):
         default_factory=dict, description="Matched field paths and the values they had."
     )
     falsepositives: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(
+        default_factory=list, description="The rule's tags (attack.*, cve.*, team-defined)."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Static labels of the deployment (KLAXON_LABELS: env, team, region ...).",
+    )
 
 
 def example_alert() -> dict[str, Any]:
@@ -174,4 +181,6 @@ def example_alert() -> dict[str, Any]:
         "decision": "allow",
         "evidence": {"podSpec.containers.securityContext.privileged": [True]},
         "falsepositives": ["CNI and storage daemonsets"],
+        "tags": ["attack.privilege-escalation", "attack.t1611"],
+        "labels": {"env": "prod", "team": "platform-security"},
     }

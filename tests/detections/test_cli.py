@@ -105,11 +105,33 @@ def test_explain_with_fixture_merges_over_the_base_event(
 
 
 def test_list_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
-    """`rules list` prints id, level, ATT&CK, title and file."""
+    """`rules list` prints id, level, ATT&CK, title, whether it is enabled, and file."""
     assert main(["rules", "list", str(RULE)]) == 0
     header, row = capsys.readouterr().out.splitlines()
-    assert header.split() == ["ID", "LEVEL", "ATT&CK", "TITLE", "FILE"]
+    assert header.split() == ["ID", "LEVEL", "ATT&CK", "TITLE", "ENABLED", "FILE"]
     assert row.split()[:3] == ["9c4f7a2e-3b1d-4e8f-a6c5-2d7e9f0b1a34", "medium", "T1609"]
+    assert "  yes  " in row
+
+
+def test_list_shows_disabled_rules_and_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Selectors come from the flags, else from the worker's variables; each disabled rule
+    says which selector (or default) turned it off; a bad selector is a usage error."""
+    assert main(["rules", "list", "--disable", "tag:attack.t1609", str(RULE)]) == 0
+    captured = capsys.readouterr()
+    assert "no (disabled by tag:attack.t1609)" in captured.out
+    assert "1 rules, 1 disabled" in captured.err
+    monkeypatch.setenv("KLAXON_RULES_DISABLE", "level:medium")
+    assert main(["rules", "list", "--json", str(RULE)]) == 0
+    (rule,) = json.loads(capsys.readouterr().out)["rules"]
+    assert (rule["enabled"], rule["why"]) == (False, "disabled by level:medium")
+    monkeypatch.setenv("KLAXON_RULES_ENABLE", "id:9c4f7a2e-3b1d-4e8f-a6c5-2d7e9f0b1a34")
+    assert main(["rules", "list", "--json", str(RULE)]) == 0
+    (rule,) = json.loads(capsys.readouterr().out)["rules"]
+    assert rule["enabled"] is True and rule["why"].startswith("enabled by id:9c4f7a2e")
+    assert main(["rules", "list", "--disable", "level:severe", str(RULE)]) == 2
+    assert "level is one of" in capsys.readouterr().err
 
 
 def test_list_json_is_one_document_with_stable_keys(capsys: pytest.CaptureFixture[str]) -> None:
@@ -129,6 +151,8 @@ def test_list_json_is_one_document_with_stable_keys(capsys: pytest.CaptureFixtur
         "techniques",
         "file",
         "line",
+        "enabled",
+        "why",
     ]
     assert rule["id"] == "9c4f7a2e-3b1d-4e8f-a6c5-2d7e9f0b1a34"
     assert rule["techniques"] == ["T1609"] and rule["line"] == 1

@@ -43,6 +43,30 @@ def test_the_sample_offline_gives_the_offline_engines_stateless_alert_ids() -> N
     assert s.alerts == len(alerts) and sum(s.by_rule.values()) == len(alerts)
 
 
+def test_offline_alerts_carry_labels_and_tags_and_follow_the_rule_selection() -> None:
+    """Every alert, stateful ones included, has the configured labels and its rule's tags;
+    a disabled rule raises no alert, the others raise the same alerts as without selection."""
+    lines = list(iter_events(SAMPLE_PATH))
+    plain = Settings(cluster=CLUSTER)  # the packaged pack: stateful families alert too
+    _, before = offline_alerts(plain, lines)
+    noisy = max({a["rule"]["id"] for a in before}, key=lambda i: sum(
+        a["rule"]["id"] == i for a in before))  # fmt: skip
+    settings = plain.replace(
+        labels=(("env", "prod"), ("team", "sec")),
+        rules_disable=(f"id:{noisy}",),
+    )
+    _, after = offline_alerts(settings, lines)
+    assert after and all(a["labels"] == {"env": "prod", "team": "sec"} for a in after)
+    assert any(a["evidence"].get("detector") for a in after)  # stateful alerts are labelled too
+    assert all(isinstance(a["tags"], list) for a in after)
+    assert any(t.startswith("attack.") for a in after for t in a["tags"])
+    assert noisy not in {a["rule"]["id"] for a in after}
+    stateless = {a["id"] for a in before if a["rule"]["id"] != noisy}
+    assert stateless <= {a["id"] for a in after} | {
+        a["id"] for a in before if a["evidence"].get("detector")
+    }
+
+
 def test_the_cli_prints_json_alerts_and_a_summary_with_dead_letters_and_filtered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -72,6 +72,27 @@ async def test_a_broken_rule_file_logs_every_problem_and_keeps_the_engine(
     assert await watcher.check() is True and results == [False, True]
 
 
+async def test_hot_reload_keeps_the_rule_selection(rules_dir: Path) -> None:
+    """Disabled rules stay disabled in every engine the watcher builds, and a reloaded
+    engine counts only enabled rules."""
+    from detections.selection import RuleSelection
+    from pipeline.reload import engine_builder
+
+    everything, total = build_engine([rules_dir], [])
+    builder = engine_builder(RuleSelection.parse(disable=["level:high"]))
+    engine, count = builder([rules_dir], [])
+    high = {r.id for r in everything.ruleset.rules if r.level == "high"}
+    assert high and count == total - len(high)
+    holder = EngineHolder(engine, count)
+    watcher = RuleWatcher(holder, [rules_dir], [], builder=builder)
+    await watcher.prime()
+    for path in rules_dir.glob("*.yml"):  # every file edited (rewritten, newer mtime)
+        touch_later(path, path.read_text())
+    assert await watcher.check() is True and holder.generation == 1
+    assert not high & {r.id for r in holder.engine.ruleset.rules}
+    assert holder.rules == count
+
+
 def test_fingerprint_sees_additions_edits_and_deletions(tmp_path: Path) -> None:
     """Adding, editing or deleting a YAML file changes the fingerprint; other files do not."""
     (tmp_path / "a.yml").write_text("a")
