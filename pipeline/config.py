@@ -55,6 +55,15 @@ Stateful detections (``docs/stateful.md``). Durations are seconds, or a number w
     Window score (root of summed squared z's) at which the online anomaly model alerts.
 ``KLAXON_SILENCE_THRESHOLD`` (``600``)
     A cluster without events for this long (event time) is reported quiet.
+``KLAXON_GROUPING`` (``on``)
+    ``off``: every match is its own alert (still with ``group`` and ``incident``); ``on``:
+    matches of one rule on one key within a window are one alert with updates
+    (`detections.grouping`, ``docs/operations.md``, "Alert grouping").
+``KLAXON_GROUP_RULE_LIMIT`` (``100``)
+    Groups one rule may open per window; further matches are counted in the rule's
+    overflow group (one alert, updated), never dropped.
+``KLAXON_INCIDENT_GAP`` (``3600``)
+    Event-time seconds between two alerts of one principal that still share an ``incident``.
 ``KLAXON_ANOMALY_MODEL``
     JSON model written by ``klaxon anomaly train``: every closed per-principal window is
     also scored by this offline IsolationForest (in batches) and alerts above the threshold
@@ -86,6 +95,7 @@ from pipeline.security import KafkaSecurity
 from schemas.keys import DEFAULT_CLUSTER
 
 if TYPE_CHECKING:
+    from detections.grouping import GroupOptions
     from detections.stateful.offline import IsolationModel
 
 __all__ = ["DETECTOR_FAMILIES", "Settings", "WorkerOptions", "stateful_env"]
@@ -151,6 +161,18 @@ def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name}={raw!r} must be a finite number above 0")
     return value
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """``on``/``off`` (also true/false, 1/0, yes/no); empty: ``default``."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be on or off")
 
 
 def _families(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -230,6 +252,9 @@ class Settings:
     anomaly_threshold: float = 6.0
     silence_threshold: float = 600.0
     anomaly_model: Path | None = None
+    grouping: bool = True
+    group_rule_limit: int = 100
+    incident_gap: float = 3600.0
     #: TLS and SASL of every Kafka client (secrets masked in ``repr``).
     kafka_security: KafkaSecurity = KafkaSecurity()  # noqa: RUF009 - frozen, so shareable
 
@@ -278,7 +303,20 @@ class Settings:
             ),
             silence_threshold=_seconds(env, "KLAXON_SILENCE_THRESHOLD", cls.silence_threshold),
             anomaly_model=_model(env, "KLAXON_ANOMALY_MODEL"),
+            grouping=_switch(env, "KLAXON_GROUPING", cls.grouping),
+            group_rule_limit=_positive_int(env, "KLAXON_GROUP_RULE_LIMIT", cls.group_rule_limit),
+            incident_gap=_seconds(env, "KLAXON_INCIDENT_GAP", cls.incident_gap),
             kafka_security=KafkaSecurity.from_env(env),
+        )
+
+    def group_options(self) -> GroupOptions:
+        """The `detections.grouping.Grouper` options of these settings."""
+        from detections.grouping import GroupOptions
+
+        return GroupOptions(
+            enabled=self.grouping,
+            rule_limit=self.group_rule_limit,
+            incident_gap=self.incident_gap,
         )
 
     @property
@@ -351,6 +389,9 @@ def stateful_env(settings: Settings) -> dict[str, str]:
         "KLAXON_ANOMALY_THRESHOLD": repr(settings.anomaly_threshold),
         "KLAXON_SILENCE_THRESHOLD": repr(settings.silence_threshold),
         "KLAXON_ANOMALY_MODEL": str(settings.anomaly_model or ""),
+        "KLAXON_GROUPING": "on" if settings.grouping else "off",
+        "KLAXON_GROUP_RULE_LIMIT": str(settings.group_rule_limit),
+        "KLAXON_INCIDENT_GAP": repr(settings.incident_gap),
     }
 
 
