@@ -15,11 +15,12 @@ and the workload itself fold into one); every other rule by **principal**, names
 resource (ten deleted events by one user are one group). ``source_ip`` and ``object`` are
 there for overrides.
 
-**Emission** (`Grouper.add`): the first alert of a group goes out at once (``update: 0``, the
-match's own alert id); later matches only count (``count``, ``last_seen``, ``event_ids``
+**Emission** (`Grouper.add`): the first alert of a group goes out at once (``update: 0``);
+later matches only count (``count``, ``last_seen``, ``event_ids``
 capped at `MAX_EVENT_IDS`), and an update goes out when the count reaches a threshold
 (`THRESHOLDS`: 10, 100, 1000, …) and once more when the window closes with a count not yet
-reported (``update`` 1, 2, …; id ``uuid5(<group id>|<update>)``). A flood of N matches on one
+reported (``update`` 1, 2, …). Every alert of a group has the id ``uuid5(<group id>|<update>)``
+(`update_id`), whichever match opened the group. A flood of N matches on one
 key therefore costs 1 + ⌊log10 N⌋ + 1 alerts at most.
 
 **Folding.** Rules that fire together on one event describe one finding: a new group whose
@@ -59,6 +60,7 @@ __all__ = [
     "group_block",
     "group_id",
     "group_key",
+    "update_id",
     "workload_owner",
 ]
 
@@ -240,6 +242,11 @@ def group_key(by: Iterable[str], event: dict[str, Any]) -> str:
 def group_id(rule_id: str, key: str, window_index: int) -> str:
     """The deterministic id of one group: uuid5 of rule id, key and window index."""
     return str(uuid.uuid5(KLAXON_NS, f"{rule_id}|{key}|{window_index}"))
+
+
+def update_id(gid: str, update: int) -> str:
+    """The id of a group's alert number ``update`` (0: the first): uuid5 of group id and it."""
+    return str(uuid.uuid5(KLAXON_NS, f"{gid}|{update}"))
 
 
 def epoch(text: Any) -> float | None:
@@ -469,8 +476,9 @@ class Grouper:
             group.incident = self._incident_of(doc)
         else:
             group.update += 1
-            doc["id"] = str(uuid.uuid5(KLAXON_NS, f"{gid}|{group.update}"))
             self.stats["updates"] += 1
+        # not the match's id: which match opens a group spanning partitions depends on timing
+        doc["id"] = update_id(gid, group.update)
         block: dict[str, Any] = {
             "id": gid,
             "key": doc["group"]["key"],

@@ -204,6 +204,9 @@ class StatefulShell:
         app = self.app
         guard = app.delivery
         refused = 0
+        grouper = getattr(self.rt, "grouper", None)
+        if alerts and grouper is not None:  # incidents (stateful alerts are not grouped)
+            alerts = grouper.add(list(alerts))
         try:
             if alerts:
                 if not self.rt.sinks:  # install_agents sets them first: never drop alerts

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from detections.grouping import THRESHOLDS
 from klaxon.cli import main
 from klaxon.offline import OfflineRun, build_offline
 from pipeline.config import Settings
@@ -31,10 +32,12 @@ def offline_alerts(
 
 
 def test_the_sample_offline_gives_the_offline_engines_stateless_alert_ids() -> None:
-    """Same rules, same cluster, no stateful families: exactly `expected_for`'s ids, and the
-    summary adds up."""
+    """Same rules, same cluster, no stateful families, no grouping: exactly `expected_for`'s
+    ids, and the summary adds up."""
     lines = list(iter_events(SAMPLE_PATH))
-    settings = Settings(rules_paths=(RULES,), cluster=CLUSTER, stateful_detectors=())
+    settings = Settings(
+        rules_paths=(RULES,), cluster=CLUSTER, stateful_detectors=(), grouping=False
+    )
     run, alerts = offline_alerts(settings, lines)
     expected = expected_for(lines, with_garbage=False)
     assert {a["id"] for a in alerts} == expected.alert_ids
@@ -57,6 +60,7 @@ def test_the_cli_prints_json_alerts_and_a_summary_with_dead_letters_and_filtered
             monkeypatch.delenv(name)
     monkeypatch.setenv("KLAXON_RULES", str(RULES))
     monkeypatch.setenv("KLAXON_CLUSTER", CLUSTER)
+    monkeypatch.setenv("KLAXON_GROUPING", "off")
     assert main(["replay", str(path), "--json"]) == 0
     out, err = capsys.readouterr()
     got = {json.loads(line)["id"] for line in out.splitlines() if line}
@@ -93,11 +97,13 @@ def test_offline_replay_of_the_sample_gives_the_demos_alert_ids(tmp_path: Path) 
     """`klaxon demo` (embedded Tansu, a worker, the bundled sample) and `klaxon replay
     --offline` of the same sample, with the shipped rules and every stateful family.
 
-    Compared exactly: stateless alerts, correlations and new terms (their ids depend only on
-    the events and their order per partition, which both keep). Not compared: alerts of the
-    anomaly and silence detectors (rule source ``detections/stateful/*.py``), whose windows
-    are judged by wall-clock ticks: the demo exits a few seconds after the last alert, while
-    offline replay ends with a tick that closes every open window."""
+    Compared exactly: stateless alerts as grouped (first alerts and threshold updates),
+    correlations and new terms (their ids depend only on the events, their order per
+    partition, and group ids, which both keep). Only a subset in the demo: groups' closing
+    updates and alerts of the anomaly and silence detectors (rule source
+    ``detections/stateful/*.py``), whose windows are judged by the watermark or wall-clock
+    ticks: the demo exits a few seconds after the last alert, while offline replay ends by
+    closing every open window and group."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KLAXON_"))}
     env["KLAXON_CLUSTER"] = CLUSTER
     argv = [sys.executable, "-m", "klaxon", "demo", "--json", "--idle", "3"]
@@ -111,7 +117,9 @@ def test_offline_replay_of_the_sample_gives_the_demos_alert_ids(tmp_path: Path) 
 
     def timed(alert: dict[str, Any]) -> bool:
         source = str(alert["rule"].get("source", ""))
-        return source.startswith("detections/stateful/") and source.endswith(".py")
+        group = alert.get("group") or {}
+        closing = group.get("update", 0) > 0 and group.get("count") not in THRESHOLDS
+        return closing or (source.startswith("detections/stateful/") and source.endswith(".py"))
 
     assert demo and offline
     assert {a["id"] for a in demo if not timed(a)} == {a["id"] for a in offline if not timed(a)}

@@ -24,10 +24,13 @@ def test_demo_replays_a_file_prints_every_alert_and_exits_cleanly(tmp_path: Path
     path = tmp_path / "audit.jsonl"
     path.write_bytes(b"\n".join(lines))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KLAXON_"))}
-    # stateless only: the comparison is with the offline engine (stateful alerts have their
-    # own tests and depend on timing)
+    # stateless only, one alert per match: the comparison is with the offline engine
+    # (stateful alerts and grouping have their own tests; stateful ones depend on timing)
     env.update(
-        KLAXON_RULES=str(RULES), KLAXON_CLUSTER="test-cluster", KLAXON_STATEFUL_DETECTORS="none"
+        KLAXON_RULES=str(RULES),
+        KLAXON_CLUSTER="test-cluster",
+        KLAXON_STATEFUL_DETECTORS="none",
+        KLAXON_GROUPING="off",
     )
     argv = [sys.executable, "-m", "klaxon", "demo", str(path), "--json", "--idle", "1"]
     argv += ["--min-severity", "informational"]
