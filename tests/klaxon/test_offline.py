@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,36 @@ def test_offline_replay_of_the_sample_gives_the_demos_alert_ids(tmp_path: Path) 
     assert demo and offline
     assert {a["id"] for a in demo if not timed(a)} == {a["id"] for a in offline if not timed(a)}
     assert {a["id"] for a in demo if timed(a)} <= {a["id"] for a in offline if timed(a)}
+
+
+def attack_steps() -> dict[str, str]:
+    """auditID -> attack step (1a ... 7) from the sample's README table."""
+    readme = (SAMPLE_PATH.parent / "README.md").read_text()
+    rows = re.finditer(r"^\| (\d[a-c]?) \|[^\n]*?`([0-9a-f-]{36})` \|", readme, re.M)
+    return {m.group(2): m.group(1) for m in rows}
+
+
+def step_of(alert: dict[str, Any], steps: dict[str, str]) -> str | None:
+    """The step whose request an alert is about: its own event's, else the first step
+    among the events its group covers (a DaemonSet's pods belong to the DaemonSet's step)."""
+    if alert.get("audit_id") in steps:
+        return steps[alert["audit_id"]]
+    covered = (alert.get("group") or {}).get("event_ids", [])
+    return next((steps[e] for e in covered if e in steps), None)
+
+
+def alerts_per_step(grouping: bool) -> Counter[str]:
+    settings = dataclasses.replace(Settings.from_env({}), cluster=CLUSTER, grouping=grouping)
+    _, alerts = offline_alerts(settings, list(iter_events(SAMPLE_PATH)))
+    steps = attack_steps()
+    return Counter(s for a in alerts if (s := step_of(a, steps)) is not None)
+
+
+def test_the_sample_attack_raises_at_most_three_alerts_per_step_and_loses_none() -> None:
+    """The bundled attack with the shipped rules and default settings: every step that raised
+    an alert one per match still raises one, and none raises more than 3 (one per match it
+    was up to 17: a DaemonSet's pods, 10 deleted events, 7 rules on one pod)."""
+    before, after = alerts_per_step(False), alerts_per_step(True)
+    assert len(before) >= 10 and max(before.values()) > 3
+    assert set(after) == set(before)
+    assert max(after.values()) <= 3, after
