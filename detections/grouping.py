@@ -335,8 +335,13 @@ class Grouper:
 
     # -- input ------------------------------------------------------------------------------
 
-    def add(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The alerts of one message, in order: what to send now (then closed windows)."""
+    def add(self, alerts: list[dict[str, Any]], latest: Any = None) -> list[dict[str, Any]]:
+        """The alerts of one message, in order: what to send now (then closed windows).
+        ``latest``: the newest event time of the message (RFC 3339), matched or not, so
+        windows close while the input flows."""
+        t = epoch(latest)
+        if t is not None:
+            self.watermark = max(self.watermark, t)
         if not self.options.enabled:
             return [self._incident(a) for a in alerts]
         out: list[dict[str, Any]] = []

@@ -150,10 +150,14 @@ class OfflineRun:
         result = detect_message(message.value, source, bound, self.to_alert, decoded=message.events)
         self._dead(result.dead_letters)
         alerts = [a.doc for a in result.alerts if a.doc is not None]
-        return self._count(self._group(alerts + bound.stateful + self._deliver(partition)))
+        return self._count(
+            self._group(alerts + bound.stateful + self._deliver(partition), result.latest)
+        )
 
-    def _group(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return alerts if self.grouper is None else self.grouper.add(alerts)
+    def _group(
+        self, alerts: list[dict[str, Any]], latest: str | None = None
+    ) -> list[dict[str, Any]]:
+        return alerts if self.grouper is None else self.grouper.add(alerts, latest)
 
     def _deliver(self, partition: int) -> list[dict[str, Any]]:
         """By-group messages of ``partition`` (and any they cause), delivered in order."""

@@ -95,9 +95,9 @@ class Runtime:
     grouped_rules: Any = None  # the rule set the grouper's windows were taken from
 
 
-def group_alerts(rt: Runtime, alerts: list[Outgoing]) -> list[Outgoing]:
+def group_alerts(rt: Runtime, alerts: list[Outgoing], latest: str | None = None) -> list[Outgoing]:
     """The alerts of one message as the grouper lets them out (the rules' windows follow
-    hot reloads)."""
+    hot reloads); ``latest``, the message's newest event time, moves its watermark."""
     grouper = rt.grouper
     if grouper is None:
         return alerts
@@ -105,7 +105,7 @@ def group_alerts(rt: Runtime, alerts: list[Outgoing]) -> list[Outgoing]:
     if ruleset is not None and ruleset is not rt.grouped_rules:
         grouper.set_rules(ruleset.rules)
         rt.grouped_rules = ruleset
-    docs = grouper.add([a.doc for a in alerts if a.doc is not None])
+    docs = grouper.add([a.doc for a in alerts if a.doc is not None], latest)
     return [Outgoing(str(d["id"]).encode(), orjson.dumps(d), doc=d) for d in docs]
 
 
@@ -197,7 +197,7 @@ class Handlers:
             result.dead_letters.append(worker_error("detect", exc, event.value, source))
             if rt.stateful is not None:
                 rt.stateful.abandon(msg)
-        result.alerts = group_alerts(rt, result.alerts)
+        result.alerts = group_alerts(rt, result.alerts, result.latest)
         refused = 0
         for sink in rt.sinks:
             refused += await sink.send(result.alerts, source)
