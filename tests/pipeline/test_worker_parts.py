@@ -237,6 +237,18 @@ def test_demo_table_row_shows_time_severity_rule_user_object_attack() -> None:
         assert part in row
 
 
+def test_demo_table_row_shows_how_many_matches_a_grouped_alert_covers() -> None:
+    """An update of a group shows its count; an alert without a group (stateful) a dash."""
+    from klaxon.demo import format_row
+    from schemas.alert import example_alert
+
+    alert = example_alert()
+    alert["group"] = {**alert["group"], "count": 42, "update": 2}
+    assert "  high      42     Privileged" in format_row(alert)
+    del alert["group"]
+    assert "  high      -      Privileged" in format_row(alert)
+
+
 def test_worker_consumer_fetch_wait_is_lowered_from_fausts_fixed_1500_ms() -> None:
     """The Kafka consumer Faust builds waits at most 100 ms per fetch (Tansu waits it out)."""
     app = create_app(Settings(bootstrap_servers="127.0.0.1:1"))
