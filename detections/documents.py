@@ -468,6 +468,12 @@ class DocumentParser(Checker):
         level = self.choice(doc, m, "level", LEVELS)
         self.choice(doc, m, "status", STATUSES)
         klaxon = self.klaxon(doc, m)
+        if klaxon.group is not None:
+            self.err(
+                doc,
+                ("klaxon", "group"),
+                "group applies to detection rules; a correlation already alerts once per group",
+            )
         block = m["correlation"]
         if not isinstance(block, dict):
             self.err(doc, ("correlation",), "'correlation' must be a mapping", value=True)

@@ -373,7 +373,10 @@ class Grouper:
             if lead is None and rank == top:
                 lead = self._root(self._landed(gid, alert))
         # sent once the whole event is counted, so a lead lists what was folded into it
-        return out + [self._send(self.groups[g], g, first=first) for g, first in due]
+        once: dict[str, bool] = {}  # each group once (as its first alert if it is one)
+        for g, first in due:
+            once[g] = once.get(g, False) or first
+        return out + [self._send(self.groups[g], g, first=f) for g, f in once.items()]
 
     def _landed(self, gid: str, alert: dict[str, Any]) -> str:
         """The group a match ended in (its own, or its rule's overflow group)."""
@@ -432,8 +435,8 @@ class Grouper:
         room = MAX_EVENT_IDS - len(group.event_ids)
         if room > 0:
             group.event_ids += [e for e in block.get("event_ids") or [] if e][:room]
-        if group.lead is None and group.count in THRESHOLDS:
-            return [(gid, False)]
+        if group.count in THRESHOLDS:  # a folded group that keeps firing updates its lead
+            return [(gid if group.lead is None else self._root(gid), False)]
         return []
 
     def _overflow_id(self, alert: dict[str, Any]) -> str:
@@ -519,9 +522,15 @@ class Grouper:
                 out.append(self._send(group, gid))
         for gid in due:
             del self.groups[gid]
+        for group in self.groups.values():  # its lead closed first (a shorter window)
+            if group.lead is not None and group.lead not in self.groups:
+                group.lead, group.reported = None, group.count
         if watermark is None:
             self.opened.clear()
+            self.incidents.clear()
         else:
+            gap = self.options.incident_gap
+            self.incidents = {p: i for p, i in self.incidents.items() if i[1] + gap > watermark}
             self.opened = {
                 k: v
                 for k, v in self.opened.items()

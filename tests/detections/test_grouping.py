@@ -327,3 +327,40 @@ def test_a_bad_group_block_is_a_positioned_error(group: str, message: str) -> No
     with pytest.raises(RuleLoadError) as info:
         load_rules(texts={"r.yml": text})
     assert message in str(info.value)
+
+
+def test_a_folded_rule_that_keeps_firing_updates_the_alert_it_rides_with() -> None:
+    """hostPID rides with the privileged alert; 9 more hostPID-only pods of the same
+    workload reach the threshold of 10: the privileged group's update lists hostPID at 10."""
+    first = privileged_pod(0, name="web-0")
+    first["requestObject"]["spec"]["hostPID"] = True
+    later = []
+    for i in range(9):
+        pod = privileged_pod(1 + i, name="web-0")
+        spec = pod["requestObject"]["spec"]
+        spec["hostPID"] = True
+        spec["containers"][0]["securityContext"] = {}
+        later.append(pod)
+    g = grouper()
+    sent = g.add(alerts_of([first], rule_id=None))
+    sent += g.add(alerts_of(later, rule_id=None))
+    assert [a["group"]["update"] for a in sent] == [0, 1]
+    assert {a["rule"]["id"] for a in sent} == {PRIVILEGED}
+    counts = {r["title"]: r["count"] for r in sent[-1]["group"]["related"]}
+    assert max(counts.values()) == 10
+
+
+def test_a_correlation_cannot_have_a_group_block() -> None:
+    text = """title: c
+id: 1b3f2f2e-0f4a-4c1e-9d2a-1c2b3c4d5e6f
+correlation:
+  type: event_count
+  rules: [0b3f2f2e-0f4a-4c1e-9d2a-1c2b3c4d5e6f]
+  group-by: [user.username]
+  timespan: 5m
+  condition: {gte: 3}
+klaxon:
+  group: {window: 5m}
+"""
+    with pytest.raises(RuleLoadError, match=r"c\.yml:10:3: klaxon\.group: group applies to"):
+        load_rules(texts={"r.yml": RULE, "c.yml": text})
