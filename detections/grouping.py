@@ -323,6 +323,7 @@ class Grouper:
         self.watermark = float("-inf")
         self.stats: dict[str, int] = {
             "matches": 0,
+            "groups": 0,
             "sent": 0,
             "updates": 0,
             "folded": 0,
@@ -482,6 +483,7 @@ class Grouper:
         doc = dict(group.doc)
         if first:
             group.incident = self._incident_of(doc)
+            self.stats["groups"] += 1
         else:
             group.update += 1
             self.stats["updates"] += 1

@@ -61,6 +61,8 @@ class OfflineSummary:
     events_messages: int = 0
     by_rule: Counter[str] = field(default_factory=Counter)
     by_severity: Counter[str] = field(default_factory=Counter)
+    #: The grouper's counters (`detections.grouping.Grouper.stats`); empty without one.
+    grouping: dict[str, int] = field(default_factory=dict)
 
     @property
     def alerts(self) -> int:
@@ -219,6 +221,8 @@ class OfflineRun:
 
     def _count(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         s = self.summary
+        if self.grouper is not None:
+            s.grouping = dict(self.grouper.stats)
         for alert in alerts:
             s.by_rule[str((alert.get("rule") or {}).get("title", "?"))] += 1
             s.by_severity[str(alert.get("severity", "?"))] += 1
