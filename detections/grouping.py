@@ -38,13 +38,14 @@ the chain's first alert, so correlation and rule alerts of one attack chain stac
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from detections.rule import GROUP_BY, Rule
 from schemas.alert import SEVERITIES
@@ -141,7 +142,9 @@ def workload_owner(event: dict[str, Any]) -> str:
     Pods and ReplicaSets name their controller in ``ownerReferences`` (request or response
     object); a pod created from ``generateName`` (``node-metrics-agent-``) or named by a
     controller's convention (``web-7d9f8b6c5d-x2x4z``, ``db-0``) is traced by its name; a
-    workload is its own owner; anything else is the object itself.
+    workload is its own owner; anything else is the object itself. DaemonSets, Jobs and
+    ReplicaSets without a Deployment are all written ``Workload``: a pod's generated name
+    cannot tell them apart, and the owner must be the same whichever way it was found.
 
     >>> pod = {"objectRef": {"resource": "pods", "namespace": "shop"},
     ...        "requestObject": {"metadata": {"generateName": "web-7d9f8b6c5d-"}}}
@@ -150,7 +153,7 @@ def workload_owner(event: dict[str, Any]) -> str:
     >>> workload_owner({"objectRef": {"resource": "pods", "namespace": "db", "name": "pg-1"}})
     'db/StatefulSet/pg'
     >>> workload_owner({"objectRef": {"resource": "daemonsets", "namespace": "k", "name": "x"}})
-    'k/DaemonSet/x'
+    'k/Workload/x'
     """
     ref = _dict(event.get("objectRef"))
     resource = str(ref.get("resource") or "")
@@ -236,7 +239,7 @@ def group_key(by: Iterable[str], event: dict[str, Any]) -> str:
     cluster = event.get("cluster")
     cluster = cluster if isinstance(cluster, str) and cluster else DEFAULT_CLUSTER
     values = [_value(n, event) for n in by]
-    return f"{cluster}|{json.dumps(values, separators=(',', ':'), ensure_ascii=False)}"
+    return f"{cluster}|{orjson.dumps(values).decode()}"
 
 
 def group_id(rule_id: str, key: str, window_index: int) -> str:
