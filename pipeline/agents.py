@@ -97,15 +97,20 @@ class Runtime:
 
 def group_alerts(rt: Runtime, alerts: list[Outgoing], latest: str | None = None) -> list[Outgoing]:
     """The alerts of one message as the grouper lets them out (the rules' windows follow
-    hot reloads); ``latest``, the message's newest event time, moves its watermark."""
+    hot reloads); ``latest``, the message's newest event time, moves its watermark. A
+    grouper that raises (a bug) lets the alerts through ungrouped: never lose one."""
     grouper = rt.grouper
-    if grouper is None:
+    if grouper is None or (not alerts and latest is None):
         return alerts
-    ruleset = getattr(rt.holder.engine, "ruleset", None)
-    if ruleset is not None and ruleset is not rt.grouped_rules:
-        grouper.set_rules(ruleset.rules)
-        rt.grouped_rules = ruleset
-    docs = grouper.add([a.doc for a in alerts if a.doc is not None], latest)
+    try:
+        ruleset = getattr(rt.holder.engine, "ruleset", None)
+        if ruleset is not None and ruleset is not rt.grouped_rules:
+            grouper.set_rules(ruleset.rules)
+            rt.grouped_rules = ruleset
+        docs = grouper.add([a.doc for a in alerts if a.doc is not None], latest)
+    except Exception as exc:
+        log.error("alert grouping failed, sending %d alerts ungrouped: %r", len(alerts), exc)
+        return alerts
     return [Outgoing(str(d["id"]).encode(), orjson.dumps(d), doc=d) for d in docs]
 
 

@@ -337,3 +337,27 @@ async def test_the_worker_groups_a_messages_alerts_and_closes_groups_when_idle()
     await idle.tick()
     assert {a["group"]["count"] for a in sent} == {12}
     assert len(sent) == len(rule_ids)
+
+
+def test_a_failing_grouper_lets_the_alerts_through_ungrouped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Grouping is an optimisation of the output: a bug in it must not lose an alert."""
+    import orjson
+
+    from detections.grouping import Grouper
+    from pipeline.agents import group_alerts
+    from pipeline.processing import Outgoing
+
+    engine, _ = build_engine([RULES], [])
+    rt, _ = _grouping_runtime(EngineHolder(engine, len(engine.ruleset.rules)))
+
+    class Broken(Grouper):
+        def add(self, alerts: list[dict[str, Any]], latest: Any = None) -> list[dict[str, Any]]:
+            raise RuntimeError("bug")
+
+    rt.grouper = Broken()
+    alert = {"id": "a1", "severity": "high"}
+    out = [Outgoing(b"a1", orjson.dumps(alert), doc=alert)]
+    assert group_alerts(rt, out, "2026-11-27T09:15:00Z") == out
+    assert "alert grouping failed" in caplog.text
