@@ -33,7 +33,10 @@ without being counted in an alert that is sent.
 
 **Incidents.** Every alert with a principal gets ``incident``: one id per principal and
 chain of alerts no further apart than ``incident_gap`` seconds (event time), derived from
-the chain's first alert, so correlation and rule alerts of one attack chain stack.
+the chain's first alert, so correlation and rule alerts of one attack chain stack. The
+principal is that of the match the alert describes (an update describes the group's newest
+match: a DaemonSet's group updated by the user who created it joins that user's incident,
+even when the daemon-set controller's pod opened the group).
 """
 
 from __future__ import annotations
@@ -309,7 +312,6 @@ class _Group:
     lead: str | None = None  # folded into this group id (never sent itself)
     related: dict[str, str] = field(default_factory=dict)  # folded group id -> rule title
     related_reported: int = 0
-    incident: str | None = None
 
 
 class Grouper:
@@ -485,7 +487,6 @@ class Grouper:
     def _send(self, group: _Group, gid: str, *, first: bool = False) -> dict[str, Any]:
         doc = dict(group.doc)
         if first:
-            group.incident = self._incident_of(doc)
             self.stats["groups"] += 1
         else:
             group.update += 1
@@ -505,8 +506,9 @@ class Grouper:
         if related:
             block["related"] = related
         doc["group"] = block
-        if group.incident is not None:
-            doc["incident"] = group.incident
+        incident = self._incident_of(doc)  # of the principal of the match it describes
+        if incident is not None:
+            doc["incident"] = incident
         group.reported = group.count
         group.related_reported = self._related_total(group)
         self.stats["sent"] += 1

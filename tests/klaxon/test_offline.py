@@ -144,9 +144,12 @@ def step_of(alert: dict[str, Any], steps: dict[str, str]) -> str | None:
     return next((steps[e] for e in covered if e in steps), None)
 
 
-def alerts_per_step(grouping: bool) -> Counter[str]:
+def sample_alerts(grouping: bool) -> list[dict[str, Any]]:
     settings = dataclasses.replace(Settings.from_env({}), cluster=CLUSTER, grouping=grouping)
-    _, alerts = offline_alerts(settings, list(iter_events(SAMPLE_PATH)))
+    return offline_alerts(settings, list(iter_events(SAMPLE_PATH)))[1]
+
+
+def alerts_per_step(alerts: list[dict[str, Any]]) -> Counter[str]:
     steps = attack_steps()
     return Counter(s for a in alerts if (s := step_of(a, steps)) is not None)
 
@@ -155,7 +158,23 @@ def test_the_sample_attack_raises_at_most_three_alerts_per_step_and_loses_none()
     """The bundled attack with the shipped rules and default settings: every step that raised
     an alert one per match still raises one, and none raises more than 3 (one per match it
     was up to 17: a DaemonSet's pods, 10 deleted events, 7 rules on one pod)."""
-    before, after = alerts_per_step(False), alerts_per_step(True)
+    grouped = sample_alerts(True)
+    before, after = alerts_per_step(sample_alerts(False)), alerts_per_step(grouped)
     assert len(before) >= 10 and max(before.values()) > 3
     assert set(after) == set(before)
     assert max(after.values()) <= 3, after
+
+
+def test_the_sample_attacks_alerts_stack_into_one_incident_per_stolen_identity() -> None:
+    """The storefront token's alerts (steps 1a-1c, the discovery correlation included) share
+    one incident, the CI deployer's (steps 3-7, the RBAC-then-workload correlation
+    included) another."""
+    by_user: dict[str, set[str]] = {}
+    steps = attack_steps()
+    for alert in sample_alerts(True):
+        if step_of(alert, steps) is not None:
+            by_user.setdefault(alert["user"]["username"], set()).add(alert["incident"])
+    storefront = "system:serviceaccount:storefront:storefront-web"
+    deployer = "system:serviceaccount:ci:gitlab-deployer"
+    assert len(by_user[storefront]) == 1 and len(by_user[deployer]) == 1
+    assert by_user[storefront] != by_user[deployer]
