@@ -293,7 +293,8 @@ class GroupOptions:
     enabled: bool = True
     rule_limit: int = 100  # groups opened per rule and window before the overflow group
     incident_gap: float = 3600.0  # event seconds between two alerts of one incident
-    lateness: float = 120.0  # a window closes this far behind the newest event time
+    lateness: float = 120.0  # a window closes this far behind the watermark
+    idle_grace: float = 60.0  # wall seconds after which a silent source stops holding it
 
 
 @dataclass
@@ -325,7 +326,10 @@ class Grouper:
         self.groups: dict[str, _Group] = {}
         self.opened: dict[tuple[str, int], int] = {}  # (rule id, window index) -> groups
         self.incidents: dict[str, tuple[str, float]] = {}  # principal -> (id, last time)
+        #: Event time up to which every source has been read, less nothing: windows close
+        #: ``lateness`` behind it. Never goes back.
         self.watermark = float("-inf")
+        self.sources: dict[Any, tuple[float, float]] = {}  # source -> (newest time, wall seen)
         self.stats: dict[str, int] = {
             "matches": 0,
             "groups": 0,
@@ -341,19 +345,41 @@ class Grouper:
 
     # -- input ------------------------------------------------------------------------------
 
-    def add(self, alerts: list[dict[str, Any]], latest: Any = None) -> list[dict[str, Any]]:
+    def add(
+        self,
+        alerts: list[dict[str, Any]],
+        latest: Any = None,
+        *,
+        source: Any = None,
+        now: float | None = None,
+    ) -> list[dict[str, Any]]:
         """The alerts of one message, in order: what to send now (then closed windows).
-        ``latest``: the newest event time of the message (RFC 3339), matched or not, so
-        windows close while the input flows."""
+
+        ``latest``: the newest event time of the message (RFC 3339), matched or not, read
+        from ``source`` (the events partition) at wall time ``now``. The watermark is the
+        oldest newest-time among the sources heard from within ``idle_grace`` wall seconds,
+        so a partition read ahead of another never closes the other's windows early.
+        Without ``latest`` no window closes (only `close` and `advance` close them)."""
         t = epoch(latest)
         if t is not None:
-            self.watermark = max(self.watermark, t)
+            old = self.sources.get(source)
+            newest = t if old is None else max(old[0], t)
+            self.sources[source] = (newest, now if now is not None else 0.0)
+            self._move(now)
         if not self.options.enabled:
             return [self._incident(a) for a in alerts]
         out: list[dict[str, Any]] = []
         for event_alerts in _by_event(alerts):
             out += self._event(event_alerts)
+        if t is None:
+            return out
         return out + self.close(self.watermark - self.options.lateness)
+
+    def _move(self, now: float | None) -> None:
+        grace = self.options.idle_grace
+        live = [t for t, seen in self.sources.values() if now is None or now - seen < grace]
+        if live:
+            self.watermark = max(self.watermark, min(live))
 
     def _event(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -369,8 +395,6 @@ class Grouper:
         due: list[_Due] = []
         for alert in grouped:
             t = epoch(alert.get("event_time"))
-            if t is not None:
-                self.watermark = max(self.watermark, t)
             self.stats["matches"] += 1
             gid = str(alert["group"]["id"])
             rank = _RANK.get(str(alert.get("severity")), 0)
@@ -548,7 +572,9 @@ class Grouper:
     def advance(self, seconds: float) -> list[dict[str, Any]]:
         """Move the watermark on by ``seconds`` (an idle worker's clock) and close windows."""
         if self.watermark == float("-inf"):
-            return []
+            if not self.sources:
+                return []
+            self.watermark = max(t for t, _ in self.sources.values())
         self.watermark += seconds
         return self.close(self.watermark - self.options.lateness)
 

@@ -153,13 +153,18 @@ class OfflineRun:
         self._dead(result.dead_letters)
         alerts = [a.doc for a in result.alerts if a.doc is not None]
         return self._count(
-            self._group(alerts + bound.stateful + self._deliver(partition), result.latest)
+            self._group(
+                alerts + bound.stateful + self._deliver(partition), result.latest, partition
+            )
         )
 
     def _group(
-        self, alerts: list[dict[str, Any]], latest: str | None = None
+        self, alerts: list[dict[str, Any]], latest: str | None = None, partition: int = 0
     ) -> list[dict[str, Any]]:
-        return alerts if self.grouper is None else self.grouper.add(alerts, latest)
+        """Through the worker's grouper, with the events partition as the watermark source."""
+        if self.grouper is None:
+            return alerts
+        return self.grouper.add(alerts, latest, source=partition, now=self.clock())
 
     def _deliver(self, partition: int) -> list[dict[str, Any]]:
         """By-group messages of ``partition`` (and any they cause), delivered in order."""

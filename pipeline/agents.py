@@ -95,10 +95,13 @@ class Runtime:
     grouped_rules: Any = None  # the rule set the grouper's windows were taken from
 
 
-def group_alerts(rt: Runtime, alerts: list[Outgoing], latest: str | None = None) -> list[Outgoing]:
+def group_alerts(
+    rt: Runtime, alerts: list[Outgoing], latest: str | None = None, partition: int | None = None
+) -> list[Outgoing]:
     """The alerts of one message as the grouper lets them out (the rules' windows follow
-    hot reloads); ``latest``, the message's newest event time, moves its watermark. A
-    grouper that raises (a bug) lets the alerts through ungrouped: never lose one."""
+    hot reloads); ``latest``, the newest event time of events ``partition``, moves its
+    watermark. A grouper that raises (a bug) lets the alerts through ungrouped: never lose
+    one."""
     grouper = rt.grouper
     if grouper is None or (not alerts and latest is None):
         return alerts
@@ -107,7 +110,12 @@ def group_alerts(rt: Runtime, alerts: list[Outgoing], latest: str | None = None)
         if ruleset is not None and ruleset is not rt.grouped_rules:
             grouper.set_rules(ruleset.rules)
             rt.grouped_rules = ruleset
-        docs = grouper.add([a.doc for a in alerts if a.doc is not None], latest)
+        docs = grouper.add(
+            [a.doc for a in alerts if a.doc is not None],
+            latest,
+            source=partition,
+            now=time.monotonic(),
+        )
     except Exception as exc:
         log.error("alert grouping failed, sending %d alerts ungrouped: %r", len(alerts), exc)
         return alerts
@@ -202,7 +210,7 @@ class Handlers:
             result.dead_letters.append(worker_error("detect", exc, event.value, source))
             if rt.stateful is not None:
                 rt.stateful.abandon(msg)
-        result.alerts = group_alerts(rt, result.alerts, result.latest)
+        result.alerts = group_alerts(rt, result.alerts, result.latest, msg.partition)
         refused = 0
         for sink in rt.sinks:
             refused += await sink.send(result.alerts, source)

@@ -317,6 +317,7 @@ class Settings:
             enabled=self.grouping,
             rule_limit=self.group_rule_limit,
             incident_gap=self.incident_gap,
+            idle_grace=self.idle_grace,
         )
 
     @property

@@ -364,3 +364,17 @@ klaxon:
 """
     with pytest.raises(RuleLoadError, match=r"c\.yml:10:3: klaxon\.group: group applies to"):
         load_rules(texts={"r.yml": RULE, "c.yml": text})
+
+
+def test_a_partition_read_ahead_does_not_close_another_partitions_windows() -> None:
+    """The watermark is the oldest newest-time of the sources heard from lately: partition 1
+    at +1 h does not close the window partition 0 is still filling, until partition 0 falls
+    silent for longer than the idle grace (wall seconds)."""
+    g = grouper(idle_grace=60.0)
+    pods = [privileged_pod(i, name="web-0") for i in range(12)]
+    sent = g.add(alerts_of(pods[:5]), seconds(5), source=0, now=0.0)
+    sent += g.add([], seconds(3600), source=1, now=1.0)
+    sent += g.add(alerts_of(pods[5:]), seconds(12), source=0, now=2.0)
+    assert [a["group"]["count"] for a in sent] == [1, 10]  # one group, nothing closed early
+    sent = g.add([], seconds(3601), source=1, now=100.0)  # partition 0 silent for 98 s
+    assert [a["group"]["count"] for a in sent] == [12]

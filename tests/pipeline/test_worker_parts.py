@@ -322,7 +322,8 @@ async def test_the_worker_groups_a_messages_alerts_and_closes_groups_when_idle()
     rule_ids = {m.rule.id for m in matches}
     assert len(matches) == 12 * len(rule_ids) and rule_ids
     docs = [rt.to_alert(m) for m in matches]
-    out = group_alerts(rt, [Outgoing(d["id"].encode(), orjson.dumps(d), doc=d) for d in docs])
+    outgoing = [Outgoing(d["id"].encode(), orjson.dumps(d), doc=d) for d in docs]
+    out = group_alerts(rt, outgoing, "2026-11-27T09:15:11.000000Z", 0)
     assert len(out) == 2 * len(rule_ids)
     for o in out:
         assert o.doc is not None and o.key == o.doc["id"].encode()
