@@ -374,13 +374,21 @@ def isolated_settings(
 
 
 def stateful_env(settings: Settings) -> dict[str, str]:
-    """The variables of the stateful settings (for `pipeline.worker.settings_env`).
+    """The variables of the stateful and alert grouping settings (for
+    `pipeline.worker.settings_env`).
 
     >>> env = stateful_env(Settings(advance_delay=5.0, stateful_detectors=()))
     >>> env["KLAXON_STATEFUL_ADVANCE_DELAY"], env["KLAXON_STATEFUL_DETECTORS"]
     ('5.0', 'none')
     >>> Settings.from_env(env).advance_delay
     5.0
+    >>> grouped = Settings.from_env(stateful_env(Settings(grouping=False, group_rule_limit=7)))
+    >>> grouped.grouping, grouped.group_rule_limit, grouped.incident_gap
+    (False, 7, 3600.0)
+    >>> Settings.from_env({"KLAXON_GROUPING": "maybe"})
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.ConfigError: KLAXON_GROUPING='maybe' must be on or off
     """
     return {
         "KLAXON_STATEFUL_DETECTORS": ",".join(settings.stateful_detectors) or "none",
