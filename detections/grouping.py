@@ -1,8 +1,8 @@
 """Alert grouping and suppression: many matches of one rule on one key become one alert.
 
-Pure and synchronous (no Kafka, no wall clock): the worker (`pipeline.agents`,
-`pipeline.tables`) and the offline replay (`klaxon.offline`) feed it the same alert dicts in
-the same order and get the same output.
+Pure and synchronous (no Kafka; the wall clock only comes in as an argument, to tell a
+silent partition): the worker (`pipeline.agents`, `pipeline.tables`) and the offline replay
+(`klaxon.offline`) feed it the same alert dicts in the same order and get the same output.
 
 **Keys.** Every rule match already carries a *group of one* (`group_block`, called by
 `detections.alert.to_alert`): ``group.id = uuid5(<rule id>|<key>|<window index>)``, where the
@@ -16,12 +16,14 @@ resource (ten deleted events by one user are one group). ``source_ip`` and ``obj
 there for overrides.
 
 **Emission** (`Grouper.add`): the first alert of a group goes out at once (``update: 0``);
-later matches only count (``count``, ``last_seen``, ``event_ids``
-capped at `MAX_EVENT_IDS`), and an update goes out when the count reaches a threshold
-(`THRESHOLDS`: 10, 100, 1000, …) and once more when the window closes with a count not yet
-reported (``update`` 1, 2, …). Every alert of a group has the id ``uuid5(<group id>|<update>)``
-(`update_id`), whichever match opened the group. A flood of N matches on one
-key therefore costs 1 + ⌊log10 N⌋ + 1 alerts at most.
+later matches only count (``count``, ``last_seen``, ``event_ids`` capped at
+`MAX_EVENT_IDS`), and an update goes out when the count reaches a threshold (`THRESHOLDS`:
+10, 100, 1000, …) and once more when the window closes with a count not yet reported
+(``update`` 1, 2, …). A window closes ``lateness`` behind the watermark: the oldest newest
+event time among the sources (events partitions) heard from within ``idle_grace`` wall
+seconds. Every alert of a group has the id ``uuid5(<group id>|<update>)`` (`update_id`),
+whichever match opened the group. A flood of N matches on one key therefore costs
+1 + ⌊log10 N⌋ + 1 alerts at most.
 
 **Folding.** Rules that fire together on one event describe one finding: a new group whose
 rule is less severe than the event's most severe match is folded into that match's group
