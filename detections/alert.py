@@ -19,10 +19,9 @@ from typing import Any
 
 from detections.engine import Match
 from detections.fields import compile_path, resolve_alias
+from detections.grouping import KLAXON_NS as KLAXON_NS
+from detections.grouping import group_block
 from schemas.keys import cluster_of
-
-#: Namespace of Klaxon's deterministic ids: uuid5(NAMESPACE_URL, "https://klaxon.dev/ns").
-KLAXON_NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://klaxon.dev/ns")
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-/]+)\}")
 _MAX_SUMMARY_VALUE = 200
@@ -111,6 +110,9 @@ def to_alert(match: Match) -> dict[str, Any]:
     groups = user.get("groups")
     ips = event.get("sourceIPs")
     level = rule.level or "medium"
+    when = _str_or_none(event.get("stageTimestamp")) or _str_or_none(
+        event.get("requestReceivedTimestamp")
+    )
     return {
         "schema": "klaxon.alert/v1",
         "id": alert_id(rule.id, audit_id, stage),
@@ -131,8 +133,7 @@ def to_alert(match: Match) -> dict[str, Any]:
         "severity": level,
         "attack": _attack_block(rule.techniques, rule.tactics),
         "mtmk": list(rule.klaxon.mtmk),
-        "event_time": _str_or_none(event.get("stageTimestamp"))
-        or _str_or_none(event.get("requestReceivedTimestamp")),
+        "event_time": when,
         "cluster": cluster_of(event),
         "audit_id": audit_id,
         "stage": stage,
@@ -159,6 +160,7 @@ def to_alert(match: Match) -> dict[str, Any]:
         "evidence": dict(match.matched_fields),
         "falsepositives": list(rule.falsepositives),
         "tags": list(rule.tags),
+        "group": group_block(rule, event, when),
     }
 
 

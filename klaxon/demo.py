@@ -38,7 +38,14 @@ from replay.sample import SAMPLE_PATH
 
 __all__ = ["format_row", "header_row", "register", "sample_files"]
 
-_COLUMNS = (("time", 8), ("severity", 8), ("rule", 44), ("user", 34), ("object", 34))
+_COLUMNS = (
+    ("time", 8),
+    ("severity", 8),
+    ("count", 5),
+    ("rule", 44),
+    ("user", 34),
+    ("object", 34),
+)
 
 
 def sample_files() -> list[Path]:
@@ -56,11 +63,12 @@ def header_row() -> str:
 
 
 def format_row(alert: dict[str, Any]) -> str:
-    """One alert as a table row: time, severity, rule title, user, object, ATT&CK techniques.
+    """One alert as a table row: time, severity, matches so far (``group.count``; ``-`` for
+    a stateful alert), rule title, user, object, ATT&CK techniques.
 
     >>> from schemas.alert import example_alert
     >>> print(format_row(example_alert()))  # doctest: +NORMALIZE_WHITESPACE
-    13:58:49  high      Privileged container created  minikube-user
+    13:58:49  high      1  Privileged container created  minikube-user
     pods default/nginx  T1611
     """
     when = str(alert.get("event_time") or "")
@@ -71,7 +79,15 @@ def format_row(alert: dict[str, Any]) -> str:
     where = "/".join(p for p in (obj.get("namespace"), obj.get("name")) if p)
     what = " ".join(p for p in (obj.get("resource"), obj.get("subresource")) if p)
     techniques = [t.get("id", "") for t in (alert.get("attack") or {}).get("techniques", [])]
-    cells = (clock, alert.get("severity", ""), rule.get("title", ""), user, f"{what} {where}")
+    count = (alert.get("group") or {}).get("count", "-")
+    cells = (
+        clock,
+        alert.get("severity", ""),
+        count,
+        rule.get("title", ""),
+        user,
+        f"{what} {where}",
+    )
     text = "  ".join(
         f"{_cut(str(c).strip(), w):<{w}}" for c, (_, w) in zip(cells, _COLUMNS, strict=True)
     )

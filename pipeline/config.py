@@ -84,6 +84,15 @@ Stateful detections (``docs/stateful.md``). Durations are seconds, or a number w
     Window score (root of summed squared z's) at which the online anomaly model alerts.
 ``KLAXON_SILENCE_THRESHOLD`` (``600``)
     A cluster without events for this long (event time) is reported quiet.
+``KLAXON_GROUPING`` (``on``)
+    ``off``: every match is its own alert (still with ``group`` and ``incident``); ``on``:
+    matches of one rule on one key within a window are one alert with updates
+    (`detections.grouping`, ``docs/operations.md``, "Alert grouping").
+``KLAXON_GROUP_RULE_LIMIT`` (``100``)
+    Groups one rule may open per window; further matches are counted in the rule's
+    overflow group (one alert, updated), never dropped.
+``KLAXON_INCIDENT_GAP`` (``3600``)
+    Event-time seconds between two alerts of one principal that still share an ``incident``.
 ``KLAXON_ANOMALY_MODEL``
     JSON model written by ``klaxon anomaly train``: every closed per-principal window is
     also scored by this offline IsolationForest (in batches) and alerts above the threshold
@@ -133,6 +142,7 @@ from schemas.keys import DEFAULT_CLUSTER
 from schemas.redact import Redaction
 
 if TYPE_CHECKING:
+    from detections.grouping import GroupOptions
     from detections.selection import RuleSelection
     from detections.stateful.offline import IsolationModel
 
@@ -213,6 +223,20 @@ def _positive_float(name: str, raw: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name}={raw!r} must be a finite number above 0")
     return value
+
+
+def _switch(name: str, raw: str) -> bool:
+    """``on``/``off`` (also true/false, 1/0, yes/no).
+
+    >>> _switch("X", "Off"), _switch("X", "yes")
+    (False, True)
+    """
+    value = raw.lower()
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"{name}={value!r} must be on or off")
 
 
 def _families(name: str, raw: str) -> tuple[str, ...]:
@@ -522,6 +546,11 @@ class Settings(BaseSettings):
     rules_disable: tuple[str, ...] = setting("KLAXON_RULES_DISABLE", (), _selectors)
     #: Operator redaction patterns, RE2 source text.
     redact_patterns: tuple[str, ...] = setting("KLAXON_REDACT_PATTERNS", (), _patterns)
+    #: Alert grouping (`detections.grouping`): on/off, groups per rule and window, and the
+    #: gap that ends a principal's incident.
+    grouping: bool = setting("KLAXON_GROUPING", True, _switch)
+    group_rule_limit: int = setting("KLAXON_GROUP_RULE_LIMIT", 100, _positive_int)
+    incident_gap: float = setting("KLAXON_INCIDENT_GAP", 3600.0, _seconds)
     #: TLS and SASL of every Kafka client (secrets masked in ``repr``); read by
     #: `KafkaSecurity.from_env`, which checks that the variables fit together.
     kafka_security: KafkaSecurity = KafkaSecurity()
@@ -615,6 +644,17 @@ class Settings(BaseSettings):
 
         return RuleSelection.parse(enable=self.rules_enable, disable=self.rules_disable)
 
+    def group_options(self) -> GroupOptions:
+        """The `detections.grouping.Grouper` options of these settings."""
+        from detections.grouping import GroupOptions
+
+        return GroupOptions(
+            enabled=self.grouping,
+            rule_limit=self.group_rule_limit,
+            incident_gap=self.incident_gap,
+            idle_grace=self.idle_grace,
+        )
+
     @property
     def topics(self) -> tuple[str, str, str, str]:
         """The four topic names: raw, events, alerts, dead-letter."""
@@ -704,13 +744,21 @@ def isolated_settings(
 
 
 def stateful_env(settings: Settings) -> dict[str, str]:
-    """The variables of the stateful settings (for `pipeline.worker.settings_env`).
+    """The variables of the stateful and alert grouping settings (for
+    `pipeline.worker.settings_env`).
 
     >>> env = stateful_env(Settings(advance_delay=5.0, stateful_detectors=()))
     >>> env["KLAXON_STATEFUL_ADVANCE_DELAY"], env["KLAXON_STATEFUL_DETECTORS"]
     ('5.0', 'none')
     >>> Settings.from_env(env).advance_delay
     5.0
+    >>> grouped = Settings.from_env(stateful_env(Settings(grouping=False, group_rule_limit=7)))
+    >>> grouped.grouping, grouped.group_rule_limit, grouped.incident_gap
+    (False, 7, 3600.0)
+    >>> Settings.from_env({"KLAXON_GROUPING": "maybe"})
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.ConfigError: KLAXON_GROUPING='maybe' must be on or off
     """
     return {
         "KLAXON_STATEFUL_DETECTORS": ",".join(settings.stateful_detectors) or "none",
@@ -720,4 +768,7 @@ def stateful_env(settings: Settings) -> dict[str, str]:
         "KLAXON_ANOMALY_THRESHOLD": repr(settings.anomaly_threshold),
         "KLAXON_SILENCE_THRESHOLD": repr(settings.silence_threshold),
         "KLAXON_ANOMALY_MODEL": str(settings.anomaly_model or ""),
+        "KLAXON_GROUPING": "on" if settings.grouping else "off",
+        "KLAXON_GROUP_RULE_LIMIT": str(settings.group_rule_limit),
+        "KLAXON_INCIDENT_GAP": repr(settings.incident_gap),
     }

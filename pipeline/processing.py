@@ -117,6 +117,8 @@ class DetectResult:
     dead_letters: list[bytes] = field(default_factory=list)
     events: int = 0
     errors: int = 0
+    #: The newest ``stageTimestamp`` of the message (RFC 3339 text; the alert grouper's clock).
+    latest: str | None = None
 
 
 def dead_letter_bytes(reason: str, original: bytes, source: Source) -> bytes:
@@ -327,6 +329,8 @@ def detect_message(
             reason = f"malformed events message: item is JSON {type(item).__name__}"
             result.dead_letters.append(dead_letter_bytes(reason, orjson.dumps(item), source))
     result.events = len(good)
+    stamps = [t for e in good if (t := e.get("stageTimestamp")).__class__ is str]
+    result.latest = max(stamps) if stamps else None  # same format (Z, microseconds): sortable
     try:
         matches = list(engine.evaluate_batch(good))
     except Exception:

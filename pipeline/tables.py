@@ -205,6 +205,12 @@ class StatefulShell:
         app = self.app
         guard = app.delivery
         refused = 0
+        grouper = getattr(self.rt, "grouper", None)
+        if alerts and grouper is not None:  # incidents (stateful alerts are not grouped)
+            try:
+                alerts = grouper.add(list(alerts))
+            except Exception as exc:  # a bug: the alerts go out without incidents
+                log.error("alert grouping failed on %d stateful alerts: %r", len(alerts), exc)
         try:
             if alerts:
                 if not self.rt.sinks:  # install_agents sets them first: never drop alerts

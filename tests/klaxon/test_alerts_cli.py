@@ -125,7 +125,7 @@ def test_tail_from_the_beginning_filters_and_prints_json(
     assert got == sorted([ALERTS[0]["id"], ALERTS[2]["id"]])
     assert main([*argv, "--principal", "system:serviceaccount:ci:*", "--limit", "1"]) == 0
     header, row = capsys.readouterr().out.splitlines()
-    assert header.split()[:3] == ["TIME", "SEVERITY", "RULE"] and "Command executed" in row
+    assert header.split()[:4] == ["TIME", "SEVERITY", "COUNT", "RULE"] and "Command executed" in row
 
 
 def test_tail_previews_a_registered_format_and_refuses_unknown_ones(

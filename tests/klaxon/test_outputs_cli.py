@@ -85,7 +85,7 @@ def test_offline_replay_prints_alerts_in_a_format(tmp_path: Path) -> None:
     done = klaxon("replay", "--offline", str(SAMPLE_PATH), "--format", "ecs")
     assert done.returncode == 0, done.stderr
     docs = [orjson.loads(line) for line in done.stdout.splitlines()]
-    assert len(docs) >= 40
+    assert len(docs) >= 15  # the sample's alerts after grouping (19 at the defaults)
     for doc in docs:
         check_ecs(doc)
     done = klaxon("replay", "--offline", str(SAMPLE_PATH), "--format", "cef")

@@ -24,10 +24,13 @@ def test_demo_replays_a_file_prints_every_alert_and_exits_cleanly(tmp_path: Path
     path = tmp_path / "audit.jsonl"
     path.write_bytes(b"\n".join(lines))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KLAXON_"))}
-    # stateless only: the comparison is with the offline engine (stateful alerts have their
-    # own tests and depend on timing)
+    # stateless only, one alert per match: the comparison is with the offline engine
+    # (stateful alerts and grouping have their own tests; stateful ones depend on timing)
     env.update(
-        KLAXON_RULES=str(RULES), KLAXON_CLUSTER="test-cluster", KLAXON_STATEFUL_DETECTORS="none"
+        KLAXON_RULES=str(RULES),
+        KLAXON_CLUSTER="test-cluster",
+        KLAXON_STATEFUL_DETECTORS="none",
+        KLAXON_GROUPING="off",
     )
     argv = [sys.executable, "-m", "klaxon", "demo", str(path), "--json", "--idle", "1"]
     argv += ["--min-severity", "informational"]
@@ -53,7 +56,10 @@ def test_demo_prints_its_alerts_in_the_format_asked_for(tmp_path: Path) -> None:
     path.write_bytes(b"\n".join(lines))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "KLAXON_"))}
     env.update(
-        KLAXON_RULES=str(RULES), KLAXON_CLUSTER="test-cluster", KLAXON_STATEFUL_DETECTORS="none"
+        KLAXON_RULES=str(RULES),
+        KLAXON_CLUSTER="test-cluster",
+        KLAXON_STATEFUL_DETECTORS="none",
+        KLAXON_GROUPING="off",  # one alert per match, as the offline engine finds them
     )
     argv = [sys.executable, "-m", "klaxon", "demo", str(path), "--format", "ocsf", "--json"]
     argv += ["--idle", "1", "--min-severity", "informational"]
@@ -63,4 +69,4 @@ def test_demo_prints_its_alerts_in_the_format_asked_for(tmp_path: Path) -> None:
     for finding in findings:
         check_ocsf(finding)
     expected = expected_for(lines, with_garbage=False).alert_ids
-    assert {f["finding_info"]["uid"] for f in findings} == expected and expected
+    assert {f["metadata"]["uid"] for f in findings} == expected and expected

@@ -151,7 +151,9 @@ def test_every_pack_alert_converts_to_a_valid_ocsf_detection_finding(
     """OCSF: a valid Detection Finding with the rule as analytic and its ATT&CK mapping."""
     doc = orjson.loads(FORMATS["ocsf"].encode(alert))
     finding = check_ocsf(doc)
-    assert finding.finding_info.uid == alert["id"]
+    # One finding per group (its updates are activity Update of it); the alert is metadata.uid.
+    assert finding.finding_info.uid == (alert.get("group") or {}).get("id", alert["id"])
+    assert doc["metadata"]["uid"] == alert["id"]
     assert finding.finding_info.analytic is not None
     assert finding.finding_info.analytic.uid == alert["rule"]["id"]
     techniques = {t["id"] for t in alert["attack"]["techniques"]}
@@ -368,7 +370,7 @@ def test_formats_are_deterministic_and_named_in_kafka_headers(name: str) -> None
 
 def test_an_alert_without_any_time_cannot_be_written_as_a_finding() -> None:
     """No event time and no group: the formats that need a time refuse (a dead letter)."""
-    alert = {**example_alert(), "event_time": None}
+    alert = {**example_alert(), "event_time": None, "group": None}
     for name in ("ocsf", "ecs", "splunk_hec"):
         with pytest.raises(ValueError, match="no event_time"):
             FORMATS[name].encode(alert)
