@@ -126,7 +126,7 @@ def cmd_validate(
 
 def print_trust_notices(ruleset: RuleSet, err: TextIO) -> None:
     """Say which allow-lists are empty: an empty ``cluster_networks`` means trust by name only,
-    an empty policy list means its policy rule is off."""
+    an empty policy list keeps its policy rule silent."""
     from detections.lists import empty_allow_lists
 
     empty = empty_allow_lists(ruleset.rules, ruleset.lists)
@@ -140,10 +140,13 @@ def print_trust_notices(ruleset: RuleSet, err: TextIO) -> None:
             file=err,
         )
     for name, titles in sorted(empty.items()):
-        print(
-            f"notice: {name} is empty, so policy rule(s) {', '.join(map(repr, titles))} are off",
-            file=err,
-        )
+        silent = [t for t in titles if t not in (rules or ())]
+        if silent:
+            print(
+                f"notice: {name} is empty, so {', '.join(map(repr, silent))} stay(s) silent "
+                "until it is set",
+                file=err,
+            )
 
 
 def cmd_test(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

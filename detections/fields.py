@@ -20,6 +20,7 @@ typed :class:`Slot` s.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -93,6 +94,7 @@ DERIVED = (
     "authzReason",
     "response.success",
     "sourceIP",
+    "sourceNetwork",
     "podSpec",
     "podSpec.allContainers",
     "cluster",
@@ -488,6 +490,33 @@ def _source_ip(event: dict[str, Any]) -> Any:
     return _MISSING
 
 
+#: Prefix lengths of a "source network" (IPv4, IPv6): wide enough that the nodes and pods of
+#: one cluster or VPC share one, narrow enough that another site or provider does not.
+SOURCE_NETWORK_PREFIX = (16, 48)
+
+
+def _source_network(event: dict[str, Any]) -> Any:
+    """The network of the request's peer: the last ``sourceIPs`` entry (the API server
+    appends the connection's address after any X-Forwarded-For entries), as a CIDR.
+
+    >>> _source_network({"sourceIPs": ["10.0.0.9", "203.0.113.7"]})
+    '203.0.0.0/16'
+    >>> _source_network({"sourceIPs": ["2001:db8:1:2::5"]})
+    '2001:db8:1::/48'
+    >>> _source_network({"sourceIPs": ["x"]}) is _MISSING
+    True
+    """
+    ips = event.get("sourceIPs")
+    if not isinstance(ips, list) or not ips or not isinstance(ips[-1], str):
+        return _MISSING
+    try:
+        address = ipaddress.ip_address(ips[-1])
+    except ValueError:
+        return _MISSING
+    prefix = SOURCE_NETWORK_PREFIX[0 if address.version == 4 else 1]
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
 def _command_line(event: dict[str, Any]) -> Any:
     cmds = exec_commands(event)
     return " ".join(cmds) if cmds else _MISSING
@@ -515,6 +544,7 @@ _DERIVERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "authzReason": lambda ev: _annotation(ev, "authorization.k8s.io/reason"),
     "response.success": _response_success,
     "sourceIP": _source_ip,
+    "sourceNetwork": _source_network,
     "podSpec.allContainers": _all_containers,
     "podSpec": lambda ev: _or_missing(pod_spec(ev)),
 }

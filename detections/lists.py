@@ -137,8 +137,9 @@ _PLACEHOLDER = re.compile(r"%([^%]+)%")
 def empty_allow_lists(
     rules: Iterable[Rule], lists: Mapping[str, tuple[Any, ...]]
 ) -> dict[str, list[str]]:
-    """Empty lists used with ``|outside|expand`` (an allow-list not filled in, so the
-    comparison matches nothing), each with the titles of the rules that use it.
+    """Empty lists used with ``|outside|expand`` where every list of the comparison is empty
+    (an allow-list not filled in, so the comparison matches nothing), each with the titles of
+    the rules that use it.
 
     >>> from detections.loader import load_rules
     >>> rs = load_rules()
@@ -153,10 +154,11 @@ def empty_allow_lists(
                 for fm in alternative:
                     if "outside" not in fm.modifiers or "expand" not in fm.modifiers:
                         continue
-                    for value in fm.values:
-                        for name in _PLACEHOLDER.findall(str(value)):
-                            if name in lists and not lists[name]:
-                                titles = found.setdefault(name, [])
-                                if rule.title not in titles:
-                                    titles.append(rule.title)
+                    names = [n for v in fm.values for n in _PLACEHOLDER.findall(str(v))]
+                    if not names or any(lists.get(n) for n in names):
+                        continue  # some list is filled in: the comparison can match
+                    for name in names:
+                        titles = found.setdefault(name, [])
+                        if rule.title not in titles:
+                            titles.append(rule.title)
     return found
