@@ -95,6 +95,7 @@ DERIVED = (
     "response.success",
     "sourceIP",
     "sourceNetwork",
+    "dataValues",
     "podSpec",
     "podSpec.allContainers",
     "cluster",
@@ -517,6 +518,42 @@ def _source_network(event: dict[str, Any]) -> Any:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
+_DATA_KEYS = ("data", "stringData")
+
+
+def _data_values(event: dict[str, Any]) -> Any:
+    """String values of the request body's ``data``/``stringData`` maps (create, update,
+    merge patch) and of JSON-patch operations on them: where a ConfigMap or Secret carries
+    its contents, after the normaliser redacted them.
+
+    >>> _data_values({"requestObject": {"data": {"a": "x", "n": 1}, "stringData": {"b": "y"}}})
+    ['x', 'y']
+    >>> _data_values({"requestObject": [{"op": "add", "path": "/data/k", "value": "v"},
+    ...                                 {"op": "add", "path": "/metadata/labels/x", "value": "w"}]})
+    ['v']
+    """
+    body = event.get("requestObject")
+    out: list[str] = []
+    if isinstance(body, dict):
+        for key in _DATA_KEYS:
+            _strings_of(body.get(key), out)
+    elif isinstance(body, list):
+        for op in body:
+            if not isinstance(op, dict) or not isinstance(op.get("path"), str):
+                continue
+            if op["path"].split("/")[1:2] in (["data"], ["stringData"]):
+                _strings_of(op.get("value"), out)
+    return out or _MISSING
+
+
+def _strings_of(value: Any, out: list[str]) -> None:
+    """A string, or the string values of a map, appended to ``out``."""
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict):
+        out.extend(v for v in value.values() if isinstance(v, str))
+
+
 def _command_line(event: dict[str, Any]) -> Any:
     cmds = exec_commands(event)
     return " ".join(cmds) if cmds else _MISSING
@@ -545,6 +582,7 @@ _DERIVERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "response.success": _response_success,
     "sourceIP": _source_ip,
     "sourceNetwork": _source_network,
+    "dataValues": _data_values,
     "podSpec.allContainers": _all_containers,
     "podSpec": lambda ev: _or_missing(pod_spec(ev)),
 }
