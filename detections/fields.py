@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from detections.csr import subject_of
 from schemas import audit
 
 
@@ -96,6 +97,7 @@ DERIVED = (
     "sourceIP",
     "sourceNetwork",
     "dataValues",
+    "csrSubject",
     "podSpec",
     "podSpec.allContainers",
     "cluster",
@@ -518,6 +520,15 @@ def _source_network(event: dict[str, Any]) -> Any:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
+def _csr_subject(event: dict[str, Any]) -> Any:
+    """``{"commonName", "organizations"}`` of the CSR in ``requestObject.spec.request``
+    (:mod:`detections.csr`): the user and groups the certificate would carry."""
+    body = event.get("requestObject")
+    spec = body.get("spec") if isinstance(body, dict) else None
+    request = spec.get("request") if isinstance(spec, dict) else None
+    return _or_missing(subject_of(request)) if request is not None else _MISSING
+
+
 _DATA_KEYS = ("data", "stringData")
 
 
@@ -583,6 +594,7 @@ _DERIVERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "sourceIP": _source_ip,
     "sourceNetwork": _source_network,
     "dataValues": _data_values,
+    "csrSubject": _csr_subject,
     "podSpec.allContainers": _all_containers,
     "podSpec": lambda ev: _or_missing(pod_spec(ev)),
 }
@@ -668,9 +680,13 @@ def compile_path(field: str) -> Getter:
 DERIVED_FREE_FORM = ("podSpec",)
 
 
+#: The paths below derived fields that hold a small fixed object.
+DERIVED_PATHS = ("csrSubject.commonName", "csrSubject.organizations")
+
+
 def known_field_paths() -> frozenset[str]:
     """Dotted paths the canonical AuditEvent schema knows, plus derived fields."""
-    return audit.field_paths() | frozenset(DERIVED)
+    return audit.field_paths() | frozenset(DERIVED) | frozenset(DERIVED_PATHS)
 
 
 def is_known_field(field: str, known: frozenset[str]) -> bool:

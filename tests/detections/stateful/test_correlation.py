@@ -504,3 +504,44 @@ def test_pack_token_from_two_networks(pack: tuple[Engine, CorrelationEngine]) ->
     assert feed(pack, [pods[0], later]) == []
     roaming = [ev(T0 + i, i, user="alice", sourceIPs=[f"198.{i}.0.1"]) for i in range(3)]
     assert feed(pack, roaming) == []
+
+
+def test_pack_csr_created_and_approved_by_the_same_identity(
+    pack: tuple[Engine, CorrelationEngine],
+) -> None:
+    """Creating a CSR and approving it oneself alerts; a kubelet's CSR approved by the
+    controller manager, or approving before creating, does not."""
+    title = "Certificate signing request created and approved by the same identity"
+
+    def create(t: float, user: str, name: str) -> dict[str, Any]:
+        return ev(
+            t,
+            f"c-{user}-{name}",
+            user=user,
+            verb="create",
+            objectRef={"resource": "certificatesigningrequests", "name": name, "namespace": None},
+            responseStatus={"code": 201},
+        )
+
+    def approve(t: float, user: str, name: str) -> dict[str, Any]:
+        return ev(
+            t,
+            f"a-{user}-{name}",
+            user=user,
+            verb="update",
+            objectRef={
+                "resource": "certificatesigningrequests",
+                "subresource": "approval",
+                "name": name,
+                "namespace": None,
+            },
+            responseStatus={"code": 200},
+            requestObject={"status": {"conditions": [{"type": "Approved", "status": "True"}]}},
+        )
+
+    assert feed(pack, [create(T0, "mallory", "b"), approve(T0 + 30, "mallory", "b")]) == [title]
+    kubelet = [create(T0, "system:node:n1", "node-csr-1")]
+    kubelet.append(approve(T0 + 1, "system:kube-controller-manager", "node-csr-1"))
+    assert feed(pack, kubelet) == []
+    assert feed(pack, [create(T0, "mallory", "b"), approve(T0 + 30, "mallory", "other")]) == []
+    assert feed(pack, [approve(T0, "mallory", "b"), create(T0 + 30, "mallory", "b")]) == []
