@@ -227,6 +227,8 @@ def _fold_selection(cs: CompiledSelection, known: dict[str, Any]) -> Folded:
         for f in alt:
             if f.match.path in INDEXED and "fieldref" not in f.match.modifiers:
                 fields.append(bool(f.test(known, {})))
+            elif f.test is never_matches:
+                fields.append(False)  # over empty lists only: a rule waiting on its list
             else:
                 fields.append(f.test)
         alts.append(fold_all(fields))

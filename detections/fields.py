@@ -20,6 +20,7 @@ typed :class:`Slot` s.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -512,10 +513,17 @@ def _source_network(event: dict[str, Any]) -> Any:
     ips = event.get("sourceIPs")
     if not isinstance(ips, list) or not ips or not isinstance(ips[-1], str):
         return _MISSING
+    network = _network_of(ips[-1][:64])
+    return _MISSING if network is None else network
+
+
+@functools.lru_cache(maxsize=8192)
+def _network_of(text: str) -> str | None:
+    """The source network of one address text (memoized: peers repeat endlessly)."""
     try:
-        address = ipaddress.ip_address(ips[-1])
+        address = ipaddress.ip_address(text)
     except ValueError:
-        return _MISSING
+        return None
     prefix = SOURCE_NETWORK_PREFIX[0 if address.version == 4 else 1]
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 

@@ -491,21 +491,6 @@ def test_an_engine_over_given_specs_routes_only_their_rules() -> None:
     assert generated.isdisjoint(suppressed_rule_ids(rs))
 
 
-def test_pack_token_from_two_networks(pack: tuple[Engine, CorrelationEngine]) -> None:
-    """One service-account token seen from a second source network within the hour alerts;
-    many pods of one cluster network, a person roaming, or two hours apart do not."""
-    sa = "system:serviceaccount:kube-system:clusterrole-aggregation-controller"
-    title = "Service-account token used from two source networks"
-    pods = [ev(T0 + i, i, user=sa, sourceIPs=[f"10.244.{i}.7"]) for i in range(10)]
-    assert feed(pack, pods) == []
-    stolen = ev(T0 + 600, "x", user=sa, sourceIPs=["10.244.0.9", "203.0.113.7"])
-    assert feed(pack, [*pods, stolen]) == [title]
-    later = ev(T0 + 3 * 3600, "y", user=sa, sourceIPs=["203.0.113.7"])
-    assert feed(pack, [pods[0], later]) == []
-    roaming = [ev(T0 + i, i, user="alice", sourceIPs=[f"198.{i}.0.1"]) for i in range(3)]
-    assert feed(pack, roaming) == []
-
-
 def test_pack_csr_created_and_approved_by_the_same_identity(
     pack: tuple[Engine, CorrelationEngine],
 ) -> None:
