@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from detections import Engine, load_rules
@@ -209,3 +210,34 @@ def fired_any(engine: Engine, trace: Path) -> set[str]:
     """Like :func:`fired`, for traces the normaliser may reject (the malformed one)."""
     events = decode_payload(trace.read_bytes()).events
     return {m.rule.id for event in events for m in engine.evaluate(event)}
+
+
+def test_configmap_rule_reads_the_normalisers_redaction_marker(engine: Engine) -> None:
+    """The ConfigMap rule looks for exactly the placeholder prefix schemas.redact writes, so
+    whatever the normaliser learns to redact keeps firing it."""
+    from schemas.redact import PLACEHOLDER_PREFIX
+
+    rule = engine.compiled_rule(CONFIGMAP_CREDENTIALS).rule
+    values = [
+        v
+        for alt in rule.detection["redacted_value"].alternatives
+        for fm in alt
+        if fm.path == "dataValues"
+        for v in fm.values
+    ]
+    assert values == [PLACEHOLDER_PREFIX]
+    secret = "AKIA" + "ABCDEFGHIJKLMNOP"
+    event = {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "auditID": "c0ffee00-0000-4000-8000-000000000001",
+        "stage": "ResponseComplete",
+        "verb": "create",
+        "user": {"username": "dev@example.com"},
+        "objectRef": {"resource": "configmaps", "namespace": "web", "name": "settings"},
+        "responseStatus": {"code": 201},
+        "requestObject": {"kind": "ConfigMap", "data": {"app.ini": f"key_id = {secret}\n"}},
+    }
+    (decoded,) = decode_payload(orjson.dumps(event)).events
+    assert secret not in orjson.dumps(decoded).decode()
+    assert CONFIGMAP_CREDENTIALS in {m.rule.id for m in engine.evaluate(decoded)}
