@@ -1,4 +1,4 @@
-"""``klaxon rules validate|test|explain|list|run``: the rule author's command line.
+"""``klaxon rules validate|test|explain|list|run|convert``: the rule author's command line.
 
 Results go to stdout, diagnostics to stderr. Exit codes: 0 clean, 1 problems (or failures,
 or ``explain`` found no match), 2 usage errors.
@@ -18,6 +18,9 @@ import yaml
 
 from detections.errors import DetectionError, EventFileError, RuleLoadError
 from detections.rule import Rule, RuleSet
+
+#: ``klaxon rules convert --target`` names (``detections.convert.TARGETS``, which imports pySigma).
+CONVERT_TARGETS = ("splunk", "elasticsearch", "kusto", "sqlite")
 
 
 def register(subparsers: Any) -> None:
@@ -78,6 +81,33 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cluster", default=None, help="cluster name for events that do not say")
     common(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "convert",
+        help="write rules as SIEM queries through pySigma (the 'convert' extra)",
+        description="Convert rules and correlations into queries of each --target; rules that "
+        "cannot be converted are listed with the reason. The summary goes to stderr "
+        "(to stdout with --summary).",
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        choices=(*CONVERT_TARGETS, "all"),
+        help="query language (repeat for several; 'all' for every one)",
+    )
+    p.add_argument(
+        "--field-prefix",
+        default="",
+        metavar="PREFIX",
+        help="where the audit event sits in your documents, e.g. 'kubernetes.audit.' "
+        "(splunk and elasticsearch)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per rule and target")
+    p.add_argument("--summary", action="store_true", help="only the summary, on stdout")
+    common(p)
+    p.set_defaults(func=cmd_convert)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -319,6 +349,40 @@ def cmd_run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | N
         f"({len(ruleset.rules)} rules)",
         file=err,
     )
+    return 0
+
+
+def cmd_convert(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Queries (or JSON lines) on stdout, the per-target summary on stderr; exit 1 when the
+    rules do not load or pySigma is not installed (rules that cannot convert are not errors)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        from detections.convert import convert_ruleset
+        from detections.convert.render import write_json, write_queries, write_summary
+    except ImportError as exc:
+        print(
+            f"error: klaxon rules convert needs pySigma and its backends ({exc}); "
+            "install them with: pip install 'klaxon[convert]'",
+            file=err,
+        )
+        return 1
+    ruleset = _load(args.paths, args, err)
+    if ruleset is None:
+        return 1
+    names = CONVERT_TARGETS if "all" in args.target else tuple(dict.fromkeys(args.target))
+    try:
+        reports = [convert_ruleset(ruleset, name, field_prefix=args.field_prefix) for name in names]
+    except ValueError as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    if args.summary:
+        write_summary(reports, out)
+        return 0
+    for report in reports:
+        (write_json if args.json else write_queries)(report, out)
+    write_summary(reports, err)
     return 0
 
 

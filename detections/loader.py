@@ -36,15 +36,27 @@ from detections.yamlsrc import Document, YamlProblems, load_documents
 PACKAGED_RULES = Path(__file__).resolve().parent / "rules"
 
 
+def yaml_files(folder: Path) -> list[Path]:
+    """The ``*.yml``/``*.yaml`` files under ``folder`` (recursively, sorted), hidden ones and
+    those in hidden folders left out: a Kubernetes ConfigMap volume holds each file twice,
+    as ``name.yml`` and in the ``..<timestamp>/`` folder it links to.
+    """
+    return sorted(
+        q
+        for q in folder.rglob("*")
+        if q.suffix in (".yml", ".yaml")
+        and q.is_file()
+        and not any(part.startswith(".") for part in q.relative_to(folder).parts)
+    )
+
+
 def rule_files(paths: Iterable[str | os.PathLike[str]], problems: list[Problem]) -> list[Path]:
-    """Expand files and folders (recursively, ``*.yml``/``*.yaml``) into a sorted file list."""
+    """Expand files and folders (`yaml_files`) into a sorted file list."""
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            out.extend(
-                sorted(q for q in p.rglob("*") if q.suffix in (".yml", ".yaml") and q.is_file())
-            )
+            out.extend(yaml_files(p))
         elif p.is_file():
             out.append(p)
         else:

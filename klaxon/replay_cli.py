@@ -86,6 +86,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " when no broker is configured)",
     )
     p.add_argument("--json", action="store_true", help="offline: print alerts as JSON lines")
+    p.add_argument(
+        "--format",
+        metavar="NAME",
+        help="offline: print alerts as JSON lines in this format: native, ocsf, ecs,"
+        " splunk_hec (implies --json)",
+    )
     p.set_defaults(func=_replay)
 
 
@@ -217,10 +223,13 @@ def _offline(
     progress: Progress,
 ) -> int:
     from detections import RuleLoadError
-    from klaxon.demo import format_row, header_row
+    from klaxon.demo import alert_renderer, header_row
     from klaxon.offline import build_offline
     from replay.reader import iter_batches
 
+    render = orjson_line if args.json and not args.format else alert_renderer(args)
+    if render is None:
+        return 2
     try:
         run = build_offline(settings, cluster=args.cluster)
     except (RuleLoadError, PipelineError) as exc:
@@ -229,7 +238,9 @@ def _offline(
 
     def show(alert: dict[str, Any]) -> None:
         progress.clear()
-        print(orjson_line(alert) if args.json else format_row(alert), flush=True)
+        line = render(alert)
+        if line is not None:
+            print(line, flush=True)
 
     if not args.json:
         print(header_row(), flush=True)

@@ -53,7 +53,7 @@ from pipeline.sinks import AlertSink, KafkaTopicSink
 from pipeline.sources import RawPayload, RawTopicSource
 from pipeline.watchdog import Watchdog
 
-__all__ = ["Handlers", "Runtime", "install_agents", "write_status"]
+__all__ = ["Handlers", "Runtime", "install_agents", "unready_reasons", "write_status"]
 
 
 health_log = logging.getLogger("klaxon.health")
@@ -80,6 +80,10 @@ class Runtime:
     port: FaustPort | None = None
     #: Where alerts go (the alert topic unless set before `install_agents`).
     sinks: list[AlertSink] = field(default_factory=list)
+    #: `pipeline.telemetry.WorkerMetrics` when /metrics is served (set before install_agents).
+    metrics: Any = None
+    #: Base URL of /metrics, /healthz, /readyz (in the status snapshot; tests find it there).
+    metrics_url: str | None = None
 
 
 def write_status(path: str, snapshot: dict[str, Any]) -> None:
@@ -139,6 +143,8 @@ class Handlers:
             filtered=result.filtered,
             messages_out=len(result.messages) - refused,
         )
+        if rt.metrics is not None:
+            rt.metrics.normalised(result)
         handoff = rt.handoff
         if handoff.max_events and result.messages:
             ours = self.consumed_events_partitions()
@@ -155,6 +161,7 @@ class Handlers:
             return
         source = Source(msg.topic, msg.partition, msg.offset)
         handoff = rt.handoff
+        started = time.perf_counter()
         try:
             engine = rt.holder.engine  # the next line wraps it (feeds, filters)
             engine = rt.stateful.bind(engine, msg) if rt.stateful else engine
@@ -170,6 +177,8 @@ class Handlers:
             result.dead_letters.append(worker_error("detect", exc, event.value, source))
             if rt.stateful is not None:
                 rt.stateful.abandon(msg)
+        if rt.metrics is not None:
+            rt.metrics.detected(result, time.perf_counter() - started)
         refused = 0
         for sink in rt.sinks:
             refused += await sink.send(result.alerts, source)
@@ -203,6 +212,8 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
         highwater=rt.port.highwater,
     )
     handlers = Handlers(app, rt, ledger)
+    if rt.metrics is not None:
+        rt.metrics.wrap_sinks()  # the alert topic sink exists now
     from pipeline.tables import install_stateful
 
     rt.stateful = install_stateful(app, rt)  # state table, by-group agent, timer
@@ -309,6 +320,23 @@ async def watchdog_actions(app: KlaxonApp, rt: Runtime, snapshot: dict[str, Any]
         await app.crash(stalled)
 
 
+def unready_reasons(app: KlaxonApp, rt: Runtime) -> list[str]:
+    """Why the worker is not ready (empty: ready), from the watchdog's cached judgement:
+    the broker answers its probe, input partitions are assigned, none is stalled, no send
+    failed. As fresh as the last health tick (``--health-interval``)."""
+    reasons: list[str] = []
+    seen = rt.watchdog.assess() if rt.watchdog is not None else None
+    if seen is None or seen.broker != "ok":
+        reasons.append(f"broker {seen.broker if seen else 'unknown'}")
+    elif seen.stalled:
+        reasons.append(f"stalled for {seen.stalled_for:.0f}s: {', '.join(seen.stalled)}")
+    if not input_partitions(app, rt):
+        reasons.append("no input partitions assigned")
+    if rt.counters.send_errors:
+        reasons.append("a send failed")
+    return reasons
+
+
 def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
     """The current health snapshot, from cached state only (never waits for the broker)."""
     rt.counters.handoff_hits = rt.handoff.hits
@@ -320,7 +348,7 @@ def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
         rt.counters.lost_to_retention = stats.lost_to_retention
         rt.counters.commit_failures = stats.commit_failures
     seen = rt.watchdog.assess() if rt.watchdog is not None else None
-    return health_snapshot(
+    snapshot = health_snapshot(
         rt.counters,
         lag=seen.lag if seen else {},
         since_last=rt.progress.since_last(),
@@ -335,3 +363,5 @@ def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
         stalled=seen.stalled if seen else [],
         stalled_for=seen.stalled_for if seen else 0.0,
     )
+    snapshot["metrics_url"] = rt.metrics_url
+    return snapshot

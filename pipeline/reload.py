@@ -53,12 +53,11 @@ def watched_paths(rules: Sequence[Path], lists: Sequence[Path]) -> list[Path]:
 def fingerprint(paths: Iterable[Path]) -> Fingerprint:
     """``(path, mtime_ns, size)`` of every ``*.yml``/``*.yaml`` under ``paths`` (sorted);
     a missing path appears with ``-1`` so that its disappearance is a change too."""
+    from detections.loader import yaml_files
+
     out: list[tuple[str, int, int]] = []
     for path in paths:
-        if path.is_dir():
-            files = [p for p in path.rglob("*") if p.suffix in (".yml", ".yaml")]
-        else:
-            files = [path]
+        files = yaml_files(path) if path.is_dir() else [path]
         for file in files:
             try:
                 st = file.stat()

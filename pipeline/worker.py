@@ -15,9 +15,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.agents import Runtime, install_agents
-from pipeline.app import WorkerOptions, create_app
-from pipeline.config import Settings, stateful_env
+from pipeline.agents import Runtime, install_agents, unready_reasons
+from pipeline.app import KlaxonApp, WorkerOptions, create_app
+from pipeline.config import Settings, parse_address, stateful_env
 from pipeline.errors import PipelineError, WorkerError
 from pipeline.handoff import Handoff
 from pipeline.reload import EngineHolder, RuleWatcher, build_engine, fingerprint, watched_paths
@@ -27,6 +27,7 @@ __all__ = [
     "configure_logging",
     "prepare",
     "run_worker",
+    "serve_telemetry",
     "settings_env",
     "tune_gc",
 ]
@@ -55,6 +56,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "KLAXON_CLUSTER": settings.cluster,
         "KLAXON_APP_ID": settings.app_id,
         "KLAXON_DATA_DIR": str(settings.data_dir),
+        "KLAXON_METRICS_ADDRESS": settings.metrics_address,
+        "KLAXON_METRICS_TOKEN": settings.metrics_bearer or "",
         **stateful_env(settings),
         **settings.kafka_security.env(),  # secrets read from a *_FILE are passed as the file
     }
@@ -151,6 +154,26 @@ def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> tuple[int, int, int]:
     return old
 
 
+def serve_telemetry(app: KlaxonApp, rt: Runtime, loop: asyncio.AbstractEventLoop) -> None:
+    """Start /metrics, /healthz, /readyz on ``loop`` (the one Faust will run) unless the
+    address is ``off``; raises `OSError` when the address cannot be bound."""
+    address = parse_address(rt.settings.metrics_address)
+    if address is None:
+        return
+    from pipeline.telemetry import TelemetryServer, WorkerMetrics
+
+    rt.metrics = WorkerMetrics(rt)
+    server = TelemetryServer(
+        rt.metrics.registry,
+        address,
+        token=rt.settings.metrics_bearer,
+        unready=lambda: unready_reasons(app, rt),
+    )
+    loop.run_until_complete(server.start())
+    rt.metrics_url = server.url
+    logging.getLogger("klaxon.worker").info("metrics, health: %s/metrics", server.url)
+
+
 def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) -> int:
     """Run a worker until SIGINT/SIGTERM; returns the exit code (1 after a crash)."""
     import faust
@@ -171,8 +194,17 @@ def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) ->
     except OSError as exc:
         print(f"klaxon worker: cannot create {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1
-    asyncio.set_event_loop(asyncio.new_event_loop())  # prepare()'s asyncio.run closed its loop
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # prepare()'s asyncio.run closed its loop
     app = create_app(settings, options, bootstrap=bootstrap)
+    try:
+        serve_telemetry(app, runtime, loop)
+    except OSError as exc:
+        print(
+            f"klaxon worker: cannot serve metrics on {settings.metrics_address}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
     install_agents(app, runtime)
     tune_gc()
     log.info(

@@ -1,8 +1,9 @@
-"""`klaxon rules validate|test|explain|list|run`: output and exit codes."""
+"""`klaxon rules validate|test|explain|list|run|convert`: output and exit codes."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,67 @@ def test_validate_says_when_trust_is_by_name_only(
     mine.write_text("cluster_networks:\n  replace: ['10.0.0.0/8', '172.20.0.0/16']\n")
     assert main(["rules", "validate", "--lists", str(mine)]) == 0
     assert "cluster_networks" not in capsys.readouterr().err
+
+
+PACKAGED_RULE = Path(__file__).parents[2] / "detections" / "rules" / "privileged-container.yml"
+
+
+def test_convert_prints_queries_and_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    """`rules convert --target splunk` writes one query per rule, the summary on stderr."""
+    assert main(["rules", "convert", "--target", "splunk", str(PACKAGED_RULE)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("# splunk: rule 'Privileged container in a pod or workload' (")
+    assert '"requestObject.spec.containers{}.securityContext.privileged"=true' in captured.out
+    assert "splunk: 1/1 rules, 0/0 correlations converted" in captured.err
+
+
+def test_convert_lists_a_rule_it_cannot_convert_with_the_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A rule on the decoded exec command is listed with why, and the command still succeeds."""
+    assert main(["rules", "convert", "--target", "elasticsearch", str(RULE)]) == 0
+    captured = capsys.readouterr()
+    assert "cannot convert rule 'Interactive shell opened in a pod'" in captured.out
+    assert "URL-encoded" in captured.out
+    assert "elasticsearch: 0/1 rules" in captured.err
+
+
+def test_convert_json_and_summary_only(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json` writes one object per rule and target; `--summary` only the summary."""
+    assert main(["rules", "convert", "--target", "all", "--json", str(PACKAGED_RULE)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["target"] for x in lines] == ["splunk", "elasticsearch", "kusto", "sqlite"]
+    assert [x["reason"] is None for x in lines] == [True, True, False, True]  # kusto: lists
+    assert main(["rules", "convert", "--target", "splunk", "--summary", str(PACKAGED_RULE)]) == 0
+    assert capsys.readouterr().out.startswith("splunk: 1/1 rules")
+
+
+def test_convert_without_pysigma_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the `convert` extra the command fails with the pip command to run."""
+    for name in [
+        m for m in sys.modules if m == "sigma" or m.startswith(("sigma.", "detections.convert"))
+    ]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sigma", None)
+    assert main(["rules", "convert", "--target", "splunk", str(RULE)]) == 1
+    assert "pip install 'klaxon[convert]'" in capsys.readouterr().err
+
+
+def test_convert_target_names_are_the_registry() -> None:
+    """The command line's target choices are exactly `detections.convert.TARGETS`."""
+    from detections.cli import CONVERT_TARGETS
+    from detections.convert import TARGETS
+
+    assert tuple(TARGETS) == CONVERT_TARGETS
+
+
+def test_convert_field_prefix(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--field-prefix` puts Elasticsearch and Splunk names under where a shipper nests the
+    event; targets with fixed names refuse it as a usage error."""
+    argv = ["rules", "convert", "--field-prefix", "kubernetes.audit.", str(PACKAGED_RULE)]
+    assert main([*argv, "--target", "elasticsearch"]) == 0
+    assert "kubernetes.audit.objectRef.resource:(pods" in capsys.readouterr().out
+    assert main([*argv, "--target", "kusto"]) == 2
+    assert "cannot take a prefix" in capsys.readouterr().err

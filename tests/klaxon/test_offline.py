@@ -3,7 +3,6 @@ the pipeline's alert ids."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -106,7 +105,7 @@ def test_offline_replay_of_the_sample_gives_the_demos_alert_ids(tmp_path: Path) 
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     demo = [json.loads(line) for line in done.stdout.decode().splitlines() if line]
 
-    settings = dataclasses.replace(Settings.from_env({}), cluster=CLUSTER)
+    settings = Settings.from_env({}).replace(cluster=CLUSTER)
     _, offline = offline_alerts(settings, list(iter_events(SAMPLE_PATH)))
 
     def timed(alert: dict[str, Any]) -> bool:

@@ -8,7 +8,6 @@ tests poll instead of sleeping.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 import subprocess
 import sys
@@ -260,8 +259,8 @@ def unique_settings(bootstrap: str, tmp: Path) -> Settings:
     these tests compare the alerts topic with the stateless engine's offline result, and
     anomaly or new terms alerts depend on timing and partitioning (their own tests set the
     families they check)."""
-    return dataclasses.replace(
-        isolated_settings(bootstrap, tmp / "data", rules_paths=(RULES,)), stateful_detectors=()
+    return isolated_settings(bootstrap, tmp / "data", rules_paths=(RULES,)).replace(
+        stateful_detectors=()
     )
 
 

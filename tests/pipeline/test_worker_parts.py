@@ -85,6 +85,40 @@ def test_fingerprint_sees_additions_edits_and_deletions(tmp_path: Path) -> None:
     assert fingerprint([tmp_path]) not in (first, second)
 
 
+def configmap_volume(folder: Path, files: dict[str, str], version: str) -> None:
+    """Lay ``files`` out as the kubelet does for a ConfigMap volume: the data in
+    ``..<version>/``, ``..data`` linking to it and each name linking through ``..data``; an
+    update writes a new version folder and swaps ``..data`` atomically."""
+    data = folder / f"..{version}"
+    data.mkdir(parents=True)
+    for name, text in files.items():
+        (data / name).write_text(text)
+    link = folder / "..data_tmp"
+    link.symlink_to(data.name)
+    link.replace(folder / "..data")
+    for name in files:
+        if not (folder / name).is_symlink():
+            (folder / name).symlink_to(Path("..data") / name)
+
+
+async def test_a_configmap_volume_is_read_once_and_its_update_reloads(tmp_path: Path) -> None:
+    """Rules mounted from a ConfigMap (the Helm chart) load once, not once per copy in the
+    kubelet's hidden folders, and an update of the ConfigMap swaps in a new engine."""
+    rule = (RULES / "pod-exec.yml").read_text()
+    folder = tmp_path / "rules"
+    configmap_volume(folder, {"pod-exec.yml": rule}, "2026_12_05_10_00_00.1")
+    engine, count = build_engine([folder], [])
+    assert count == 1  # without the hidden folders left out: a duplicate id, no engine
+    holder = EngineHolder(engine, count)
+    watcher = RuleWatcher(holder, [folder], [])
+    await watcher.prime()
+    assert await watcher.check() is False
+    edited = rule.replace("level: high", "level: critical")
+    configmap_volume(folder, {"pod-exec.yml": edited}, "2026_12_05_10_05_00.2")
+    assert await watcher.check() is True
+    assert holder.engine is not engine and holder.generation == 1
+
+
 async def test_delivery_guard_refuses_to_pass_after_a_failed_send() -> None:
     """A failed send makes check() raise, which Faust hits before committing offsets."""
     guard = DeliveryGuard()
