@@ -155,6 +155,7 @@ def cmd_validate(
         return 1
     for lint in ruleset.lints:
         print(lint, file=err)
+    print_trust_notices(ruleset, err)
     tests = sum(len(r.klaxon.tests) for r in ruleset.rules)
     print(
         f"ok: {len(ruleset.rules)} rules, {len(ruleset.filters)} filters, "
@@ -162,6 +163,31 @@ def cmd_validate(
         file=out,
     )
     return 1 if (args.strict and ruleset.lints) else 0
+
+
+def print_trust_notices(ruleset: RuleSet, err: TextIO) -> None:
+    """Say which allow-lists are empty: an empty ``cluster_networks`` means trust by name only,
+    an empty policy list keeps its policy rule silent."""
+    from detections.lists import empty_allow_lists
+
+    empty = empty_allow_lists(ruleset.rules, ruleset.lists)
+    rules = empty.pop("cluster_networks", None)
+    if rules is not None:
+        print(
+            "notice: cluster_networks is empty, so trust is by name only: trusted identities "
+            "(system_principals, control_plane_principals, ...) are trusted wherever they act "
+            f"from, and {len(rules)} rule(s) cannot tell a token used from outside the cluster "
+            "(fill it with your pod, service and node CIDRs: README, 'Conditional trust')",
+            file=err,
+        )
+    for name, titles in sorted(empty.items()):
+        silent = [t for t in titles if t not in (rules or ())]
+        if silent:
+            print(
+                f"notice: {name} is empty, so {', '.join(map(repr, silent))} stay(s) silent "
+                "until it is set",
+                file=err,
+            )
 
 
 def cmd_test(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:

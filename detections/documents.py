@@ -61,7 +61,7 @@ KLAXON_KEYS = ("summary", "mtmk", "tests", "group")
 GROUP_KEYS = ("by", "window")
 #: Bounds of ``klaxon.group.window``: a minute to a day.
 GROUP_WINDOW_BOUNDS = (60, 86400)
-TEST_KEYS = ("name", "expect", "event")
+TEST_KEYS = ("name", "expect", "event", "lists")
 LOGSOURCE_KEYS = ("category", "product", "service", "definition")
 CONDITION_OPS = ("gt", "gte", "lt", "lte", "eq", "neq", "field")
 
@@ -227,6 +227,7 @@ class DocumentParser(Checker):
                     expect=expect,
                     event=event,
                     line=doc.mark(path)[0],
+                    lists=self.fixture_lists(doc, case.get("lists"), (*path, "lists")),
                 )
             )
         group = self.group(doc, block.get("group"))
@@ -262,6 +263,33 @@ class DocumentParser(Checker):
             )
             window = None
         return GroupBy(by=tuple(n for n in dict.fromkeys(by) if n in GROUP_BY), window=window)
+
+    def fixture_lists(
+        self, doc: Document, raw: Any, path: DocPath
+    ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+        """A test's ``lists:`` (named lists replaced for that test only, e.g. a filled-in
+        ``cluster_networks``), as sorted pairs."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, dict):
+            self.err(doc, path, "lists must map list names to lists of values", value=True)
+            return ()
+        out: list[tuple[str, tuple[Any, ...]]] = []
+        for name, values in raw.items():
+            if name not in self.lists:
+                self.err(
+                    doc,
+                    (*path, str(name)),
+                    f"unknown list '{name}'",
+                    suggest(str(name), self.lists),
+                )
+            elif not isinstance(values, list) or any(isinstance(v, (dict, list)) for v in values):
+                self.err(
+                    doc, (*path, str(name)), "expected a list of strings or numbers", value=True
+                )
+            else:
+                out.append((str(name), tuple(values)))
+        return tuple(sorted(out))
 
     def check_summary(self, doc: Document, summary: str) -> None:
         stripped = _PLACEHOLDER.sub("", summary)

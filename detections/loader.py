@@ -165,7 +165,21 @@ class _Builder(DocumentParser):
                 )
             else:
                 seen[ident] = (doc, title)
-        names = {r.id for r, _, _ in self.rules} | {r.name for r, _, _ in self.rules if r.name}
+        named: dict[str, Document] = {}
+        for rule, doc, _ in self.rules:
+            if rule.name is None:
+                continue
+            if rule.name in named:
+                first, _ = named[rule.name].mark(("name",))
+                self.err(
+                    doc,
+                    ("name",),
+                    f"duplicate name '{rule.name}' (also used at {named[rule.name].file}:{first}):"
+                    " correlations would count the wrong rule",
+                )
+            else:
+                named[rule.name] = doc
+        names = {r.id for r, _, _ in self.rules} | set(named)
         corr_names = {c.id for c, _ in self.correlations if c.id} | {
             c.name for c, _ in self.correlations if c.name
         }

@@ -85,6 +85,8 @@ class FixtureCase:
     expect: str  # "hit" | "miss"
     event: dict[str, Any]
     line: int = 0
+    #: named lists replaced for this test only (name, values), e.g. a filled-in cluster_networks
+    lists: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
 
 #: What an alert group can be keyed by (``klaxon.group.by``), see `detections.grouping`.

@@ -190,6 +190,21 @@ def test_run_prints_alerts_as_json_lines(
     assert "2 events, 1 rejected, 1 alerts (1 rules)" in captured.err
 
 
+def test_validate_says_when_trust_is_by_name_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With cluster_networks empty (as shipped) validate prints a notice; once filled, none.
+    Empty policy lists name the policy rules they keep off."""
+    monkeypatch.delenv("KLAXON_LISTS", raising=False)
+    assert main(["rules", "validate"]) == 0
+    err = capsys.readouterr().err
+    assert "notice: cluster_networks is empty, so trust is by name only" in err
+    mine = tmp_path / "networks.yml"
+    mine.write_text("cluster_networks:\n  replace: ['10.0.0.0/8', '172.20.0.0/16']\n")
+    assert main(["rules", "validate", "--lists", str(mine)]) == 0
+    assert "cluster_networks" not in capsys.readouterr().err
+
+
 PACKAGED_RULE = Path(__file__).parents[2] / "detections" / "rules" / "privileged-container.yml"
 
 

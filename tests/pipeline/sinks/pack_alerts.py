@@ -15,7 +15,7 @@ from typing import Any
 from detections import Engine, load_rules
 from detections.alert import to_alert
 from detections.engine import Match
-from detections.fixtures import fixture_event
+from detections.fixtures import FixtureEngines, fixture_event
 from detections.loader import PACKAGED_RULES
 from detections.rule import RuleSet
 from detections.stateful.correlation import CorrelationEngine, CorrelationSpec
@@ -42,14 +42,14 @@ def _set(event: dict[str, Any], path: str, value: Any) -> None:
 def rule_alerts() -> dict[str, dict[str, Any]]:
     """Rule id -> the alert its first hit fixture raises (every rule of the pack)."""
     rs = ruleset()
-    engine = Engine(rs)
+    engines = FixtureEngines(rs)  # a test's own `lists:` (a filled-in cluster_networks)
     out: dict[str, dict[str, Any]] = {}
     for rule in rs.rules:
         for case in rule.klaxon.tests:
             if case.expect != "hit" or rule.id in out:
                 continue
             event = fixture_event(case.event)
-            for m in engine.evaluate(event):
+            for m in engines.for_case(case).evaluate(event):
                 if m.rule.id == rule.id:
                     out[rule.id] = to_alert(m)
     return out
@@ -71,9 +71,15 @@ def _base_matches(engine: Engine, rule_ref: str, k: int, spec: CorrelationSpec) 
             _set(
                 event, field, f"{event.get('objectRef', {}).get(field.rsplit('.', 1)[-1], 'v')}-{k}"
             )
-        matches += [m for m in engine.evaluate(event) if m.rule.id == rule.id]
-        if matches:
-            return matches
+        # The base rules' fixtures may name different principals: give them the group's one
+        # (unless the rule then no longer matches its fixture).
+        shared = copy.deepcopy(event)
+        for path in spec.group_by:
+            _set(shared, path, f"correlated-{spec.id[:8]}")
+        for candidate in (shared, event):
+            matches += [m for m in engine.evaluate(candidate) if m.rule.id == rule.id]
+            if matches:
+                return matches
     return matches
 
 
