@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from detections.stateful.anomaly import (
+    N_FEATURES,
     AnomalyModel,
     AnomalySettings,
     PrincipalState,
@@ -141,7 +142,7 @@ def test_hst_checkpoint_restores_scores() -> None:
     """The HST rebuilt from seed plus saved masses scores exactly like the original."""
     hst = new_hst(AnomalySettings(hst_window=50))
     rng = random.Random(1)
-    rows = [hst_input([rng.expovariate(0.2) for _ in range(11)]) for _ in range(180)]
+    rows = [hst_input([rng.expovariate(0.2) for _ in range(N_FEATURES)]) for _ in range(180)]
     for r in rows:
         hst.learn_one(r)  # type: ignore[no-untyped-call]
     again = hst_from_json(json.loads(json.dumps(hst_to_json(hst))), AnomalySettings(hst_window=50))
