@@ -16,6 +16,8 @@ Scoring, per family (correlation, new terms, anomaly):
 * recall is the fraction of the scenarios *expected* of the family that got at least one of
   its alerts (correlation: bursts and sequences; new terms: unseen terms; anomaly: behavioural
   scenarios of principals with a history);
+* the anomaly family is scored on its alerts at medium or above (its low alerts, volume or
+  warm-up only, are counted apart);
 * alert volume is alerts per 10,000 events; cost is the family's time per event of the whole
   stream (µs/event), measured with ``time.perf_counter`` around its calls.
 """
@@ -611,6 +613,8 @@ def run(quick: bool = False, seed: int = 7) -> dict[str, Any]:
 
     slack = settings.window + settings.lateness + 600
     report: dict[str, Any] = {"events": len(stream), "scenarios": len(scenarios), "families": {}}
+    report["anomaly_low_alerts"] = sum(1 for a in alerts["anomaly"] if a["severity"] == "low")
+    alerts["anomaly"] = [a for a in alerts["anomaly"] if a["severity"] != "low"]
     for fam in FAMILIES:
         report["families"][fam] = _score(fam, alerts[fam], scenarios, slack, len(stream), cost)
     report["stateless_us_per_event"] = round(1e6 * cost["stateless"] / len(stream), 2)
@@ -664,7 +668,8 @@ def _print(report: dict[str, Any], out: Callable[[str], None] = print) -> None:
     out(
         f"events {report['events']:,}  injected scenarios {report['scenarios']}  "
         f"principals {report['principals']}  stateless engine "
-        f"{report['stateless_us_per_event']} µs/event"
+        f"{report['stateless_us_per_event']} µs/event  anomaly low alerts (not scored) "
+        f"{report['anomaly_low_alerts']}"
     )
     out(
         f"{'family':<12} {'P':>6} {'R':>6} {'F1':>6} {'found':>7} {'alerts':>7} "
@@ -723,13 +728,11 @@ def run_real(seed: int = 11, days: float = 3.0, every: float = 2.0) -> dict[str,
     who = {c: realdata.victims(background, c) for c in ("perfspec", "sample")}
     attacks = realdata.insert(realdata.attack_traces(), who, rng, days / 2, days)
     owner = {e["auditID"]: a for a in attacks for e in a.events}
-    stream = background + [e for a in attacks for e in a.events]
-    stream.sort(key=lambda e: e["requestReceivedTimestamp"])
+    stream = _ordered(background, attacks)
     rs = load_rules()
     engine, corr = Engine(rs), CorrelationEngine(rs)
     nt = NewTermsEngine(load_new_terms(ruleset=rs), rs)
     settings = AnomalySettings()
-    model = AnomalyModel(settings)
     names = ("stateless", *FAMILIES)
     alerts: dict[str, list[dict[str, Any]]] = {f: [] for f in names}
     cost = dict.fromkeys(names, 0.0)
@@ -742,15 +745,24 @@ def run_real(seed: int = 11, days: float = 3.0, every: float = 2.0) -> dict[str,
             alerts["correlation"] += corr.process(mt)
             alerts["new_terms"] += nt.process(mt)
         t2 = clock()
-        alerts["anomaly"] += model.observe(event)
-        t3 = clock()
         alerts["stateless"] += [to_alert(mt) for mt in matches]
         cost["stateless"] += t1 - t0
         cost["correlation"] += t2 - t1
-        cost["anomaly"] += t3 - t2
     end = START + days * DAY + 3600
     alerts["correlation"] += corr.advance(end)
-    alerts["anomaly"] += model.advance(end)
+    lanes = realdata.lanes(attacks)
+    by_id: dict[str, dict[str, Any]] = {}
+    for lane in lanes:
+        model = AnomalyModel(settings)
+        lane_stream = _ordered(background, lane)
+        t0 = clock()
+        for event in lane_stream:
+            for a in model.observe(event):
+                by_id[a["id"]] = a
+        for a in model.advance(end):
+            by_id[a["id"]] = a
+        cost["anomaly"] += (clock() - t0) * len(stream) / len(lane_stream) / len(lanes)
+    alerts["anomaly"] = list(by_id.values())
     slack = settings.window + settings.lateness + 120
     benign = {c: sum(1 for e in background if e["cluster"] == c) for c in who}
     report: dict[str, Any] = {
@@ -759,6 +771,7 @@ def run_real(seed: int = 11, days: float = 3.0, every: float = 2.0) -> dict[str,
         "events": len(stream),
         "benign_events": benign,
         "attacks": len(attacks),
+        "anomaly_lanes": len(lanes),
         "families": {},
     }
     for fam in names:
@@ -769,6 +782,12 @@ def run_real(seed: int = 11, days: float = 3.0, every: float = 2.0) -> dict[str,
         levels[a["severity"]] += 1
     report["anomaly_alerts_by_level"] = dict(levels)
     return report
+
+
+def _ordered(background: list[dict[str, Any]], attacks: list[Any]) -> list[dict[str, Any]]:
+    stream = background + [e for a in attacks for e in a.events]
+    stream.sort(key=lambda e: e["requestReceivedTimestamp"])
+    return stream
 
 
 def _score_real(

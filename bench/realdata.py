@@ -15,6 +15,10 @@ background's workload service accounts with a history) replaces the user, the so
 is one the victim never used, events 2 s apart. An attack is detected by a family when one of
 its alerts at medium or above names the victim within the attack's span plus one window and
 the timer delay; every other alert at medium or above is a false alert.
+
+A victim attacked twice would have learnt the first attack (its second would no longer be a
+first), so the anomaly model runs once per *lane* (:func:`lanes`): the background plus
+attacks on distinct victims; its false alerts are the union over lanes (by alert id).
 """
 
 from __future__ import annotations
@@ -154,7 +158,7 @@ def attack_traces() -> list[tuple[str, list[dict[str, Any]]]]:
     return out
 
 
-def victims(background: list[dict[str, Any]], cluster: str, least: int = 50) -> list[str]:
+def victims(background: list[dict[str, Any]], cluster: str, least: int = 20) -> list[str]:
     """Workload service accounts of ``cluster`` with at least ``least`` events."""
     counts: dict[str, int] = {}
     for e in background:
@@ -199,3 +203,21 @@ def insert(
             )
         attacks.append(Attack(name, victim, cluster, t0, t0 + 2 * len(evs), evs))
     return attacks
+
+
+def lanes(attacks: list[Attack]) -> list[list[Attack]]:
+    """The attacks split so that no victim is attacked twice in one lane (the n-th attack on
+    a victim goes to lane n).
+
+    >>> a = [Attack(str(i), v, "c", 0.0, 0.0, []) for i, v in enumerate("xyx")]
+    >>> [[x.name for x in lane] for lane in lanes(a)]
+    [['0', '1'], ['2']]
+    """
+    seen: dict[tuple[str, str], int] = {}
+    out: list[list[Attack]] = []
+    for a in attacks:
+        n = seen[(a.cluster, a.victim)] = seen.get((a.cluster, a.victim), -1) + 1
+        while len(out) <= n:
+            out.append([])
+        out[n].append(a)
+    return out

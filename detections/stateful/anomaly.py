@@ -112,6 +112,7 @@ ACTS: tuple[str, ...] = (
     "workload write",
     "delete",
     "proxy to a node, pod or service",
+    "write to a resource type it never wrote",
 )
 (
     A_SECRET_READ,
@@ -126,6 +127,7 @@ ACTS: tuple[str, ...] = (
     A_WORKLOAD,
     A_DELETE,
     A_PROXY,
+    A_NEW_WRITE,
 ) = (1 << i for i in range(len(ACTS)))
 _ALARMING_FIRSTS = A_DENIED | A_SECRET_LIST | A_SESSION | A_RBAC | A_ADMISSION | A_TOKEN
 _WRITES = frozenset({"create", "update", "patch", "delete", "deletecollection"})
@@ -267,9 +269,13 @@ class Baseline:
         else:
             a = max(alpha, 1.0 / (self.n + 1))
             for i, v in enumerate(x):
-                d = min(v, mean[i] + 3 * (dev[i] + _FLOORS[i])) - mean[i]
-                mean[i] += a * d
-                dev[i] += a * (abs(d) - dev[i])
+                m, s = mean[i], dev[i]
+                if v == m and s == 0.0:
+                    continue  # the common case (a feature that is always 0): nothing to learn
+                cap = m + 3 * (s + _FLOORS[i])
+                d = (cap if v > cap else v) - m
+                mean[i] = m + a * d
+                dev[i] = s + a * ((d if d >= 0 else -d) - s)
         self.n += 1
 
     def to_json(self) -> dict[str, Any]:
@@ -329,6 +335,7 @@ class PrincipalState(Baseline):
         "res",
         "spaces",
         "window",
+        "wkinds",
         "zones",
     )
 
@@ -347,6 +354,7 @@ class PrincipalState(Baseline):
         self.networks = array("I")
         self.zones = array("I")  # namespaces it used (hashes, at most _MAX_KNOWN)
         self.kinds = array("I")  # resource types it used
+        self.wkinds = array("I")  # resource types it wrote
         self.done = 0  # ACTS bits it ever made
         self.done_n = 0  # windows learnt since `done` is kept (0 after a v1 migration)
         self.late = 0
@@ -371,6 +379,7 @@ class PrincipalState(Baseline):
             "networks": list(self.networks),
             "zones": list(self.zones),
             "kinds": list(self.kinds),
+            "wkinds": list(self.wkinds),
             "done": self.done,
             "done_n": self.done_n,
             "late": self.late,
@@ -396,6 +405,7 @@ class PrincipalState(Baseline):
                 s.dev = array("d", value["dev"])
                 s.zones = array("I", value["zones"])
                 s.kinds = array("I", value["kinds"])
+                s.wkinds = array("I", value["wkinds"])
                 s.done = int(value["done"])
                 s.done_n = int(value["done_n"])
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -484,6 +494,11 @@ class PrincipalState(Baseline):
         """Count a write's security features; its ACTS bits."""
         c = self.counts
         acts = A_DELETE if verb in ("delete", "deletecollection") else 0
+        if resource.__class__ is str and len(self.wkinds) < _MAX_KNOWN:
+            h = _h(resource)
+            if h not in self.wkinds:
+                acts |= A_NEW_WRITE  # never in `done`: each new type is a first
+                self.wkinds.append(h)
         if resource in _RBAC:
             c[5] += 1
             return acts | A_RBAC
@@ -543,7 +558,7 @@ class PrincipalState(Baseline):
         """Fold a closed window into the baseline and reset the accumulator."""
         self.fold(x, alpha)
         self.hours |= 1 << hour
-        self.done |= self.acts
+        self.done |= self.acts & ~A_NEW_WRITE
         self.done_n += 1
         for ah in self.new_agents:
             _remember(self.agents, ah, _MAX_AGENTS)
@@ -589,25 +604,27 @@ def _remember(known: array[int], value: int, cap: int) -> None:
 
 
 def deviations(base: Baseline, x: list[float]) -> list[float]:
-    """Positive z per feature against ``base``: security counts against the usual scaled by
-    the window's volume ratio r (deviation by the root of r), context features capped at 3
-    (pure).
+    """Positive z per feature against ``base``: a security count against its usual scaled
+    by the volume ratio r of the identity's other requests (deviation by the root of r),
+    context features capped at 3 (pure).
 
     >>> b = Baseline(); b.n = 20; b.mean[0] = 10.0; b.mean[2] = 2.0; b.dev[2] = 0.5
     >>> x = [0.0] * N_FEATURES; x[0] = 33.0; x[2] = 6.0     # 3x the volume, 3x the secrets
     >>> z = deviations(b, x); round(z[0], 1), round(z[2], 1)
     (3.0, 0.0)
-    >>> x[2] = 30.0                                          # ...but all of them secret reads
+    >>> x[0], x[2] = 38.0, 30.0                  # the same other requests, 28 more secrets
     >>> round(deviations(b, x)[2], 1)
-    12.9
+    18.7
     """
     mean, dev = base.mean, base.dev
-    ratio = min(max(x[0] / (mean[0] + 1.0), 1.0), 100.0)
-    root = math.sqrt(ratio)  # counts spread like a Poisson's: sd grows as the root
     out = [0.0] * N_FEATURES
     for i, v in enumerate(x):
+        if v <= mean[i]:
+            continue  # only increases count (a quiet window is no attack)
         if _KINDS[i] == "security":
-            z = (v - mean[i] * ratio) / (dev[i] * root + 1.0)
+            ratio = _ratio(mean, x, i)
+            # counts spread like a Poisson's: the deviation grows as the root of the ratio
+            z = (v - mean[i] * ratio) / (dev[i] * math.sqrt(ratio) + 1.0)
         else:
             z = min((v - mean[i]) / (dev[i] + _FLOORS[i]), _CONTEXT_CAP)
         if z > 0:
@@ -615,11 +632,18 @@ def deviations(base: Baseline, x: list[float]) -> list[float]:
     return out
 
 
+def _ratio(mean: array[float], x: list[float], i: int) -> float:
+    """How many times its usual volume the identity's *other* requests are (1 to 100): a
+    kubelet with three times the pods makes three times the pod reads, so three times the
+    secret reads are expected; a sweep of secrets alone leaves the other requests as usual."""
+    return min(max((x[0] - x[i]) / (max(mean[0] - mean[i], 0.0) + 1.0), 1.0), 100.0)
+
+
 def usual(base: Baseline, x: list[float], i: int) -> float:
     """The usual value of feature ``i`` for a window like ``x`` (security: volume-scaled)."""
     if _KINDS[i] != "security":
         return base.mean[i]
-    return base.mean[i] * min(max(x[0] / (base.mean[0] + 1.0), 1.0), 100.0)
+    return base.mean[i] * _ratio(base.mean, x, i)
 
 
 def score(base: Baseline, x: list[float]) -> tuple[float, list[tuple[int, float]]]:
@@ -779,7 +803,9 @@ def _span(seconds: float) -> str:
 
 # -- population model (river HalfSpaceTrees) -----------------------------------------------------
 
-_LIMIT = math.log1p(10_000.0)
+_MAX_COUNT = 10_000.0
+_LIMIT = math.log1p(_MAX_COUNT)
+_NAMES = tuple(f[0] for f in FEATURES)
 
 
 def new_hst(settings: AnomalySettings) -> HalfSpaceTrees:
@@ -795,7 +821,10 @@ def new_hst(settings: AnomalySettings) -> HalfSpaceTrees:
 
 def hst_input(x: list[float]) -> dict[str, float]:
     """Feature dict for the HST (log1p, clipped to the fixed limits)."""
-    return {f[0]: min(math.log1p(max(v, 0.0)), _LIMIT) for f, v in zip(FEATURES, x, strict=True)}
+    return {
+        name: (math.log1p(v) if v < _MAX_COUNT else _LIMIT) if v > 0 else 0.0
+        for name, v in zip(_NAMES, x, strict=True)
+    }
 
 
 def hst_to_json(hst: HalfSpaceTrees) -> dict[str, Any]:
@@ -931,12 +960,15 @@ class AnomalyModel:
         peers = self.peers.get(peer_key)
         verdict = judge(state, peers, role, x, cfg)
         hx = hst_input(x)
-        pop = float(self.hst.score_one(hx))  # type: ignore[no-untyped-call]
+        pop = 0.0
+        young = state.n < cfg.warmup and cfg.population_threshold is not None
+        if verdict.level is not None or young:  # scored only when it is used (evidence)
+            pop = float(self.hst.score_one(hx))  # type: ignore[no-untyped-call]
         self.hst.learn_one(hx)  # type: ignore[no-untyped-call]
         self.windows_scored += 1
         if (
             verdict.level is None
-            and state.n < cfg.warmup
+            and young
             and cfg.population_threshold is not None
             and pop >= cfg.population_threshold
         ):
