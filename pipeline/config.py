@@ -51,8 +51,9 @@ Stateful detections (``docs/stateful.md``). Durations are seconds, or a number w
     watermark (a partition's events are only roughly in time order).
 ``KLAXON_STATEFUL_IDLE_GRACE`` (``60``)
     Wall seconds without input after which a partition's watermark follows the wall clock.
-``KLAXON_ANOMALY_THRESHOLD`` (``6``)
-    Window score (root of summed squared z's) at which the online anomaly model alerts.
+``KLAXON_ANOMALY_THRESHOLD`` (``4``)
+    z of a security feature (against the identity's own or peer baseline) at which the online
+    anomaly model raises a medium alert (volume, novelty and hour alone stay low).
 ``KLAXON_SILENCE_THRESHOLD`` (``600``)
     A cluster without events for this long (event time) is reported quiet.
 ``KLAXON_ANOMALY_MODEL``
@@ -227,7 +228,7 @@ class Settings:
     correlation_lateness: float = 30.0
     advance_delay: float = 120.0
     idle_grace: float = 60.0
-    anomaly_threshold: float = 6.0
+    anomaly_threshold: float = 4.0
     silence_threshold: float = 600.0
     anomaly_model: Path | None = None
     #: TLS and SASL of every Kafka client (secrets masked in ``repr``).

@@ -201,7 +201,7 @@ class AnomalySettings:
     warmup: int = 12  # learnt windows before an identity may alert above low
     alpha: float = 0.05  # EW weight of a new window
     peer_alpha: float = 0.02  # EW weight of a member's window in its peer baseline
-    threshold: float = 6.0  # a security feature's z that makes a medium alert...
+    threshold: float = 4.0  # a security feature's z that makes a medium alert...
     min_excess: float = 3.0  # ...when its count exceeds the (volume-scaled) usual by this much
     high_threshold: float = 15.0  # window score of a high alert
     low_threshold: float = 10.0  # window score of a low alert (context or warm-up only)
