@@ -856,4 +856,6 @@ def _print_real(report: dict[str, Any], out: Callable[[str], None] = print) -> N
         )
         for s in r["false_examples"][:2]:
             out(f"  false: {s}")
+        if fam == "anomaly" and r["missed"]:
+            out(f"  missed: {', '.join(r['missed'])}")
     out(f"anomaly alerts by level: {report['anomaly_alerts_by_level']}")
