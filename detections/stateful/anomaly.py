@@ -7,12 +7,13 @@ falls in a later window, or :meth:`AnomalyModel.advance` passes its end plus ``l
 its feature vector is judged **once**:
 
 * **Features that matter for security carry the alert.** Secret reads and lists, exec/attach/
-  port-forward, RBAC and admission writes, token and CSR requests, refused requests and
-  cluster-wide lists are *security* features; request and write volume, breadth, novelty (new
-  namespaces, resource types, user agents, networks) and the hour are *context*: they add to
-  the score but alone never make more than a ``low`` alert. Security counts are judged
-  against the baseline scaled by the window's volume ratio (a kubelet with three times its
-  pods reads three times the secrets: that is volume, not a new behaviour).
+  port-forward, RBAC and admission writes, token and CSR requests, refused requests,
+  cluster-wide lists and deletions are *security* features; request and write volume,
+  breadth, novelty (new namespaces, resource types, user agents, networks) and the hour are
+  *context*: they add to the score but alone never make more than a ``low`` alert. Security
+  counts are judged against the baseline scaled by the volume ratio of the identity's other
+  requests (a kubelet with three times its pods reads three times the secrets: that is
+  volume, not a new behaviour).
 * **Baselines that fit the identity.** Per feature an exponentially weighted mean and mean
   absolute deviation, winsorised updates (x clipped to mean + 3 scales), for the principal
   *and* for its peer group (:func:`peer_group`: kubelets, control-plane components, the
@@ -83,6 +84,7 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
     ("token_requests", "token or certificate requests", "security"),
     ("denied", "refused (401/403) requests", "security"),
     ("cluster_lists", "cluster-wide lists of namespaced kinds", "security"),
+    ("deletes", "deletions", "security"),
     ("namespaces", "distinct namespaces", "breadth"),
     ("resources", "distinct resource types", "breadth"),
     ("new_namespaces", "namespaces new to it", "novelty"),
@@ -92,7 +94,7 @@ FEATURES: tuple[tuple[str, str, str], ...] = (
     ("odd_hour", "activity at an unusual hour", "time"),
 )
 N_FEATURES = len(FEATURES)
-N_COUNTS = 9  # the count features, first in FEATURES
+N_COUNTS = 10  # the count features, first in FEATURES
 SECURITY = tuple(i for i, f in enumerate(FEATURES) if f[2] == "security")
 _CONTEXT_CAP = 3.0  # a context feature (not security) contributes at most this z
 _FLOOR = {"volume": 1.0, "security": 1.0, "breadth": 0.5, "novelty": 0.25, "time": 0.25}
@@ -493,7 +495,10 @@ class PrincipalState(Baseline):
     def _write_acts(self, verb: Any, resource: Any, sub: Any) -> int:
         """Count a write's security features; its ACTS bits."""
         c = self.counts
-        acts = A_DELETE if verb in ("delete", "deletecollection") else 0
+        acts = 0
+        if verb == "delete" or verb == "deletecollection":
+            c[9] += 1
+            acts = A_DELETE
         if resource.__class__ is str and len(self.wkinds) < _MAX_KNOWN:
             h = _h(resource)
             if h not in self.wkinds:

@@ -29,10 +29,10 @@ definition, shared by training, :func:`replay_windows` and the online model);
 >>> base[:, 2] = rng.poisson(0.5, 400)            # a secret read now and then,
 >>> base[:, 1] = rng.poisson(2, 400)              # a few writes,
 >>> base[:, 7] = rng.poisson(0.2, 400)            # the odd refusal,
->>> base[:, 9] = rng.integers(1, 3, 400)          # 1-2 namespaces,
->>> base[:, 10] = rng.integers(1, 4, 400)         # 1-3 resource types
+>>> base[:, 10] = rng.integers(1, 3, 400)         # 1-2 namespaces,
+>>> base[:, 11] = rng.integers(1, 4, 400)         # 1-3 resource types
 >>> model = train(base, n_estimators=50, seed=1)
->>> sweep = [300, 2, 200, 0, 0, 0, 0, 30, 0, 20, 15, 0, 0, 0, 0, 0]  # secrets everywhere, refused
+>>> sweep = [300, 2, 200, 0, 0, 0, 0, 30, 0, 0, 20, 15, 0, 0, 0, 0, 0]  # secrets everywhere
 >>> s = model.anomaly_score([base[0], sweep])
 >>> bool(s[0] < s[1]), model.anomalous([base[0], sweep]).tolist(), int(model.anomalous(base).sum())
 (True, [False, True], 0)
@@ -453,11 +453,11 @@ def score_windows(
     >>> rng = np.random.default_rng(0)
     >>> base = np.zeros((400, N_FEATURES))
     >>> base[:, 0], base[:, 2] = rng.poisson(20, 400), rng.poisson(0.5, 400)
-    >>> base[:, 7], base[:, 9] = rng.poisson(0.2, 400), rng.integers(1, 3, 400)
+    >>> base[:, 7], base[:, 10] = rng.poisson(0.2, 400), rng.integers(1, 3, 400)
     >>> model = train(base, n_estimators=50, seed=1)
-    >>> quiet = [20.0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
-    >>> sweep = [300.0, 0, 200, 0, 0, 0, 0, 30, 0, 20, 0, 0, 0, 0, 0, 0]
-    >>> usual = (20.0, 0, 0.5, 0, 0, 0, 0, 0.2, 0, 1, 0, 0, 0, 0, 0, 0)
+    >>> quiet = [20.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+    >>> sweep = [300.0, 0, 200, 0, 0, 0, 0, 30, 0, 0, 20, 0, 0, 0, 0, 0, 0]
+    >>> usual = (20.0, 0, 0.5, 0, 0, 0, 0, 0.2, 0, 0, 1, 0, 0, 0, 0, 0, 0)
     >>> closed = [ClosedWindow("c|bob", 9, 2700.0, x, usual, 20, ("a", "", "", ""))
     ...           for x in (quiet, sweep)]
     >>> alerts = score_windows(model, closed)
