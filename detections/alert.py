@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from detections.engine import Match
 from detections.fields import compile_path, resolve_alias
+from detections.grouping import KLAXON_NS as KLAXON_NS
+from detections.grouping import group_block
 from schemas.keys import cluster_of
-
-#: Namespace of Klaxon's deterministic ids: uuid5(NAMESPACE_URL, "https://klaxon.dev/ns").
-KLAXON_NS = uuid.uuid5(uuid.NAMESPACE_URL, "https://klaxon.dev/ns")
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.\-/]+)\}")
 _MAX_SUMMARY_VALUE = 200
@@ -110,6 +110,9 @@ def to_alert(match: Match) -> dict[str, Any]:
     groups = user.get("groups")
     ips = event.get("sourceIPs")
     level = rule.level or "medium"
+    when = _str_or_none(event.get("stageTimestamp")) or _str_or_none(
+        event.get("requestReceivedTimestamp")
+    )
     return {
         "schema": "klaxon.alert/v1",
         "id": alert_id(rule.id, audit_id, stage),
@@ -130,8 +133,7 @@ def to_alert(match: Match) -> dict[str, Any]:
         "severity": level,
         "attack": _attack_block(rule.techniques, rule.tactics),
         "mtmk": list(rule.klaxon.mtmk),
-        "event_time": _str_or_none(event.get("stageTimestamp"))
-        or _str_or_none(event.get("requestReceivedTimestamp")),
+        "event_time": when,
         "cluster": cluster_of(event),
         "audit_id": audit_id,
         "stage": stage,
@@ -157,4 +159,40 @@ def to_alert(match: Match) -> dict[str, Any]:
         "decision": _str_or_none(annotations.get("authorization.k8s.io/decision")),
         "evidence": dict(match.matched_fields),
         "falsepositives": list(rule.falsepositives),
+        "tags": list(rule.tags),
+        "group": group_block(rule, event, when),
     }
+
+
+def alert_builder(labels: Mapping[str, str]) -> Callable[[Match], dict[str, Any]]:
+    """`to_alert` with the deployment's static labels added (`to_alert` itself without any).
+
+    >>> alert_builder({}) is to_alert
+    True
+    """
+    if not labels:
+        return to_alert
+    fixed = dict(labels)
+
+    def build(match: Match) -> dict[str, Any]:
+        return add_labels(to_alert(match), fixed)
+
+    return build
+
+
+def add_labels(alert: dict[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
+    """Set the deployment's static labels on ``alert`` (in place; returns it). Labels are
+    configuration (``KLAXON_LABELS``), not rule content, so the shells add them where alerts
+    leave the process; an alert that already has labels keeps its own values.
+
+    >>> add_labels({"id": "a"}, {"env": "prod"})
+    {'id': 'a', 'labels': {'env': 'prod'}}
+    >>> add_labels({"id": "a", "labels": {"env": "dev"}}, {"env": "prod", "team": "sec"})
+    {'id': 'a', 'labels': {'env': 'dev', 'team': 'sec'}}
+    >>> add_labels({"id": "a"}, {})
+    {'id': 'a'}
+    """
+    if labels:
+        own = alert.get("labels")
+        alert["labels"] = {**labels, **own} if isinstance(own, dict) else dict(labels)
+    return alert

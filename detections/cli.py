@@ -1,4 +1,4 @@
-"""``klaxon rules validate|test|explain|list|run``: the rule author's command line.
+"""``klaxon rules validate|test|explain|list|run|convert``: the rule author's command line.
 
 Results go to stdout, diagnostics to stderr. Exit codes: 0 clean, 1 problems (or failures,
 or ``explain`` found no match), 2 usage errors.
@@ -11,13 +11,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 import yaml
 
 from detections.errors import DetectionError, EventFileError, RuleLoadError
 from detections.rule import Rule, RuleSet
+
+#: ``klaxon rules convert --target`` names (``detections.convert.TARGETS``, which imports pySigma).
+CONVERT_TARGETS = ("splunk", "elasticsearch", "kusto", "sqlite")
+if TYPE_CHECKING:
+    from detections.selection import RuleSelection
 
 
 def register(subparsers: Any) -> None:
@@ -60,14 +65,23 @@ def register(subparsers: Any) -> None:
     common(p)
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("list", help="table of loaded rules")
+    p = sub.add_parser("list", help="table of loaded rules, enabled or not and why")
     p.add_argument("paths", nargs="*", metavar="PATH")
     p.add_argument(
         "--json",
         action="store_true",
         help='one JSON document instead: {"rules": [{"id", "name", "title", "level", "status",'
-        ' "tactics", "techniques", "file", "line"}, ...]}',
+        ' "tactics", "techniques", "file", "line", "enabled", "why"}, ...]}',
     )
+    for flag, env in (("enable", "KLAXON_RULES_ENABLE"), ("disable", "KLAXON_RULES_DISABLE")):
+        p.add_argument(
+            f"--{flag}",
+            action="append",
+            default=None,
+            metavar="SELECTOR",
+            help=f"id:/tag:/level:/status: selectors to {flag} (comma-separated, repeatable);"
+            f" default ${env}",
+        )
     common(p)
     p.set_defaults(func=cmd_list)
 
@@ -78,6 +92,33 @@ def register(subparsers: Any) -> None:
     p.add_argument("--cluster", default=None, help="cluster name for events that do not say")
     common(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "convert",
+        help="write rules as SIEM queries through pySigma (the 'convert' extra)",
+        description="Convert rules and correlations into queries of each --target; rules that "
+        "cannot be converted are listed with the reason. The summary goes to stderr "
+        "(to stdout with --summary).",
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        choices=(*CONVERT_TARGETS, "all"),
+        help="query language (repeat for several; 'all' for every one)",
+    )
+    p.add_argument(
+        "--field-prefix",
+        default="",
+        metavar="PREFIX",
+        help="where the audit event sits in your documents, e.g. 'kubernetes.audit.' "
+        "(splunk and elasticsearch)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per rule and target")
+    p.add_argument("--summary", action="store_true", help="only the summary, on stdout")
+    common(p)
+    p.set_defaults(func=cmd_convert)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -114,6 +155,7 @@ def cmd_validate(
         return 1
     for lint in ruleset.lints:
         print(lint, file=err)
+    print_trust_notices(ruleset, err)
     tests = sum(len(r.klaxon.tests) for r in ruleset.rules)
     print(
         f"ok: {len(ruleset.rules)} rules, {len(ruleset.filters)} filters, "
@@ -121,6 +163,31 @@ def cmd_validate(
         file=out,
     )
     return 1 if (args.strict and ruleset.lints) else 0
+
+
+def print_trust_notices(ruleset: RuleSet, err: TextIO) -> None:
+    """Say which allow-lists are empty: an empty ``cluster_networks`` means trust by name only,
+    an empty policy list keeps its policy rule silent."""
+    from detections.lists import empty_allow_lists
+
+    empty = empty_allow_lists(ruleset.rules, ruleset.lists)
+    rules = empty.pop("cluster_networks", None)
+    if rules is not None:
+        print(
+            "notice: cluster_networks is empty, so trust is by name only: trusted identities "
+            "(system_principals, control_plane_principals, ...) are trusted wherever they act "
+            f"from, and {len(rules)} rule(s) cannot tell a token used from outside the cluster "
+            "(fill it with your pod, service and node CIDRs: README, 'Conditional trust')",
+            file=err,
+        )
+    for name, titles in sorted(empty.items()):
+        silent = [t for t in titles if t not in (rules or ())]
+        if silent:
+            print(
+                f"notice: {name} is empty, so {', '.join(map(repr, silent))} stay(s) silent "
+                "until it is set",
+                file=err,
+            )
 
 
 def cmd_test(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -229,19 +296,50 @@ def cmd_list(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | 
     ruleset = _load(args.paths, args, err)
     if ruleset is None:
         return 1
+    try:
+        selection = _selection(args)
+    except ValueError as exc:
+        print(f"klaxon rules list: {exc}", file=err)
+        return 2
+    decisions = selection.apply(ruleset).decisions
     rules = sorted(ruleset.rules, key=lambda r: (r.file, r.line))
     if getattr(args, "json", False):
-        document = {"rules": [rule_json(r) for r in rules]}
+        document = {
+            "rules": [
+                {**rule_json(r), "enabled": decisions[r.id].enabled, "why": decisions[r.id].reason}
+                for r in rules
+            ]
+        }
         out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
-    rows = [("ID", "LEVEL", "ATT&CK", "TITLE", "FILE")]
+    rows = [("ID", "LEVEL", "ATT&CK", "TITLE", "ENABLED", "FILE")]
     for r in rules:
-        rows.append((r.id, r.level or "-", ",".join(r.techniques) or "-", r.title, r.file))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        d = decisions[r.id]
+        enabled = "yes" if d.enabled else f"no ({d.reason})"
+        rows.append((r.id, r.level or "-", ",".join(r.techniques) or "-", r.title, enabled, r.file))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        cells = [row[i].ljust(widths[i]) for i in range(4)]
-        print("  ".join([*cells, row[4]]), file=out)
+        cells = [row[i].ljust(widths[i]) for i in range(5)]
+        print("  ".join([*cells, row[5]]), file=out)
+    off = sum(not decisions[r.id].enabled for r in rules)
+    print(f"{len(rules)} rules, {off} disabled ({selection.describe()})", file=err)
     return 0
+
+
+def _selection(args: argparse.Namespace) -> RuleSelection:
+    """Selectors from ``--enable``/``--disable``, else ``$KLAXON_RULES_ENABLE``/``_DISABLE``
+    (the worker's settings, `pipeline.config`)."""
+    from detections.selection import RuleSelection, parse_list
+
+    def given(flag: list[str] | None, env: str) -> list[str]:
+        if flag is not None:
+            return [s for value in flag for s in parse_list(value)]
+        return list(parse_list(os.environ.get(env, "")))
+
+    return RuleSelection.parse(
+        enable=given(getattr(args, "enable", None), "KLAXON_RULES_ENABLE"),
+        disable=given(getattr(args, "disable", None), "KLAXON_RULES_DISABLE"),
+    )
 
 
 def rule_json(rule: Rule) -> dict[str, Any]:
@@ -293,6 +391,40 @@ def cmd_run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | N
         f"({len(ruleset.rules)} rules)",
         file=err,
     )
+    return 0
+
+
+def cmd_convert(
+    args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Queries (or JSON lines) on stdout, the per-target summary on stderr; exit 1 when the
+    rules do not load or pySigma is not installed (rules that cannot convert are not errors)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        from detections.convert import convert_ruleset
+        from detections.convert.render import write_json, write_queries, write_summary
+    except ImportError as exc:
+        print(
+            f"error: klaxon rules convert needs pySigma and its backends ({exc}); "
+            "install them with: pip install 'klaxon[convert]'",
+            file=err,
+        )
+        return 1
+    ruleset = _load(args.paths, args, err)
+    if ruleset is None:
+        return 1
+    names = CONVERT_TARGETS if "all" in args.target else tuple(dict.fromkeys(args.target))
+    try:
+        reports = [convert_ruleset(ruleset, name, field_prefix=args.field_prefix) for name in names]
+    except ValueError as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    if args.summary:
+        write_summary(reports, out)
+        return 0
+    for report in reports:
+        (write_json if args.json else write_queries)(report, out)
+    write_summary(reports, err)
     return 0
 
 

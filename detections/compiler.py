@@ -13,8 +13,17 @@ from typing import Any
 
 from detections import condition as cond
 from detections.fields import Cache, Getter, compile_path
-from detections.index import INDEXED, Atom, Constraints, blockers, constraints, guard
+from detections.index import (
+    INDEXED,
+    Atom,
+    Constraints,
+    blockers,
+    constraints,
+    guard,
+    without_false,
+)
 from detections.matchers import Predicate, compile_match
+from detections.matchers import never as never_matches
 from detections.rule import FieldMatch, Filter, Rule, Selection
 
 
@@ -166,7 +175,15 @@ def compile_selections(
             ]
             fields.sort(key=_field_order)
             alts.append(tuple(fields))
-        test = as_predicate(fold_any([fold_all([f.test for f in alt]) for alt in alts]))
+        # a comparison over only empty lists is the constant False (see index.without_false)
+        test = as_predicate(
+            fold_any(
+                [
+                    fold_all([False if f.test is never_matches else f.test for f in alt])
+                    for alt in alts
+                ]
+            )
+        )
         out[name] = CompiledSelection(sel, tuple(alts), test)
     return out
 
@@ -210,6 +227,8 @@ def _fold_selection(cs: CompiledSelection, known: dict[str, Any]) -> Folded:
         for f in alt:
             if f.match.path in INDEXED and "fieldref" not in f.match.modifiers:
                 fields.append(bool(f.test(known, {})))
+            elif f.test is never_matches:
+                fields.append(False)  # over empty lists only: a rule waiting on its list
             else:
                 fields.append(f.test)
         alts.append(fold_all(fields))
@@ -256,10 +275,13 @@ def compile_rule(
     """Compile a rule and the filters that apply to it."""
     selections = compile_selections(rule.detection, lists)
     test = compile_condition(rule.condition, selections)
+    false = frozenset(n for n, cs in selections.items() if cs.test is never)
     cfilters = []
+    filter_false = []
     for flt in filters:
         fsel = compile_selections(flt.detection, lists)
         cfilters.append(CompiledFilter(flt, fsel, compile_condition(flt.condition, fsel)))
+        filter_false.append(frozenset(n for n, cs in fsel.items() if cs.test is never))
     if cfilters:
         test = _all([test, *(f.test for f in cfilters)])
     return CompiledRule(
@@ -271,8 +293,11 @@ def compile_rule(
         guard(rule.condition, rule.detection),
         tuple(
             fm
-            for node, detection in [(rule.condition, rule.detection)]
-            + [(f.condition, f.detection) for f in filters]
+            for node, detection in [(without_false(rule.condition, false), rule.detection)]
+            + [
+                (without_false(f.condition, ff), f.detection)
+                for f, ff in zip(filters, filter_false, strict=True)
+            ]
             for fm in blockers(node, detection)
         ),
     )

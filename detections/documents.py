@@ -16,6 +16,7 @@ from detections.fields import resolve_alias
 from detections.matchers import MatchSpecError, compile_match, split_modifiers
 from detections.rule import (
     CORRELATION_TYPES,
+    GROUP_BY,
     LEVELS,
     META_KEYS,
     RELATED_TYPES,
@@ -24,6 +25,7 @@ from detections.rule import (
     FieldMatch,
     Filter,
     FixtureCase,
+    GroupBy,
     KlaxonBlock,
     Rule,
     Selection,
@@ -55,8 +57,11 @@ CORRELATION_BLOCK_KEYS = (
     "generate",
     "aliases",
 )
-KLAXON_KEYS = ("summary", "mtmk", "tests")
-TEST_KEYS = ("name", "expect", "event")
+KLAXON_KEYS = ("summary", "mtmk", "tests", "group")
+GROUP_KEYS = ("by", "window")
+#: Bounds of ``klaxon.group.window``: a minute to a day.
+GROUP_WINDOW_BOUNDS = (60, 86400)
+TEST_KEYS = ("name", "expect", "event", "lists")
 LOGSOURCE_KEYS = ("category", "product", "service", "definition")
 CONDITION_OPS = ("gt", "gte", "lt", "lte", "eq", "neq", "field")
 
@@ -222,9 +227,69 @@ class DocumentParser(Checker):
                     expect=expect,
                     event=event,
                     line=doc.mark(path)[0],
+                    lists=self.fixture_lists(doc, case.get("lists"), (*path, "lists")),
                 )
             )
-        return KlaxonBlock(summary=summary, mtmk=mtmk, tests=tuple(tests))
+        group = self.group(doc, block.get("group"))
+        return KlaxonBlock(summary=summary, mtmk=mtmk, tests=tuple(tests), group=group)
+
+    def group(self, doc: Document, block: Any) -> GroupBy | None:
+        """``klaxon.group``: ``by`` (a list of `GROUP_BY` names) and ``window`` (a duration)."""
+        if block is None:
+            return None
+        path: DocPath = ("klaxon", "group")
+        if not isinstance(block, dict):
+            self.err(doc, path, "group must be a mapping with 'by' and/or 'window'", value=True)
+            return None
+        self.check_keys(doc, block, GROUP_KEYS, path)
+        by = self.text_list(doc, block, "by", path)
+        for i, name in enumerate(by):
+            if name not in GROUP_BY:
+                where = (*path, "by", i) if isinstance(block.get("by"), list) else (*path, "by")
+                self.err(
+                    doc,
+                    where,
+                    f"cannot group by {name!r}; expected one of {', '.join(GROUP_BY)}",
+                    suggest(name, GROUP_BY),
+                    value=True,
+                )
+        if len(set(by)) != len(by):
+            self.err(doc, (*path, "by"), "group 'by' names a field twice", value=True)
+        window = self.duration(doc, block, "window", path, "10m, 1h or 1d")
+        low, high = GROUP_WINDOW_BOUNDS
+        if window is not None and not low <= window <= high:
+            self.err(
+                doc, (*path, "window"), f"window must be between {low}s and {high}s", value=True
+            )
+            window = None
+        return GroupBy(by=tuple(n for n in dict.fromkeys(by) if n in GROUP_BY), window=window)
+
+    def fixture_lists(
+        self, doc: Document, raw: Any, path: DocPath
+    ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+        """A test's ``lists:`` (named lists replaced for that test only, e.g. a filled-in
+        ``cluster_networks``), as sorted pairs."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, dict):
+            self.err(doc, path, "lists must map list names to lists of values", value=True)
+            return ()
+        out: list[tuple[str, tuple[Any, ...]]] = []
+        for name, values in raw.items():
+            if name not in self.lists:
+                self.err(
+                    doc,
+                    (*path, str(name)),
+                    f"unknown list '{name}'",
+                    suggest(str(name), self.lists),
+                )
+            elif not isinstance(values, list) or any(isinstance(v, (dict, list)) for v in values):
+                self.err(
+                    doc, (*path, str(name)), "expected a list of strings or numbers", value=True
+                )
+            else:
+                out.append((str(name), tuple(values)))
+        return tuple(sorted(out))
 
     def check_summary(self, doc: Document, summary: str) -> None:
         stripped = _PLACEHOLDER.sub("", summary)
@@ -431,6 +496,12 @@ class DocumentParser(Checker):
         level = self.choice(doc, m, "level", LEVELS)
         self.choice(doc, m, "status", STATUSES)
         klaxon = self.klaxon(doc, m)
+        if klaxon.group is not None:
+            self.err(
+                doc,
+                ("klaxon", "group"),
+                "group applies to detection rules; a correlation already alerts once per group",
+            )
         block = m["correlation"]
         if not isinstance(block, dict):
             self.err(doc, ("correlation",), "'correlation' must be a mapping", value=True)

@@ -20,10 +20,13 @@ typed :class:`Slot` s.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from detections.csr import subject_of
 from schemas import audit
 
 
@@ -93,6 +96,9 @@ DERIVED = (
     "authzReason",
     "response.success",
     "sourceIP",
+    "sourceNetwork",
+    "dataValues",
+    "csrSubject",
     "podSpec",
     "podSpec.allContainers",
     "cluster",
@@ -488,6 +494,85 @@ def _source_ip(event: dict[str, Any]) -> Any:
     return _MISSING
 
 
+#: Prefix lengths of a "source network" (IPv4, IPv6): wide enough that the nodes and pods of
+#: one cluster or VPC share one, narrow enough that another site or provider does not.
+SOURCE_NETWORK_PREFIX = (16, 48)
+
+
+def _source_network(event: dict[str, Any]) -> Any:
+    """The network of the request's peer: the last ``sourceIPs`` entry (the API server
+    appends the connection's address after any X-Forwarded-For entries), as a CIDR.
+
+    >>> _source_network({"sourceIPs": ["10.0.0.9", "203.0.113.7"]})
+    '203.0.0.0/16'
+    >>> _source_network({"sourceIPs": ["2001:db8:1:2::5"]})
+    '2001:db8:1::/48'
+    >>> _source_network({"sourceIPs": ["x"]}) is _MISSING
+    True
+    """
+    ips = event.get("sourceIPs")
+    if not isinstance(ips, list) or not ips or not isinstance(ips[-1], str):
+        return _MISSING
+    network = _network_of(ips[-1][:64])
+    return _MISSING if network is None else network
+
+
+@functools.lru_cache(maxsize=8192)
+def _network_of(text: str) -> str | None:
+    """The source network of one address text (memoized: peers repeat endlessly)."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    prefix = SOURCE_NETWORK_PREFIX[0 if address.version == 4 else 1]
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def _csr_subject(event: dict[str, Any]) -> Any:
+    """``{"commonName", "organizations"}`` of the CSR in ``requestObject.spec.request``
+    (:mod:`detections.csr`): the user and groups the certificate would carry."""
+    body = event.get("requestObject")
+    spec = body.get("spec") if isinstance(body, dict) else None
+    request = spec.get("request") if isinstance(spec, dict) else None
+    return _or_missing(subject_of(request)) if request is not None else _MISSING
+
+
+_DATA_KEYS = ("data", "stringData")
+
+
+def _data_values(event: dict[str, Any]) -> Any:
+    """String values of the request body's ``data``/``stringData`` maps (create, update,
+    merge patch) and of JSON-patch operations on them: where a ConfigMap or Secret carries
+    its contents, after the normaliser redacted them.
+
+    >>> _data_values({"requestObject": {"data": {"a": "x", "n": 1}, "stringData": {"b": "y"}}})
+    ['x', 'y']
+    >>> _data_values({"requestObject": [{"op": "add", "path": "/data/k", "value": "v"},
+    ...                                 {"op": "add", "path": "/metadata/labels/x", "value": "w"}]})
+    ['v']
+    """
+    body = event.get("requestObject")
+    out: list[str] = []
+    if isinstance(body, dict):
+        for key in _DATA_KEYS:
+            _strings_of(body.get(key), out)
+    elif isinstance(body, list):
+        for op in body:
+            if not isinstance(op, dict) or not isinstance(op.get("path"), str):
+                continue
+            if op["path"].split("/")[1:2] in (["data"], ["stringData"]):
+                _strings_of(op.get("value"), out)
+    return out or _MISSING
+
+
+def _strings_of(value: Any, out: list[str]) -> None:
+    """A string, or the string values of a map, appended to ``out``."""
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict):
+        out.extend(v for v in value.values() if isinstance(v, str))
+
+
 def _command_line(event: dict[str, Any]) -> Any:
     cmds = exec_commands(event)
     return " ".join(cmds) if cmds else _MISSING
@@ -515,6 +600,9 @@ _DERIVERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "authzReason": lambda ev: _annotation(ev, "authorization.k8s.io/reason"),
     "response.success": _response_success,
     "sourceIP": _source_ip,
+    "sourceNetwork": _source_network,
+    "dataValues": _data_values,
+    "csrSubject": _csr_subject,
     "podSpec.allContainers": _all_containers,
     "podSpec": lambda ev: _or_missing(pod_spec(ev)),
 }
@@ -600,9 +688,13 @@ def compile_path(field: str) -> Getter:
 DERIVED_FREE_FORM = ("podSpec",)
 
 
+#: The paths below derived fields that hold a small fixed object.
+DERIVED_PATHS = ("csrSubject.commonName", "csrSubject.organizations")
+
+
 def known_field_paths() -> frozenset[str]:
     """Dotted paths the canonical AuditEvent schema knows, plus derived fields."""
-    return audit.field_paths() | frozenset(DERIVED)
+    return audit.field_paths() | frozenset(DERIVED) | frozenset(DERIVED_PATHS)
 
 
 def is_known_field(field: str, known: frozenset[str]) -> bool:

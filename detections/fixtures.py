@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from detections.compiler import Explanation
 from detections.engine import Engine
-from detections.rule import Rule, RuleSet
+from detections.rule import FixtureCase, Rule, RuleSet
 
 #: alice runs `kubectl get pod web-0 -n shop`; the API server allows it (ResponseComplete, 200).
 BASE_EVENT: dict[str, Any] = {
@@ -111,20 +111,41 @@ class FixtureReport:
         return not self.failures
 
 
+class FixtureEngines:
+    """The engine a fixture runs on: the ruleset's own, or one compiled with the test's
+    ``lists:`` (a filled-in ``cluster_networks``, a policy list) replacing the named lists;
+    one engine per distinct set of replacements."""
+
+    def __init__(self, ruleset: RuleSet, engine: Engine | None = None) -> None:
+        self.ruleset = ruleset
+        self._engines: dict[tuple[tuple[str, tuple[Any, ...]], ...], Engine] = {
+            (): engine or Engine(ruleset)
+        }
+
+    def for_case(self, case: FixtureCase) -> Engine:
+        """The engine for ``case``."""
+        found = self._engines.get(case.lists)
+        if found is None:
+            lists = {**self.ruleset.lists, **dict(case.lists)}
+            found = self._engines[case.lists] = Engine(replace(self.ruleset, lists=lists))
+        return found
+
+
 def run_fixtures(ruleset: RuleSet, engine: Engine | None = None) -> FixtureReport:
     """Run every rule's fixtures through the engine (so filters and the index are exercised)."""
-    engine = engine or Engine(ruleset)
+    engines = FixtureEngines(ruleset, engine)
     failures: list[FixtureFailure] = []
     cases = 0
     for rule in ruleset.rules:
-        compiled = engine.compiled_rule(rule.id)
         for case in rule.klaxon.tests:
             cases += 1
             event = fixture_event(case.event)
-            hit = any(m.rule.id == rule.id for m in engine.evaluate(event))
+            case_engine = engines.for_case(case)
+            hit = any(m.rule.id == rule.id for m in case_engine.evaluate(event))
             if hit != (case.expect == "hit"):
                 from detections.compiler import explain
 
+                compiled = case_engine.compiled_rule(rule.id)
                 failures.append(
                     FixtureFailure(rule, case.name, case.expect, explain(compiled, event))
                 )

@@ -95,26 +95,29 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
     probe = fast_path(path)
     if probe is None:
         return general
+    # text or number -> its rules with `present`: one dict hit per value after warm-up.
     by_number: dict[int, frozenset[int]] = {}
-    by_text: dict[str, frozenset[int]] = {}  # the result with `present`, one dict hit
+    by_text: dict[str, frozenset[int]] = {}
+
+    def of_text(v: str) -> frozenset[int]:
+        found = classify(v) | present if present else classify(v)
+        if len(by_text) < MEMO_ENTRIES and len(v) <= MEMO_MAX_TEXT:
+            by_text[v] = found
+        return found
 
     def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
         v = probe(event)
         cls = v.__class__
         if cls is str:
             found = by_text.get(v)
-            if found is None:
-                found = classify(v) | present if present else classify(v)
-                if len(by_text) < MEMO_ENTRIES and len(v) <= MEMO_MAX_TEXT:
-                    by_text[v] = found
-            return found
+            return of_text(v) if found is None else found
         if cls is int:  # a status code: remembered by number, no str() per event
             found = by_number.get(v)
             if found is None:
-                found = classify(str(v))
+                found = classify(str(v)) | present if present else classify(str(v))
                 if len(by_number) < MEMO_ENTRIES:
                     by_number[v] = found
-            return found | present
+            return found
         if v is ABSENT or v is None:
             return None
         if cls is list:  # e.g. user.groups: a flat list of strings
@@ -124,10 +127,12 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
             for item in v:
                 if item.__class__ is not str:
                     return general(event, cache)
-                hit = classify(item)
+                hit = by_text.get(item)
+                if hit is None:
+                    hit = of_text(item)
                 if hit:
                     hits = hit if not hits else hits | hit
-            return hits | present if present else hits
+            return hits
         return general(event, cache)
 
     return lookup
@@ -151,12 +156,10 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
     if len(tops) != 1 or shapes != {True}:
         raise ValueError("sibling_lookup needs two-key plain fields under one top key")
     parent = fast_parent([path for path, _, _ in fields])
-    # (key below the top, classifier, presence rules, general lookup, text -> rule numbers)
-    subs: tuple[tuple[str, Classifier, frozenset[int], Lookup, dict[str, frozenset[int]]], ...]
-    subs = tuple(
-        (path.split(".")[1], classify, present, _general(path, classify, present), {})
-        for path, classify, present in fields
-    )
+    # (key below the top, its text -> rules with `present`, the miss handler, general lookup)
+    subs: tuple[
+        tuple[str, dict[str, frozenset[int]], Callable[[str], frozenset[int]], Lookup], ...
+    ] = tuple(_sibling(path, classify, present) for path, classify, present in fields)
     everything = [sub[3] for sub in subs]
 
     def slow(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
@@ -172,7 +175,7 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
         if v.__class__ is not dict:
             return None if v is ABSENT else slow(event, cache)
         hits: frozenset[int] | None = None
-        for key, classify, present, general, by_text in subs:
+        for key, by_text, of_text, general in subs:
             x = v.get(key)
             if x is None:
                 continue  # absent or null: no dotted alternatives below the top
@@ -181,9 +184,7 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
             if cls is str:
                 found = by_text.get(x)
                 if found is None:
-                    found = classify(x)
-                    if len(by_text) < MEMO_ENTRIES and len(x) <= MEMO_MAX_TEXT:
-                        by_text[x] = found
+                    found = of_text(x)
             elif cls is list:
                 if not x:
                     continue  # no values
@@ -192,7 +193,9 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
                     if item.__class__ is not str:
                         found = general(event, cache)  # mixed values: the walker decides
                         break
-                    hit = classify(item)
+                    hit = by_text.get(item)
+                    if hit is None:
+                        hit = of_text(item)
                     if hit:
                         found = hit if not found else found | hit
                 if found is None:
@@ -201,8 +204,6 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
                 found = general(event, cache)
                 if found is None:
                     continue
-            if present:
-                found = found | present
             if hits is None or not hits:
                 hits = found
             elif found:
@@ -210,6 +211,22 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
         return hits
 
     return lookup
+
+
+def _sibling(
+    path: str, classify: Classifier, present: frozenset[int]
+) -> tuple[str, dict[str, frozenset[int]], Callable[[str], frozenset[int]], Lookup]:
+    """One field of :func:`sibling_lookup`: its key, memo (results include ``present``),
+    the memo's miss handler and the general lookup."""
+    by_text: dict[str, frozenset[int]] = {}
+
+    def of_text(x: str) -> frozenset[int]:
+        found = classify(x) | present if present else classify(x)
+        if len(by_text) < MEMO_ENTRIES and len(x) <= MEMO_MAX_TEXT:
+            by_text[x] = found
+        return found
+
+    return path.split(".")[1], by_text, of_text, _general(path, classify, present)
 
 
 def _derived_lookup(

@@ -285,6 +285,34 @@ def guard(node: Node, selections: Mapping[str, Selection]) -> list[Atom] | None:
 # the user name rules out every rule that trusts it.
 
 
+def without_false(node: Node, false: frozenset[str]) -> Node:
+    """``node`` with the selections that can never match (``false``: an ``|expand`` of empty
+    lists, such as ``from_outside`` while ``cluster_networks`` is empty) folded away where
+    that is a plain simplification: ``X and not F`` is ``X``. So
+    ``not (trusted_system and not from_outside)`` stays a blocker of ``trusted_system``
+    until the list is filled in.
+
+    >>> without_false(Not(And((Ref("t"), Not(Ref("f"))))), frozenset({"f"}))
+    Not(item=Ref(name='t'))
+    """
+    if not false:
+        return node
+    if isinstance(node, Not):
+        return Not(without_false(node.item, false))
+    if isinstance(node, And):
+        items = tuple(
+            without_false(i, false)
+            for i in node.items
+            if not (isinstance(i, Not) and isinstance(i.item, Ref) and i.item.name in false)
+        )
+        if len(items) == 1:
+            return items[0]
+        return And(items) if items else node
+    if isinstance(node, Or):
+        return Or(tuple(without_false(i, false) for i in node.items))
+    return node
+
+
 def blockers(node: Node, selections: Mapping[str, Selection]) -> list[FieldMatch]:
     """Comparisons any one of which, when it holds for an event, makes ``node`` false.
 

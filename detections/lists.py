@@ -17,11 +17,13 @@ change packaged ones with ``append: [...]`` or ``replace: [...]`` instead of ``v
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from detections.errors import Problem, RuleLoadError, suggest
+from detections.rule import Rule
 from detections.yamlsrc import Document, YamlProblems, load_documents
 
 PACKAGED_LISTS = Path(__file__).resolve().parent / "lists"
@@ -127,3 +129,39 @@ def _display(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+_PLACEHOLDER = re.compile(r"%([^%]+)%")
+
+
+def empty_allow_lists(
+    rules: Iterable[Rule], lists: Mapping[str, tuple[Any, ...]]
+) -> dict[str, list[str]]:
+    """Empty lists used with ``|outside|expand`` where every list of the comparison is empty
+    (an allow-list not filled in, so the comparison matches nothing), each with the titles of
+    the rules that use it.
+
+    >>> from detections.loader import load_rules
+    >>> rs = load_rules()
+    >>> found = empty_allow_lists(rs.rules, rs.lists)
+    >>> sorted(found)  # doctest: +NORMALIZE_WHITESPACE
+    ['allowed_image_registries', 'allowed_k8s_users', 'allowed_namespaces',
+     'cluster_networks', 'token_client_networks']
+    >>> len(found["cluster_networks"]) > 50
+    True
+    """
+    found: dict[str, list[str]] = {}
+    for rule in rules:
+        for selection in rule.detection.values():
+            for alternative in selection.alternatives:
+                for fm in alternative:
+                    if "outside" not in fm.modifiers or "expand" not in fm.modifiers:
+                        continue
+                    names = [n for v in fm.values for n in _PLACEHOLDER.findall(str(v))]
+                    if not names or any(lists.get(n) for n in names):
+                        continue  # some list is filled in: the comparison can match
+                    for name in names:
+                        titles = found.setdefault(name, [])
+                        if rule.title not in titles:
+                            titles.append(rule.title)
+    return found

@@ -36,15 +36,27 @@ from detections.yamlsrc import Document, YamlProblems, load_documents
 PACKAGED_RULES = Path(__file__).resolve().parent / "rules"
 
 
+def yaml_files(folder: Path) -> list[Path]:
+    """The ``*.yml``/``*.yaml`` files under ``folder`` (recursively, sorted), hidden ones and
+    those in hidden folders left out: a Kubernetes ConfigMap volume holds each file twice,
+    as ``name.yml`` and in the ``..<timestamp>/`` folder it links to.
+    """
+    return sorted(
+        q
+        for q in folder.rglob("*")
+        if q.suffix in (".yml", ".yaml")
+        and q.is_file()
+        and not any(part.startswith(".") for part in q.relative_to(folder).parts)
+    )
+
+
 def rule_files(paths: Iterable[str | os.PathLike[str]], problems: list[Problem]) -> list[Path]:
-    """Expand files and folders (recursively, ``*.yml``/``*.yaml``) into a sorted file list."""
+    """Expand files and folders (`yaml_files`) into a sorted file list."""
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            out.extend(
-                sorted(q for q in p.rglob("*") if q.suffix in (".yml", ".yaml") and q.is_file())
-            )
+            out.extend(yaml_files(p))
         elif p.is_file():
             out.append(p)
         else:
@@ -153,7 +165,21 @@ class _Builder(DocumentParser):
                 )
             else:
                 seen[ident] = (doc, title)
-        names = {r.id for r, _, _ in self.rules} | {r.name for r, _, _ in self.rules if r.name}
+        named: dict[str, Document] = {}
+        for rule, doc, _ in self.rules:
+            if rule.name is None:
+                continue
+            if rule.name in named:
+                first, _ = named[rule.name].mark(("name",))
+                self.err(
+                    doc,
+                    ("name",),
+                    f"duplicate name '{rule.name}' (also used at {named[rule.name].file}:{first}):"
+                    " correlations would count the wrong rule",
+                )
+            else:
+                named[rule.name] = doc
+        names = {r.id for r, _, _ in self.rules} | set(named)
         corr_names = {c.id for c, _ in self.correlations if c.id} | {
             c.name for c, _ in self.correlations if c.name
         }

@@ -85,6 +85,20 @@ class FixtureCase:
     expect: str  # "hit" | "miss"
     event: dict[str, Any]
     line: int = 0
+    #: named lists replaced for this test only (name, values), e.g. a filled-in cluster_networks
+    lists: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+
+#: What an alert group can be keyed by (``klaxon.group.by``), see `detections.grouping`.
+GROUP_BY = ("principal", "workload", "object", "namespace", "resource", "source_ip")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupBy:
+    """``klaxon.group``: the key and window of the rule's alert groups (`detections.grouping`)."""
+
+    by: tuple[str, ...] = ()  # empty: the default for the rule's kind
+    window: int | None = None  # seconds; None: the default window
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +108,7 @@ class KlaxonBlock:
     summary: str | None = None
     mtmk: tuple[str, ...] = ()
     tests: tuple[FixtureCase, ...] = ()
+    group: GroupBy | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,10 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("klaxon.replay_cli", ("replay",)),  # replay's producer with pipeline's Settings
     ("klaxon.ingest_cli", ("ingest",)),  # klaxon ingest webhook (aiohttp imported when run)
     ("klaxon.anomaly_cli", ("anomaly",)),  # klaxon anomaly train|score
+    ("klaxon.config_cli", ("config",)),  # klaxon config show
+    ("klaxon.outputs_cli", ("outputs",)),  # alert topic -> webhook, Splunk HEC, ES, Slack
+    ("klaxon.dashboard_cli", ("dashboard",)),  # the Grafana dashboard against /metrics
+    ("klaxon.alerts_cli", ("alerts",)),  # klaxon alerts tail|stats (aiokafka imported when run)
 )
 
 #: Exit status after stdout was closed by the reader: 128 + SIGPIPE, as a shell reports it.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,7 +38,14 @@ from replay.sample import SAMPLE_PATH
 
 __all__ = ["format_row", "header_row", "register", "sample_files"]
 
-_COLUMNS = (("time", 8), ("severity", 8), ("rule", 44), ("user", 34), ("object", 34))
+_COLUMNS = (
+    ("time", 8),
+    ("severity", 8),
+    ("count", 5),
+    ("rule", 44),
+    ("user", 34),
+    ("object", 34),
+)
 
 
 def sample_files() -> list[Path]:
@@ -57,11 +63,12 @@ def header_row() -> str:
 
 
 def format_row(alert: dict[str, Any]) -> str:
-    """One alert as a table row: time, severity, rule title, user, object, ATT&CK techniques.
+    """One alert as a table row: time, severity, matches so far (``group.count``; ``-`` for
+    a stateful alert), rule title, user, object, ATT&CK techniques.
 
     >>> from schemas.alert import example_alert
     >>> print(format_row(example_alert()))  # doctest: +NORMALIZE_WHITESPACE
-    13:58:49  high      Privileged container created  minikube-user
+    13:58:49  high      1  Privileged container created  minikube-user
     pods default/nginx  T1611
     """
     when = str(alert.get("event_time") or "")
@@ -72,7 +79,15 @@ def format_row(alert: dict[str, Any]) -> str:
     where = "/".join(p for p in (obj.get("namespace"), obj.get("name")) if p)
     what = " ".join(p for p in (obj.get("resource"), obj.get("subresource")) if p)
     techniques = [t.get("id", "") for t in (alert.get("attack") or {}).get("techniques", [])]
-    cells = (clock, alert.get("severity", ""), rule.get("title", ""), user, f"{what} {where}")
+    count = (alert.get("group") or {}).get("count", "-")
+    cells = (
+        clock,
+        alert.get("severity", ""),
+        count,
+        rule.get("title", ""),
+        user,
+        f"{what} {where}",
+    )
     text = "  ".join(
         f"{_cut(str(c).strip(), w):<{w}}" for c, (_, w) in zip(cells, _COLUMNS, strict=True)
     )
@@ -96,13 +111,55 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     demo.add_argument("--follow", action="store_true", help="keep printing alerts until Ctrl-C")
     demo.add_argument("--json", action="store_true", help="print alerts as JSON lines")
+    format_flag(demo)
     _severity_flag(demo)
     demo.set_defaults(func=_demo)
     up = subparsers.add_parser("up", help="embedded broker + worker, printing alerts until Ctrl-C")
     up.add_argument("--bootstrap", metavar="HOST:PORT[,...]", help="use this cluster")
     up.add_argument("--json", action="store_true", help="print alerts as JSON lines")
+    format_flag(up)
     _severity_flag(up)
     up.set_defaults(func=_up, files=[], follow=True, idle=0.0, timeout=0.0)
+
+
+def format_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--format NAME`` (an alert format of `pipeline.sinks.formats.FORMATS`)."""
+    parser.add_argument(
+        "--format",
+        metavar="NAME",
+        help="print alerts as JSON lines in this format: native, ocsf, ecs, splunk_hec"
+        " (implies --json)",
+    )
+
+
+def alert_renderer(args: argparse.Namespace) -> Callable[[dict[str, Any]], str | None] | None:
+    """How to print one alert: a table row, a native JSON line (``--json``), or a JSON line in
+    the ``--format`` (which sets ``args.json``); the function returns None for an alert the
+    format cannot write (reported on stderr). None when the format is unknown (reported; the
+    caller exits 2)."""
+    if not getattr(args, "format", None):
+        return (lambda a: json.dumps(a)) if args.json else format_row
+    from pipeline.sinks.formats import FORMATS
+
+    fmt = FORMATS.get(args.format)
+    if fmt is None:
+        print(
+            f"klaxon: unknown format {args.format!r} (one of {', '.join(FORMATS)})", file=sys.stderr
+        )
+        return None
+    args.json = True
+
+    def render(alert: dict[str, Any]) -> str | None:
+        try:
+            return fmt.encode(alert).decode()
+        except (ValueError, TypeError) as exc:
+            print(
+                f"klaxon: alert {alert.get('id')} cannot be written as {fmt.name}: {exc}",
+                file=sys.stderr,
+            )
+            return None
+
+    return render
 
 
 def _severity_flag(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +174,8 @@ def _severity_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if alert_renderer(args) is None:
+        return 2
     files = [Path(f) for f in args.files] or sample_files()
     if not files:
         print(
@@ -131,6 +190,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    if alert_renderer(args) is None:
+        return 2
     return _run(args, [])
 
 
@@ -227,16 +288,18 @@ def _run(args: argparse.Namespace, files: Sequence[Path]) -> int:
     worker: _Worker | None = None
     try:
         with _broker(settings, given) as bootstrap:
-            settings = dataclasses.replace(settings, bootstrap_servers=bootstrap)
+            settings = settings.replace(bootstrap_servers=bootstrap)
             if not given:  # the embedded broker: plaintext on 127.0.0.1, whatever KAFKA_SSL_*
-                settings = dataclasses.replace(
-                    settings, data_dir=workdir / "data", kafka_security=KafkaSecurity()
+                settings = settings.replace(
+                    data_dir=workdir / "data", kafka_security=KafkaSecurity()
                 )
             where = "embedded Tansu" if not given else "cluster"
             print(f"klaxon: {where} at {bootstrap}", file=sys.stderr)
             from pipeline.topics import ensure_topics
             from pipeline.worker import settings_env
 
+            if not os.environ.get("KLAXON_METRICS_ADDRESS"):  # a free port: demos never collide
+                settings = settings.replace(metrics_address="127.0.0.1:0")
             env = {**os.environ, **settings_env(settings)}
 
             asyncio.run(ensure_topics(bootstrap, settings))
@@ -311,6 +374,7 @@ async def _print_alerts(args: argparse.Namespace, consumer: Any, worker: _Worker
     from schemas.alert import SEVERITIES
 
     shown = set(SEVERITIES[SEVERITIES.index(args.min_severity) :])
+    render = alert_renderer(args) or format_row  # checked by _demo / _up
     started = last_alert = time.monotonic()
     alerts = 0
     while True:
@@ -323,8 +387,9 @@ async def _print_alerts(args: argparse.Namespace, consumer: Any, worker: _Worker
                     alert = json.loads(record.value)
                 except ValueError:
                     continue
-                if alert.get("severity") in shown:
-                    print(json.dumps(alert) if args.json else format_row(alert), flush=True)
+                line = render(alert) if alert.get("severity") in shown else None
+                if line is not None:
+                    print(line, flush=True)
         if worker.proc.poll() is not None:
             raise WorkerError(f"worker exited with code {worker.proc.returncode}:\n{worker.tail()}")
         if args.follow:

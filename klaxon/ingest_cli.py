@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +23,11 @@ from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
     from pipeline.sources.file import FileConfig
-    from pipeline.sources.webhook import WebhookConfig
+    from pipeline.sources.webhook import WebhookConfig, WebhookSource
+    from pipeline.sources.writer import RawTopicWriter
+    from pipeline.telemetry import IntakeMetrics
 
-__all__ = ["config_from_args", "file_config_from_args", "register"]
+__all__ = ["config_from_args", "file_config_from_args", "register", "telemetry"]
 
 _MIB = 1024 * 1024
 
@@ -81,6 +83,12 @@ def _add_kafka_flags(p: argparse.ArgumentParser, timeout_then: str) -> None:
     )
     p.add_argument(
         "--idempotent", action="store_true", help="idempotent producer (Apache Kafka; not Tansu)"
+    )
+    p.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="where /metrics, /healthz and /readyz are served, or off (default:"
+        " $KLAXON_METRICS_ADDRESS, else 127.0.0.1:9464)",
     )
 
 
@@ -273,7 +281,9 @@ async def _follow(
     task = asyncio.create_task(source.forward(writer), name="klaxon-file-forward")
     stopped = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        counts = {"events": "lines", "messages": "batches", "dead_lettered": "dead_lettered"}
+        async with telemetry(settings, "file", writer, source.counters, counts):
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopped.cancel()
         task.cancel()  # a batch in flight is finished and checkpointed first
@@ -285,11 +295,64 @@ async def _follow(
             await writer.stop()
 
 
+class TelemetryUnavailable(PipelineError):
+    """The metrics address cannot be listened on."""
+
+
+@contextlib.asynccontextmanager
+async def telemetry(
+    settings: Settings,
+    intake: str,
+    writer: RawTopicWriter,
+    counters: dict[str, int],
+    names: dict[str, str] | None = None,
+) -> AsyncIterator[IntakeMetrics | None]:
+    """/metrics, /healthz, /readyz of an intake while the block runs (None when ``off``).
+
+    Ready while its writer is (connected, topics there); events, messages and dead letters
+    are read from ``counters`` (keys ``names``: events, messages, dead_lettered).
+    """
+    from pipeline.config import parse_address
+
+    address = parse_address(settings.metrics_address)
+    if address is None:
+        yield None
+        return
+    from pipeline.telemetry import IntakeMetrics, TelemetryServer
+
+    keys = names or {"events": "events", "messages": "", "dead_lettered": "dead_lettered"}
+    metrics = IntakeMetrics(intake)
+    metrics.events = lambda: (
+        counters.get(keys["events"], 0),
+        counters.get(keys["messages"], 0) if keys["messages"] else writer.written,
+        counters.get(keys["dead_lettered"], 0),
+    )
+
+    def unready() -> list[str]:
+        return [] if writer.ready else [writer.last_error or "not connected to Kafka"]
+
+    server = TelemetryServer(
+        metrics.registry, address, token=settings.metrics_bearer, unready=unready
+    )
+    try:
+        await server.start()
+    except OSError as exc:
+        raise TelemetryUnavailable(
+            f"cannot serve metrics on {settings.metrics_address}: {exc}"
+        ) from exc
+    metrics.server = server
+    print(f"klaxon ingest {intake}: metrics at {server.url}/metrics", file=sys.stderr, flush=True)
+    try:
+        yield metrics
+    finally:
+        await server.stop()
+
+
 def config_from_args(args: argparse.Namespace, settings: Settings) -> WebhookConfig:
     """The receiver's configuration from its flags; raises `ConfigError` when it is unsafe
     or inconsistent (no TLS, no authentication, half a certificate pair)."""
     from pipeline.errors import ConfigError
-    from pipeline.sources.webhook import Limits, TlsFiles, TokenFile, WebhookConfig, tokens_env
+    from pipeline.sources.webhook import Limits, TlsFiles, TokenFile, WebhookConfig
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("give both --tls-cert and --tls-key")
@@ -299,7 +362,7 @@ def config_from_args(args: argparse.Namespace, settings: Settings) -> WebhookCon
     if args.tls_cert is not None:
         tls = TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
         _ = tls.context  # load now: a bad file stops the start
-    env_tokens = tokens_env()
+    env_tokens = [t.get_secret_value() for t in settings.webhook_tokens]
     tokens = TokenFile(args.token_file, env_tokens) if args.token_file or env_tokens else None
     config = WebhookConfig(
         cluster=args.cluster or settings.cluster,
@@ -338,9 +401,11 @@ def _run_intake(
     (exit 1 if it fails)."""
     import logging
 
+    from pipeline.cli import with_metrics_address
+
     prefix = f"klaxon ingest {name}"
     try:
-        settings = Settings.from_env()
+        settings = with_metrics_address(Settings.from_env(), args.metrics_address)
         bootstrap = settings.bootstrap_for(args.bootstrap, what)
         config = configure(args, settings)
     except PipelineError as exc:
@@ -381,15 +446,27 @@ async def _serve(
             loop.add_signal_handler(sig, stop.set)
     await writer.start()
     try:
-        await source.start()
-        scheme = "http" if config.tls is None else "https"
-        print(
-            f"klaxon ingest webhook: listening on {scheme}://{config.host}:{source.port}"
-            f"{config.path} (cluster {config.cluster}) -> {settings.topic_raw} on {bootstrap}",
-            file=sys.stderr,
-            flush=True,
-        )
-        await stop.wait()
+        async with telemetry(settings, "webhook", writer, source.counters) as metrics:
+            source.metrics = metrics
+            await _listen(config, settings, bootstrap, source, stop)
     finally:
         await source.stop()
         await writer.stop()
+
+
+async def _listen(
+    config: WebhookConfig,
+    settings: Settings,
+    bootstrap: str,
+    source: WebhookSource,
+    stop: asyncio.Event,
+) -> None:
+    await source.start()
+    scheme = "http" if config.tls is None else "https"
+    print(
+        f"klaxon ingest webhook: listening on {scheme}://{config.host}:{source.port}"
+        f"{config.path} (cluster {config.cluster}) -> {settings.topic_raw} on {bootstrap}",
+        file=sys.stderr,
+        flush=True,
+    )
+    await stop.wait()

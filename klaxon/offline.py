@@ -15,7 +15,10 @@ does with them, in the same order and with the same partitioning:
 4. every partition is ticked once a wall second (the worker's watermark timer), and at the
    end once more with a clock far enough ahead that every open correlation and anomaly
    window is judged. The end of the input is not a cluster going quiet: that last tick's
-   "audit log went quiet" alerts are dropped.
+   "audit log went quiet" alerts are dropped;
+5. every message's alerts (stateless, then stateful) go through the worker's
+   `detections.grouping.Grouper` (grouping, folding, rate limit, incidents); at the end
+   every open group is closed (its last update sent).
 
 Alert ids are the pipeline's: same rules, same events, same functions. Composed here because
 it needs both `replay` (reading) and `pipeline` (processing), which never import each other.
@@ -35,6 +38,7 @@ from pipeline.config import Settings
 from pipeline.processing import Outgoing, Source, detect_message, normalise_message
 
 if TYPE_CHECKING:
+    from detections.grouping import Grouper
     from pipeline.stateful import StatefulProcessor
 
 __all__ = ["OfflineRun", "OfflineSummary", "build_offline"]
@@ -57,6 +61,8 @@ class OfflineSummary:
     events_messages: int = 0
     by_rule: Counter[str] = field(default_factory=Counter)
     by_severity: Counter[str] = field(default_factory=Counter)
+    #: The grouper's counters (`detections.grouping.Grouper.stats`); empty without one.
+    grouping: dict[str, int] = field(default_factory=dict)
 
     @property
     def alerts(self) -> int:
@@ -103,6 +109,7 @@ class OfflineRun:
         *,
         cluster: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        grouper: Grouper | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -111,6 +118,12 @@ class OfflineRun:
         self.cluster = cluster or settings.cluster
         self.clock = clock
         self.summary = OfflineSummary()
+        from detections.alert import add_labels
+
+        self._add_labels = add_labels
+        self.redaction = settings.redaction()
+        self.labels = settings.label_map
+        self.grouper = grouper
         self._offsets: dict[int, int] = {}  # next offset per events partition
         self._rekey_offsets: dict[int, int] = {}
         self._last_tick = clock()
@@ -121,7 +134,11 @@ class OfflineRun:
         source = Source(self.settings.topic_raw, 0, s.raw_messages)
         s.raw_messages += 1
         result = normalise_message(
-            payload, source, partitions=self.settings.partitions, cluster=self.cluster
+            payload,
+            source,
+            partitions=self.settings.partitions,
+            cluster=self.cluster,
+            redaction=self.redaction,
         )
         s.read += result.events_in
         s.normalised += result.normalised
@@ -144,7 +161,19 @@ class OfflineRun:
         result = detect_message(message.value, source, bound, self.to_alert, decoded=message.events)
         self._dead(result.dead_letters)
         alerts = [a.doc for a in result.alerts if a.doc is not None]
-        return self._count(alerts + bound.stateful + self._deliver(partition))
+        return self._count(
+            self._group(
+                alerts + bound.stateful + self._deliver(partition), result.latest, partition
+            )
+        )
+
+    def _group(
+        self, alerts: list[dict[str, Any]], latest: str | None = None, partition: int = 0
+    ) -> list[dict[str, Any]]:
+        """Through the worker's grouper, with the events partition as the watermark source."""
+        if self.grouper is None:
+            return alerts
+        return self.grouper.add(alerts, latest, source=partition, now=self.clock())
 
     def _deliver(self, partition: int) -> list[dict[str, Any]]:
         """By-group messages of ``partition`` (and any they cause), delivered in order."""
@@ -177,20 +206,24 @@ class OfflineRun:
             from detections.stateful.silence import QUIET
 
             alerts = [a for a in alerts if (a.get("rule") or {}).get("id") != QUIET.id]
-        return self._count(alerts)
+        return self._count(self._group(alerts) if alerts else [])
 
     def finish(self) -> list[dict[str, Any]]:
         """The last tick: far enough ahead that every open window is judged."""
         processor = self.processor
         if processor is None:
-            return []
+            return self._close()
         options = processor.options
         horizon = options.anomaly_settings.window + options.anomaly_settings.lateness
         specs = getattr(processor.family("correlations"), "specs", ())
         for spec in specs:
             horizon = max(horizon, spec.timespan + options.correlation.lateness)
         now = self.clock() + options.idle_grace + options.advance_delay + horizon + 1.0
-        return self.tick(now, final=True)
+        return self.tick(now, final=True) + self._close()
+
+    def _close(self) -> list[dict[str, Any]]:
+        """Every open group's last update (the input has ended)."""
+        return self._count(self.grouper.close()) if self.grouper is not None else []
 
     def _dead(self, letters: list[bytes]) -> None:
         for letter in letters:
@@ -201,8 +234,12 @@ class OfflineRun:
             self.summary.dead_lettered[reason] += 1
 
     def _count(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Count alerts by rule and severity, and give them the static labels."""
         s = self.summary
+        if self.grouper is not None:
+            s.grouping = dict(self.grouper.stats)
         for alert in alerts:
+            self._add_labels(alert, self.labels)
             s.by_rule[str((alert.get("rule") or {}).get("title", "?"))] += 1
             s.by_severity[str(alert.get("severity", "?"))] += 1
         return alerts
@@ -220,11 +257,19 @@ def build_offline(
     """An `OfflineRun` with the worker's engine (``KLAXON_RULES``, ``KLAXON_LISTS``) and
     stateful options (``KLAXON_STATEFUL_DETECTORS`` and the rest); raises
     `detections.RuleLoadError` or `pipeline.errors.ConfigError`."""
-    from detections.alert import to_alert
+    from detections.alert import alert_builder
+    from detections.grouping import Grouper
     from pipeline.reload import build_engine
     from pipeline.stateful import StatefulProcessor, options_from_settings
 
-    engine, _ = build_engine(list(settings.rules_paths), list(settings.lists_paths))
+    engine, _ = build_engine(
+        list(settings.rules_paths), list(settings.lists_paths), settings.rule_selection()
+    )
     options = options_from_settings(settings)
     processor = StatefulProcessor(engine.ruleset, partitions=settings.partitions, options=options)
-    return OfflineRun(settings, engine, to_alert, processor, cluster=cluster, clock=clock)
+    grouper = Grouper(settings.group_options())
+    grouper.set_rules(engine.ruleset.rules)
+    to_alert = alert_builder(settings.label_map)
+    return OfflineRun(
+        settings, engine, to_alert, processor, cluster=cluster, clock=clock, grouper=grouper
+    )

@@ -86,6 +86,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " when no broker is configured)",
     )
     p.add_argument("--json", action="store_true", help="offline: print alerts as JSON lines")
+    p.add_argument(
+        "--format",
+        metavar="NAME",
+        help="offline: print alerts as JSON lines in this format: native, ocsf, ecs,"
+        " splunk_hec (implies --json)",
+    )
     p.set_defaults(func=_replay)
 
 
@@ -217,10 +223,13 @@ def _offline(
     progress: Progress,
 ) -> int:
     from detections import RuleLoadError
-    from klaxon.demo import format_row, header_row
+    from klaxon.demo import alert_renderer, header_row
     from klaxon.offline import build_offline
     from replay.reader import iter_batches
 
+    render = orjson_line if args.json and not args.format else alert_renderer(args)
+    if render is None:
+        return 2
     try:
         run = build_offline(settings, cluster=args.cluster)
     except (RuleLoadError, PipelineError) as exc:
@@ -229,7 +238,9 @@ def _offline(
 
     def show(alert: dict[str, Any]) -> None:
         progress.clear()
-        print(orjson_line(alert) if args.json else format_row(alert), flush=True)
+        line = render(alert)
+        if line is not None:
+            print(line, flush=True)
 
     if not args.json:
         print(header_row(), flush=True)
@@ -270,11 +281,13 @@ def format_summary(s: OfflineSummary, seconds: float) -> str:
     >>> from klaxon.offline import OfflineSummary
     >>> print(format_summary(OfflineSummary(read=3, normalised=2, filtered=Counter(
     ...     {"stage:RequestReceived": 1}), by_rule=Counter({"Pod exec": 2}),
-    ...     by_severity=Counter({"high": 2})), 2.0))
+    ...     by_severity=Counter({"high": 2}), grouping={"matches": 12, "groups": 1,
+    ...     "updates": 1, "folded": 0, "overflow": 0}), 2.0))
     <BLANKLINE>
     read 3 events in 2.0s (2 events/s): 2 normalised, 1 filtered, 0 dead-lettered
       filtered: stage:RequestReceived 1
     2 alerts
+      grouping: 12 matches in 1 groups (1 updates), 0 folded, 0 over the rule limit
       by severity: high 2
       by rule:
              2  Pod exec
@@ -293,6 +306,12 @@ def format_summary(s: OfflineSummary, seconds: float) -> str:
     for reason, n in s.dead_lettered.most_common(5):
         lines.append(f"  dead letter: {n} x {reason[:100]}")
     lines.append(f"{s.alerts} alerts")
+    g = s.grouping
+    if g.get("matches"):
+        lines.append(
+            f"  grouping: {g['matches']} matches in {g['groups']} groups ({g['updates']}"
+            f" updates), {g['folded']} folded, {g['overflow']} over the rule limit"
+        )
     if s.alerts:
         order: list[str] = [sev for sev in reversed(SEVERITIES) if s.by_severity[sev]]
         order += [sev for sev in s.by_severity if sev not in SEVERITIES]

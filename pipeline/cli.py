@@ -13,12 +13,16 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline import topics_cli
-from pipeline.config import Settings, WorkerOptions
 from pipeline.errors import PipelineError
+from pipeline.options import WorkerOptions
 
-__all__ = ["options_from_args", "register"]
+if TYPE_CHECKING:
+    from pipeline.config import Settings
+
+__all__ = ["options_from_args", "register", "with_metrics_address"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,6 +88,12 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         help="idempotent producer (Apache Kafka with acks=all; Tansu refuses it)",
     )
     parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="where /metrics, /healthz and /readyz are served, or off (default:"
+        " $KLAXON_METRICS_ADDRESS, else 127.0.0.1:9464)",
+    )
+    parser.add_argument(
         "--loglevel",
         default=d.loglevel,
         choices=["debug", "info", "warning", "error"],
@@ -108,6 +118,20 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
     )
 
 
+def with_metrics_address(settings: Settings, flag: str | None) -> Settings:
+    """``settings`` with ``--metrics-address`` applied (checked like the variable).
+
+    >>> from pipeline.config import Settings
+    >>> with_metrics_address(Settings(), "127.0.0.1:0").metrics_address
+    '127.0.0.1:0'
+    """
+    from pipeline.config import check_metrics_address
+
+    if not flag:
+        return settings
+    return settings.replace(metrics_address=check_metrics_address(flag, settings.metrics_token))
+
+
 def _register_worker(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "worker",
@@ -124,10 +148,11 @@ def _register_worker(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from pipeline.config import Settings
     from pipeline.worker import run_worker
 
     try:
-        settings = Settings.from_env()
+        settings = with_metrics_address(Settings.from_env(), args.metrics_address)
         bootstrap = settings.bootstrap_for(
             args.bootstrap, "`klaxon up` starts an embedded broker and a worker"
         )
@@ -173,6 +198,8 @@ def _status(args: argparse.Namespace) -> int:
             f"detect      events {c.get('detect_events')}  alerts {c.get('alerts')}"
             f"  dead-lettered {c.get('detect_dead_lettered')}  send errors {c.get('send_errors')}"
         )
+        if snapshot.get("metrics_url"):
+            print(f"metrics     {snapshot['metrics_url']}/metrics (/healthz, /readyz)")
     for problem in problems:
         print(f"unhealthy: {problem}", file=sys.stderr)
     return 1 if problems else 0

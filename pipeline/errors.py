@@ -42,3 +42,13 @@ class WorkerStalled(WorkerError):
 class IntakeUnavailable(DeliveryError):
     """An intake could not get a payload acknowledged by the broker (not connected, refused,
     timed out): the sender must retry (the webhook answers 503 with ``Retry-After``)."""
+
+
+class OutputUnavailable(PipelineError):
+    """An output could not take a batch now (down, overloaded, timed out, rate-limited, or
+    refusing our credentials): retry later with backoff, never dead-letter for this.
+    ``retry_after`` is the server's hint in seconds, if it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -34,6 +34,7 @@ import orjson
 from pipeline.routing import event_key, group_by_partition
 from schemas.deadletter import dead_letter
 from schemas.normalize import decode_payload
+from schemas.redact import NO_PATTERNS, Redaction
 
 __all__ = [
     "BODY_FIELDS",
@@ -116,6 +117,8 @@ class DetectResult:
     dead_letters: list[bytes] = field(default_factory=list)
     events: int = 0
     errors: int = 0
+    #: The newest ``stageTimestamp`` of the message (RFC 3339 text; the alert grouper's clock).
+    latest: str | None = None
 
 
 def dead_letter_bytes(reason: str, original: bytes, source: Source) -> bytes:
@@ -235,6 +238,7 @@ def normalise_message(
     partitions: int,
     cluster: str,
     max_bytes: int = MAX_MESSAGE_BYTES,
+    redaction: Redaction = NO_PATTERNS,
 ) -> NormaliseResult:
     """Decode one raw message and route its events; never raises on bad input.
 
@@ -248,7 +252,7 @@ def normalise_message(
         result.filtered = {EMPTY_MESSAGE: 1}
         return result
     try:
-        decoded = decode_payload(payload, cluster=cluster)
+        decoded = decode_payload(payload, cluster=cluster, redaction=redaction)
     except Exception as exc:  # a normaliser bug must not stop the stream: keep the bytes
         result.events_in = 1
         result.dead_letters.append(
@@ -325,6 +329,8 @@ def detect_message(
             reason = f"malformed events message: item is JSON {type(item).__name__}"
             result.dead_letters.append(dead_letter_bytes(reason, orjson.dumps(item), source))
     result.events = len(good)
+    stamps = [t for e in good if (t := e.get("stageTimestamp")).__class__ is str]
+    result.latest = max(stamps) if stamps else None  # same format (Z, microseconds): sortable
     try:
         matches = list(engine.evaluate_batch(good))
     except Exception:

@@ -25,13 +25,17 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from detections.selection import RuleSelection
 
 __all__ = [
     "EngineHolder",
     "Fingerprint",
     "RuleWatcher",
     "build_engine",
+    "engine_builder",
     "fingerprint",
     "watched_paths",
 ]
@@ -53,12 +57,11 @@ def watched_paths(rules: Sequence[Path], lists: Sequence[Path]) -> list[Path]:
 def fingerprint(paths: Iterable[Path]) -> Fingerprint:
     """``(path, mtime_ns, size)`` of every ``*.yml``/``*.yaml`` under ``paths`` (sorted);
     a missing path appears with ``-1`` so that its disappearance is a change too."""
+    from detections.loader import yaml_files
+
     out: list[tuple[str, int, int]] = []
     for path in paths:
-        if path.is_dir():
-            files = [p for p in path.rglob("*") if p.suffix in (".yml", ".yaml")]
-        else:
-            files = [path]
+        files = yaml_files(path) if path.is_dir() else [path]
         for file in files:
             try:
                 st = file.stat()
@@ -70,15 +73,44 @@ def fingerprint(paths: Iterable[Path]) -> Fingerprint:
     return tuple(sorted(out))
 
 
-def build_engine(rules: Sequence[Path], lists: Sequence[Path]) -> tuple[Any, int]:
-    """Load the rules (default: packaged pack) and lists and compile an engine.
+def build_engine(
+    rules: Sequence[Path], lists: Sequence[Path], selection: RuleSelection | None = None
+) -> tuple[Any, int]:
+    """Load the rules (default: packaged pack) and lists, keep those ``selection`` enables
+    (default: all but deprecated and unsupported ones) and compile an engine.
 
     Returns ``(engine, rule count)``; raises `detections.RuleLoadError` listing every problem.
     """
     from detections import Engine, load_rules
+    from detections.selection import RuleSelection
 
     ruleset = load_rules([os.fspath(p) for p in rules] or None, [os.fspath(p) for p in lists])
-    return Engine(ruleset), len(ruleset.rules)
+    selected = (selection or RuleSelection()).apply(ruleset, _new_terms_feeds())
+    if selected.disabled:
+        log.info(
+            "%d of %d rules and correlations disabled by the rule selection",
+            selected.disabled,
+            len(selected.decisions),
+        )
+    return Engine(selected.ruleset), len(selected.ruleset.rules)
+
+
+def _new_terms_feeds() -> dict[str, tuple[str, ...]]:
+    """The packaged new terms detectors and the base rules they read (kept when disabled)."""
+    from detections.stateful.new_terms import load_new_terms
+
+    return {spec.title: spec.rules for spec in load_new_terms()}
+
+
+def engine_builder(
+    selection: RuleSelection | None,
+) -> Callable[[Sequence[Path], Sequence[Path]], tuple[Any, int]]:
+    """`build_engine` with ``selection`` applied, for `RuleWatcher` (hot reload keeps it)."""
+
+    def build(rules: Sequence[Path], lists: Sequence[Path]) -> tuple[Any, int]:
+        return build_engine(rules, lists, selection)
+
+    return build
 
 
 @dataclass

@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from detections.alert import add_labels
 from pipeline.errors import WorkerError
 from pipeline.processing import Outgoing, Source
 from pipeline.producer import aiokafka_producer
@@ -204,12 +205,22 @@ class StatefulShell:
         app = self.app
         guard = app.delivery
         refused = 0
+        grouper = getattr(self.rt, "grouper", None)
+        if alerts and grouper is not None:  # incidents (stateful alerts are not grouped)
+            try:
+                alerts = grouper.add(list(alerts))
+            except Exception as exc:  # a bug: the alerts go out without incidents
+                log.error("alert grouping failed on %d stateful alerts: %r", len(alerts), exc)
         try:
             if alerts:
                 if not self.rt.sinks:  # install_agents sets them first: never drop alerts
                     raise WorkerError("stateful alerts but no alert sink is configured")
                 source = Source(self.changelog, partition, None)
-                out = [Outgoing(str(a["id"]).encode(), orjson.dumps(a), doc=a) for a in alerts]
+                labels = self.rt.settings.label_map
+                out = [
+                    Outgoing(str(a["id"]).encode(), orjson.dumps(add_labels(a, labels)), doc=a)
+                    for a in alerts
+                ]
                 for sink in self.rt.sinks:
                     refused += await sink.send(out, source)
             send = aiokafka_producer(app).send

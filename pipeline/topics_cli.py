@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import sys
 
-from pipeline.config import Settings
 from pipeline.errors import ConfigError, PipelineError
 
 __all__ = ["register", "register_topics_cli"]
@@ -43,6 +41,7 @@ register_topics_cli = register
 
 
 def _create(args: argparse.Namespace) -> int:
+    from pipeline.config import Settings
     from pipeline.topics import ensure_topics, stateful_topic_specs, topic_specs
 
     try:
@@ -59,7 +58,7 @@ def _create(args: argparse.Namespace) -> int:
         if any(v < 1 for v in overrides.values() if isinstance(v, int)):
             print("klaxon topics create: counts must be at least 1", file=sys.stderr)
             return 2
-        settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+        settings = settings.replace(**overrides)
         try:
             bootstrap = settings.bootstrap_for(
                 args.bootstrap, "the embedded broker creates its own topics"

@@ -15,18 +15,19 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pipeline.agents import Runtime, install_agents
-from pipeline.app import WorkerOptions, create_app
-from pipeline.config import Settings, stateful_env
+from pipeline.agents import Runtime, install_agents, unready_reasons
+from pipeline.app import KlaxonApp, WorkerOptions, create_app
+from pipeline.config import Settings, parse_address, stateful_env
 from pipeline.errors import PipelineError, WorkerError
 from pipeline.handoff import Handoff
-from pipeline.reload import EngineHolder, RuleWatcher, build_engine, fingerprint, watched_paths
+from pipeline.reload import EngineHolder, RuleWatcher, engine_builder, fingerprint, watched_paths
 
 __all__ = [
     "GC_GEN0_THRESHOLD",
     "configure_logging",
     "prepare",
     "run_worker",
+    "serve_telemetry",
     "settings_env",
     "tune_gc",
 ]
@@ -55,6 +56,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "KLAXON_CLUSTER": settings.cluster,
         "KLAXON_APP_ID": settings.app_id,
         "KLAXON_DATA_DIR": str(settings.data_dir),
+        "KLAXON_METRICS_ADDRESS": settings.metrics_address,
+        "KLAXON_METRICS_TOKEN": settings.metrics_bearer or "",
+        "KLAXON_LABELS": ",".join(f"{k}={v}" for k, v in settings.labels),
+        "KLAXON_RULES_ENABLE": ",".join(settings.rules_enable),
+        "KLAXON_RULES_DISABLE": ",".join(settings.rules_disable),
+        "KLAXON_REDACT_PATTERNS": "\n".join(settings.redact_patterns),
         **stateful_env(settings),
         **settings.kafka_security.env(),  # secrets read from a *_FILE are passed as the file
     }
@@ -85,15 +92,16 @@ def configure_logging(level: int = logging.INFO) -> None:
 def prepare(settings: Settings, bootstrap: str) -> Runtime:
     """Create or check the topics and build the first engine; raises `PipelineError`."""
     from detections import RuleLoadError
-    from detections.alert import to_alert
+    from detections.alert import alert_builder
     from pipeline.topics import ensure_topics, stateful_topic_specs
 
     extra = stateful_topic_specs(settings)  # state changelog, by-group topic
     asyncio.run(ensure_topics(bootstrap, settings, extra=extra))
     rules, lists = list(settings.rules_paths), list(settings.lists_paths)
     seen = fingerprint(watched_paths(rules, lists))  # before loading: a change during load counts
+    builder = engine_builder(settings.rule_selection())
     try:
-        engine, count = build_engine(rules, lists)
+        engine, count = builder(rules, lists)
     except RuleLoadError as exc:
         raise WorkerError(str(exc)) from exc
     except Exception as exc:  # an engine bug: say so instead of a bare traceback
@@ -105,10 +113,10 @@ def prepare(settings: Settings, bootstrap: str) -> Runtime:
         options=options,
         holder=holder,
         events_partitions=settings.partitions,  # ensure_topics refuses any other count
-        to_alert=to_alert,
+        to_alert=alert_builder(settings.label_map),
     )
     runtime.watcher = RuleWatcher(
-        holder, rules, lists, on_result=_count_reloads(runtime), seen=seen
+        holder, rules, lists, builder=builder, on_result=_count_reloads(runtime), seen=seen
     )
     return runtime
 
@@ -151,6 +159,26 @@ def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> tuple[int, int, int]:
     return old
 
 
+def serve_telemetry(app: KlaxonApp, rt: Runtime, loop: asyncio.AbstractEventLoop) -> None:
+    """Start /metrics, /healthz, /readyz on ``loop`` (the one Faust will run) unless the
+    address is ``off``; raises `OSError` when the address cannot be bound."""
+    address = parse_address(rt.settings.metrics_address)
+    if address is None:
+        return
+    from pipeline.telemetry import TelemetryServer, WorkerMetrics
+
+    rt.metrics = WorkerMetrics(rt)
+    server = TelemetryServer(
+        rt.metrics.registry,
+        address,
+        token=rt.settings.metrics_bearer,
+        unready=lambda: unready_reasons(app, rt),
+    )
+    loop.run_until_complete(server.start())
+    rt.metrics_url = server.url
+    logging.getLogger("klaxon.worker").info("metrics, health: %s/metrics", server.url)
+
+
 def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) -> int:
     """Run a worker until SIGINT/SIGTERM; returns the exit code (1 after a crash)."""
     import faust
@@ -171,8 +199,17 @@ def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) ->
     except OSError as exc:
         print(f"klaxon worker: cannot create {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1
-    asyncio.set_event_loop(asyncio.new_event_loop())  # prepare()'s asyncio.run closed its loop
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # prepare()'s asyncio.run closed its loop
     app = create_app(settings, options, bootstrap=bootstrap)
+    try:
+        serve_telemetry(app, runtime, loop)
+    except OSError as exc:
+        print(
+            f"klaxon worker: cannot serve metrics on {settings.metrics_address}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
     install_agents(app, runtime)
     tune_gc()
     log.info(

@@ -90,6 +90,32 @@ class AlertObject(BaseModel):
     name: str | None = None
 
 
+class RelatedGroup(BaseModel):
+    """A group folded into this one: a less severe rule that fired on the same event."""
+
+    model_config = _STRICT
+
+    group: str = Field(description="The folded group's id.")
+    rule: str = Field(description="Its rule id.")
+    title: str
+    count: int = Field(ge=1)
+
+
+class AlertGroup(BaseModel):
+    """The matches of one rule on one key within one window, reported as one alert."""
+
+    model_config = _STRICT
+
+    id: str = Field(pattern=_UUID, description="uuid5 of rule id, key and window index.")
+    key: str = Field(description="<cluster>|<JSON list of the group-by values>.")
+    count: int = Field(ge=1, description="Matches so far.")
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    event_ids: list[str] = Field(default_factory=list, description="auditIDs (capped).")
+    update: int = Field(default=0, ge=0, description="0 for the first alert, then 1, 2, ...")
+    related: list[RelatedGroup] = Field(default_factory=list)
+
+
 class Alert(BaseModel):
     """One alert: a rule matched one canonical audit event."""
 
@@ -127,6 +153,17 @@ class Alert(BaseModel):
         default_factory=dict, description="Matched field paths and the values they had."
     )
     falsepositives: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(
+        default_factory=list, description="The rule's tags (attack.*, cve.*, team-defined)."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Static labels of the deployment (KLAXON_LABELS: env, team, region ...).",
+    )
+    group: AlertGroup | None = None
+    incident: str | None = Field(
+        default=None, description="Shared by the alerts of one principal's attack chain."
+    )
 
 
 def example_alert() -> dict[str, Any]:
@@ -174,4 +211,17 @@ def example_alert() -> dict[str, Any]:
         "decision": "allow",
         "evidence": {"podSpec.containers.securityContext.privileged": [True]},
         "falsepositives": ["CNI and storage daemonsets"],
+        "tags": ["attack.privilege-escalation", "attack.t1611"],
+        "labels": {"env": "prod", "team": "platform-security"},
+        "group": {
+            "id": "5b0c3f56-3c1e-5b8e-9d41-6f0a2e7c9b12",
+            "key": 'default|["default/Pod/nginx"]',
+            "count": 1,
+            "first_seen": "2018-10-25T13:58:49.730588Z",
+            "last_seen": "2018-10-25T13:58:49.730588Z",
+            "event_ids": ["6a2ad4a9-0d6b-4b6e-9a0b-2f7c1c9f9d11"],
+            "update": 0,
+            "related": [],
+        },
+        "incident": "2f9c7d7e-8d0b-5b3f-a1c4-3e5d7f9b1a20",
     }

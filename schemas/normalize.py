@@ -33,7 +33,7 @@ import orjson
 
 from schemas.audit import ACCEPTED_API_VERSIONS, CANONICAL_API_VERSION, STAGES
 from schemas.keys import DEFAULT_CLUSTER
-from schemas.redact import needs_redaction, redact_in_place
+from schemas.redact import NO_PATTERNS, Redaction, redact_if_needed
 
 GZIP_MAGIC = b"\x1f\x8b"
 #: Largest decompressed gzip payload accepted (bytes); guards against decompression bombs.
@@ -265,11 +265,14 @@ def _gke_status(status: dict[str, Any]) -> dict[str, Any]:
 class _Decoder:
     """One payload's decoding state; all outcomes go through `_event`, `_reject`, `_filter`."""
 
-    __slots__ = ("cluster", "keep_rr", "result")
+    __slots__ = ("cluster", "keep_rr", "redaction", "result")
 
-    def __init__(self, cluster: str | None, keep_request_received: bool) -> None:
+    def __init__(
+        self, cluster: str | None, keep_request_received: bool, redaction: Redaction
+    ) -> None:
         self.cluster = cluster or DEFAULT_CLUSTER
         self.keep_rr = keep_request_received
+        self.redaction = redaction
         self.result = DecodeResult()
 
     # -- outcomes -------------------------------------------------------------------------
@@ -352,8 +355,7 @@ class _Decoder:
             own = ev.get("cluster")
             env_cluster = own if own.__class__ is str and own else self.cluster
         ev["cluster"] = env_cluster
-        if needs_redaction(ev):
-            redact_in_place(ev)
+        redact_if_needed(ev, self.redaction)
         self.result.events.append(ev)
 
     def _reject_item(self, reason: str, origin: Any) -> None:
@@ -546,17 +548,22 @@ class _Decoder:
 
 
 def decode_payload(
-    payload: bytes, *, cluster: str | None = None, keep_request_received: bool = False
+    payload: bytes,
+    *,
+    cluster: str | None = None,
+    keep_request_received: bool = False,
+    redaction: Redaction = NO_PATTERNS,
 ) -> DecodeResult:
     """Decode one raw message into canonical, redacted audit events.
 
     `cluster` names the source cluster when neither the envelope (AKS resourceId, EKS log
     group, GKE cluster_name) nor the event itself says; the default is ``"default"``.
     `RequestReceived` events are dropped (counted in `filtered`) unless asked to keep them.
+    `redaction` adds operator patterns to the built-in redaction (`schemas.redact`).
     Never raises on bad input: unusable items are returned in `rejected`.
 
     >>> r = decode_payload(b'{"auditID":"x","stage":"RequestReceived","verb":"get"}\\n\\nnope\\n')
     >>> r.format, len(r.events), r.filtered, [x.reason[:12] for x in r.rejected]
     ('jsonlines', 0, {'stage:RequestReceived': 1}, ['invalid JSON'])
     """
-    return _Decoder(cluster, keep_request_received).decode(payload)
+    return _Decoder(cluster, keep_request_received, redaction).decode(payload)

@@ -11,12 +11,30 @@ What is redacted (see docs/architecture.md):
   assignments, ``scheme://user:password@`` URLs, bearer tokens;
 - tokens of ``TokenReview`` requests and ``TokenRequest`` (``serviceaccounts/token``) responses;
 - credential query parameters (``access_token=``, ``token=`` ...) and bearer tokens in
-  ``requestURI`` and bearer tokens in audit ``annotations``.
+  ``requestURI`` and bearer tokens in audit ``annotations``;
+- in every request and response body (pods, workloads, custom resources, exec options):
+  values of ``{"name", "value"}`` entries (container ``env``) whose name looks like a credential
+  setting (``*PASSWORD*``, ``*SECRET*``, ``*TOKEN*``, ``*_KEY`` ...), values of credential flags
+  in ``args``/``command`` lists (``--password=x``, ``--token x``), and in any string value JWTs,
+  private-key blocks, cloud keys (AWS ``AKIA``/``ASIA`` ids, GCP ``AIza`` API keys, Azure
+  ``AccountKey=``/``SharedAccessKey=``/SAS ``sig=``), bearer/basic credentials and
+  ``scheme://user:password@`` URLs; ``last-applied-configuration`` annotations are parsed and
+  redacted the same way;
+- the same inside exec/attach command lines (``command=`` query parameters of
+  ``requestURI``, URL-decoded, redacted, encoded again) and other query values;
+- operator patterns (`Redaction.compile`, ``KLAXON_REDACT_PATTERNS``): every match in a body
+  string, query value or annotation.
+
+Values that cannot be credentials stay, so rules keep working on them: empty values, booleans
+(``MYSQL_ALLOW_EMPTY_PASSWORD=yes``), file paths (``--token-file=/var/run/...``) and
+``$(VAR)`` references.
 
 A value becomes ``[REDACTED sha256:<first 12 hex of sha256(value)>]``: keys stay, and equal
 secrets get equal placeholders, so rules can still see *that* (and which same) credential was
-there. Nothing is copied when an event needs no redaction (`needs_redaction` is a few dict
-lookups). Regexes run on attacker-controlled text, so they are RE2 (linear time).
+there. Nothing is copied when an event needs no redaction: without bodies `needs_redaction`
+is a few dict lookups; a body is serialised once (orjson, C) and searched for a few literal
+hints before any Python walks it. Regexes run on attacker-controlled text, so they are RE2
+(linear time).
 
 >>> ev = {"verb": "create", "objectRef": {"resource": "secrets"},
 ...       "requestObject": {"kind": "Secret", "data": {"password": "aHVudGVyMg=="}}}
@@ -31,7 +49,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, unquote
 
 import orjson
 import re2
@@ -47,8 +68,12 @@ _SENSITIVE_RESOURCES = _SECRET_RESOURCES | _CONFIGMAP_RESOURCES | _TOKEN_RESOURC
 SENSITIVE_KINDS = frozenset(
     {"Secret", "SecretList", "ConfigMap", "ConfigMapList", "TokenReview", "TokenRequest", "List"}
 )
-# Literal alternation only (linear in stdlib `re`, and ~10x cheaper to call than RE2 here).
-_URI_HINT = re.compile(r"token|bearer|auth|passw|secret|key|credential|signature", re.IGNORECASE)
+# Lower-case literals that may announce a credential in a query string (a few `in` tests on
+# a short string are cheaper than any regex call).
+_URI_HINTS = (
+    "token", "bearer", "basic", "auth", "passw", "secret", "key", "credential", "sig",
+    "eyj", "akia", "asia", "aiza", "private", "@", "%40",
+)  # fmt: skip
 
 # Words that make a key (or a query parameter name) a credential name.
 _CRED_WORDS = frozenset(
@@ -60,8 +85,9 @@ _CRED_WORDS = frozenset(
         "rsa", "ed25519", "ecdsa",
     }
 )  # fmt: skip
-_CAMEL = re2.compile(r"([a-z0-9])([A-Z])")
-_NONALNUM = re2.compile(r"[^a-z0-9]+")
+# Names are short, and these patterns linear in any engine: stdlib `re` is cheaper to call.
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+_NONALNUM = re.compile(r"[^a-z0-9]+")
 
 _PEM = re2.compile(
     r"(-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----)([\s\S]*?)"
@@ -71,6 +97,17 @@ _AWS_KEY_ID = re2.compile(r"\b((?:AKIA|ASIA|ABIA|ACCA|AIDA|AROA)[A-Z0-9]{16})\b"
 _JWT = re2.compile(r"\b(eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)")
 _BEARER = re2.compile(r"(?i)(\b(?:bearer|basic)\s+)([A-Za-z0-9._~+/=-]{6,})")
 _URL_CREDS = re2.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,20}://[^\s:/@]{0,256}:)([^\s@/]+)(@)")
+_GCP_API_KEY = re2.compile(r"\b(AIza[0-9A-Za-z_-]{35})")
+_AZURE_KEY = re2.compile(
+    r"(?i)(\b(?:AccountKey|SharedAccessKey|SharedAccessSignature|sig)=)([^;&\s\"',]+)"
+)
+# `--token abc` inside a shell string (the `=` form is an assignment, below).
+_FLAG_SPACE = re2.compile(
+    r"(?i)((?:^|\s)--?[A-Za-z0-9-]{0,40}(?:passw(?:or)?d|passphrase|secret|token|api-?key"
+    r"|access-?key|private-?key|credential)\s+)([^\s\"'/$-][^\s\"';&|]*)"
+)
+# `curl -u user:password` (basic-auth credentials given as a flag)
+_USER_FLAG = re2.compile(r"((?:^|\s)(?:-u|--user)(?:\s+|=)[^\s:\"']{1,256}:)([^\s\"']+)")
 _ASSIGNMENT = re2.compile(
     r"(?i)([A-Za-z0-9_.-]{0,64}(?:passw(?:or)?d|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key"
     r"(?:[_-]?id)?|private[_-]?key|credential)[A-Za-z0-9_.-]{0,64}[\"']?\s{0,8}[:=]\s{0,8}[\"']?)"
@@ -166,6 +203,413 @@ def redact_text(text: str) -> str:
     out = _sub_group(_ASSIGNMENT, out, 2)
     out = _sub_group(_AWS_KEY_ID, out, 1)
     return out
+
+
+def redact_tokens(text: str) -> str:
+    """Redact self-evident credentials in any string: those recognisable by their shape alone
+    (private-key blocks, JWTs, AWS/GCP/Azure keys, bearer/basic values, URL passwords).
+
+    Cheap for ordinary text: each pattern runs only if a literal it needs is present.
+
+    >>> redact_tokens("key=AIzaSyA1234567890abcdefghijklmnopqrstuv, sig=mark%2Fsig")
+    'key=[REDACTED sha256:5e8a6a8b9d10], sig=[REDACTED sha256:449158e9472a]'
+    >>> redact_tokens("image: nginx@sha256:abc, see https://example.com/x")
+    'image: nginx@sha256:abc, see https://example.com/x'
+    """
+    out = text
+    if "PRIVATE KEY" in out:
+        out = _sub_group(_PEM, out, 2)
+    if "eyJ" in out:
+        out = _sub_group(_JWT, out, 1)
+    if "://" in out and "@" in out:
+        out = _sub_group(_URL_CREDS, out, 2)
+    if "earer" in out or "EARER" in out or "asic " in out or "ASIC " in out:
+        out = _sub_group(_BEARER, out, 2)
+    if "AKIA" in out or "ASIA" in out or "ABIA" in out or "ACCA" in out:
+        out = _sub_group(_AWS_KEY_ID, out, 1)
+    if "AIza" in out:
+        out = _sub_group(_GCP_API_KEY, out, 1)
+    if "AccountKey" in out or "SharedAccess" in out or "sig=" in out:
+        out = _sub_group(_AZURE_KEY, out, 2)
+    return out
+
+
+_SETTING_WORDS = (
+    "PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN", "CREDENTIAL", "APIKEY", "API_KEY",
+    "PRIVATEKEY", "PRIVATE_KEY", "ACCESSKEY", "ACCESS_KEY",
+)  # fmt: skip
+_SETTING_PREFILTER = ("PASS", "PWD", "SECRET", "TOKEN", "CREDENTIAL", "KEY")
+_NOT_UPPER_ALNUM = re.compile(r"[^A-Z0-9]+")
+_INERT_VALUES = frozenset(
+    {"", "true", "false", "yes", "no", "on", "off", "y", "n", "0", "1", "none", "null"}
+)
+
+
+def is_credential_setting(name: str) -> bool:
+    """Whether an environment variable or command-line flag names a credential.
+
+    Narrower than `is_credential_name` (which judges Secret and ConfigMap keys): settings
+    such as ``POSTGRES_HOST_AUTH_METHOD`` or ``--kubeconfig`` are not credentials, and rules
+    read their values.
+
+    >>> [is_credential_setting(n) for n in ("DB_PASSWORD", "AWS_SECRET_ACCESS_KEY",
+    ...     "GITHUB_TOKEN", "STRIPE_API_KEY", "apiKey", "--password", "token",
+    ...     "POSTGRES_HOST_AUTH_METHOD", "kubeconfig", "KEYSPACE", "LOG_LEVEL")]
+    [True, True, True, True, True, True, True, False, False, False, False]
+    """
+    upper = name.upper()
+    if not any(w in upper for w in _SETTING_PREFILTER):
+        return False
+    n = _NOT_UPPER_ALNUM.sub("_", _CAMEL.sub(r"\1_\2", name).upper()).strip("_")
+    if n in ("KEY", "PASS", "PWD"):
+        return True
+    return n.endswith("_KEY") or any(w in n for w in _SETTING_WORDS)
+
+
+def is_inert(value: str) -> bool:
+    """Values that cannot be a credential and that rules read: empty, boolean-like, a file
+    path, a ``$(VAR)`` reference, an existing placeholder.
+
+    >>> [is_inert(v) for v in ("yes", "/var/run/secrets/token", "$(DB_PASSWORD)", "hunter2")]
+    [True, True, True, False]
+    """
+    return (
+        value.lower() in _INERT_VALUES
+        or value.startswith(("/", "$(", "${"))
+        or _is_placeholder(value)
+    )
+
+
+def _redact_setting_value(value: Any) -> Any:
+    """The value of a credential setting: replaced unless it is inert."""
+    if isinstance(value, str):
+        return value if is_inert(value) else placeholder(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return placeholder(value)
+    return value
+
+
+_ARG_WORDS = ("pass", "pwd", "secret", "token", "key", "credential")
+
+
+def _redact_arg_text(arg: str) -> str:
+    """One command-line argument as text (`sh -c "..."` scripts): every text pattern, each
+    only when a literal it needs is there (RE2 calls cost microseconds each)."""
+    out = redact_tokens(arg)
+    if "-u " in out or "--user" in out:
+        out = _sub_group(_USER_FLAG, out, 2)
+    lower = out.lower()
+    if not any(w in lower for w in _ARG_WORDS):
+        return out
+    if "=" in out or ":" in out:
+        out = _sub_group(_ASSIGNMENT, out, 2)
+    if "-" in out and " " in out:
+        out = _sub_group(_FLAG_SPACE, out, 2)
+    return out
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """A command line (container ``args``/``command``, exec ``command=`` values) redacted:
+    values of credential flags (``--password=x``, ``--token x``) and credentials inside
+    arguments; flags, paths and everything else stay.
+
+    >>> redact_argv(["app", "--db-password=hunter2", "--token", "abc123", "--verbose",
+    ...              "--token-file=/var/run/t"])  # doctest: +NORMALIZE_WHITESPACE
+    ['app', '--db-password=[REDACTED sha256:f52fbd32b2b3]', '--token',
+     '[REDACTED sha256:6ca13d52ca70]', '--verbose', '--token-file=/var/run/t']
+    >>> redact_argv(["curl", "-u", "admin:hunter2", "https://x"])
+    ['curl', '-u', 'admin:[REDACTED sha256:f52fbd32b2b3]', 'https://x']
+    >>> redact_argv(["sh", "-c", "curl -H 'Authorization: Bearer abcdef123' http://x"])
+    ['sh', '-c', "curl -H 'Authorization: Bearer [REDACTED sha256:9f4c121d60cf]' http://x"]
+    """
+    out: list[str] = []
+    value_next = user_next = False
+    for arg in argv:
+        if value_next and not arg.startswith("-"):
+            value_next = False
+            out.append(_redact_setting_value(arg))
+            continue
+        value_next = False
+        if user_next:
+            user_next = False
+            name, colon, password = arg.partition(":")
+            if colon and password and not _is_placeholder(password):
+                out.append(f"{name}:{placeholder(password)}")
+                continue
+        if arg in ("-u", "--user"):
+            user_next = True
+            out.append(arg)
+            continue
+        if arg.startswith("-") and len(arg) > 1:
+            name, eq, value = arg.lstrip("-").partition("=")
+            if " " not in name and is_credential_setting(name):
+                if not eq:
+                    value_next = True
+                    out.append(arg)
+                elif value:
+                    out.append(arg[: len(arg) - len(value)] + _redact_setting_value(value))
+                else:
+                    out.append(arg)
+                continue
+        out.append(_redact_arg_text(arg))
+    return out
+
+
+#: Limits on operator patterns (each is compiled by RE2 with this much memory at most).
+MAX_PATTERNS = 32
+MAX_PATTERN_LENGTH = 512
+PATTERN_MAX_MEM = 1 << 20
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """What to redact beyond the built-in rules: operator patterns (RE2, linear time).
+
+    A pattern without groups replaces its whole match; with groups, only the first group
+    (so ``(?i)x-api-key:\\s*(\\S+)`` keeps the header name). Build with `compile`.
+
+    >>> r = Redaction.compile([r"\\bACME-[0-9a-f]{16}\\b", r"(?i)internal-pin:\\s*(\\d+)"])
+    >>> r.apply("ACME-0123456789abcdef and Internal-PIN: 4242")
+    '[REDACTED sha256:c5b6eb4c939a] and Internal-PIN: [REDACTED sha256:0315b4020af3]'
+    """
+
+    patterns: tuple[Any, ...] = ()
+
+    @classmethod
+    def compile(cls, sources: Sequence[str]) -> Redaction:
+        """Compile operator patterns; `ValueError` naming the pattern if one is unusable."""
+        if len(sources) > MAX_PATTERNS:
+            raise ValueError(f"{len(sources)} patterns: at most {MAX_PATTERNS}")
+        options = re2.Options()
+        options.max_mem = PATTERN_MAX_MEM
+        options.log_errors = False
+        compiled = []
+        for source in sources:
+            if len(source) > MAX_PATTERN_LENGTH:
+                raise ValueError(f"pattern longer than {MAX_PATTERN_LENGTH} characters")
+            try:
+                pattern = re2.compile(source, options)
+            except re2.error as exc:
+                raise ValueError(f"pattern {source!r}: {_re2_message(exc)}") from None
+            if pattern.search("") is not None:
+                raise ValueError(f"pattern {source!r} matches the empty string")
+            compiled.append(pattern)
+        return cls(tuple(compiled))
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def apply(self, text: str) -> str:
+        """`text` with every match of every pattern replaced by its placeholder."""
+        out = text
+        for pattern in self.patterns:
+            if pattern.search(out) is not None:
+                out = _sub_operator(pattern, out)
+        return out
+
+    def hits(self, raw: bytes) -> bool:
+        """Whether any pattern matches somewhere in ``raw`` (a serialised body; prefilter)."""
+        text = raw.decode("utf-8", "replace")
+        return any(p.search(text) is not None for p in self.patterns)
+
+
+#: No operator patterns (the default).
+NO_PATTERNS = Redaction()
+
+
+def _re2_message(exc: BaseException) -> str:
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+
+
+def _sub_operator(pattern: Any, text: str) -> str:
+    """Replace the first group of every match (the whole match without groups)."""
+    group = 1 if pattern.groups else 0
+
+    def repl(m: Any) -> str:
+        whole: str = m.group(0)
+        part = m.group(group)
+        if not part or _is_placeholder(part):
+            return whole
+        start, end = m.start(group) - m.start(0), m.end(group) - m.start(0)
+        return whole[:start] + placeholder(part) + whole[end:]
+
+    result: str = pattern.sub(repl, text)
+    return result
+
+
+# --- bodies of any kind -------------------------------------------------------------------
+
+# Prefilters over a body's JSON (orjson's compact output): one RE2 search each, linear time.
+# A credential the walk would redact implies a match here; a match may still be a false alarm.
+_TOKEN_HINT = re2.compile(
+    rb"PRIVATE KEY|eyJ|AKIA|ASIA|ABIA|ACCA|AIza|[Bb]earer|BEARER|[Bb]asic |BASIC "
+    rb"|AccountKey|SharedAccess|sig=|://[^/@\"\s]*@"
+)
+_WORD = rb"(?i:pass|pwd|secret|token|key|credential)"
+_SETTING_HINT = re2.compile(
+    # a credential-looking "name" (container env and other name/value settings)
+    rb'"name":"(?:[^"\\]|\\.)*'
+    + _WORD
+    # an argument starting with a dash that names a credential (`--password=x`, `--token`)
+    + rb'|[\[,]"-(?:[^"\\]|\\.)*'
+    + _WORD
+    # `--token x` or `DB_PASSWORD=x` / `password: x` inside a shell string
+    + rb"|\s--?[A-Za-z0-9-]*"
+    + _WORD
+    + rb"[A-Za-z0-9-]*\s"
+    + rb"|"
+    + _WORD
+    + rb"[A-Za-z0-9_.-]*(?:\\?[\"'])?\s*(?:=|:[^\"{\[])"
+    # `curl -u user:password`
+    + rb'|[\s"]-u[\s"]|--user[=\s"]'
+    # a JSON-Patch operation on an env entry or a command line (the name is not in the body)
+    + rb'|"path":"[^"]*/(?:env|args|command)(?:/|")'
+)
+_ANY_HINT = re2.compile(_TOKEN_HINT.pattern + b"|" + _SETTING_HINT.pattern)
+_BODY_TOKENS = 1
+_BODY_SETTINGS = 2
+_BODY_EXTRA = 4
+
+
+def _body_hints(body: Any, policy: Redaction) -> int:
+    """Which walks a body may need (bit flags), from its serialisation: one orjson dump and
+    two RE2 searches, instead of a Python walk of every body.
+
+    >>> _body_hints({"env": [{"name": "LOG_LEVEL", "value": "info"}]}, NO_PATTERNS)
+    0
+    >>> _body_hints({"env": [{"value": "x", "name": "dbPassword"}]}, NO_PATTERNS)
+    2
+    >>> _body_hints({"args": ["--db-token", "x"], "image": "a@sha256:1"}, NO_PATTERNS)
+    2
+    >>> _body_hints({"args": ["sh", "-c", "curl -s https://x/healthz"]}, NO_PATTERNS)
+    0
+    >>> _body_hints({"args": ["sh", "-c", "curl -u admin:pw https://x"]}, NO_PATTERNS)
+    2
+    >>> _body_hints({"note": "https://u:pw@host/"}, NO_PATTERNS)
+    1
+    """
+    try:
+        raw = orjson.dumps(body)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: walk it to be safe
+        return _BODY_TOKENS | _BODY_SETTINGS | (_BODY_EXTRA if policy else 0)
+    flags = 0
+    if b"last-applied-configuration" in raw:
+        flags = _BODY_TOKENS | _BODY_SETTINGS
+    elif _ANY_HINT.search(raw) is not None:  # one search for the common case: nothing
+        if _TOKEN_HINT.search(raw) is not None:
+            flags |= _BODY_TOKENS
+        if _SETTING_HINT.search(raw) is not None:
+            flags |= _BODY_SETTINGS
+    if policy and policy.hits(raw):
+        flags |= _BODY_EXTRA
+    return flags
+
+
+def _redact_string(value: str, flags: int, policy: Redaction) -> str:
+    out = redact_tokens(value) if flags & _BODY_TOKENS else value
+    return policy.apply(out) if flags & _BODY_EXTRA else out
+
+
+def _redact_last_applied_any(value: str, flags: int, policy: Redaction) -> str:
+    """A last-applied annotation of any object: parsed, walked, written back if changed."""
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return _redact_string(value, flags, policy)
+    if not isinstance(parsed, dict | list):
+        return _redact_string(value, flags, policy)
+    before = orjson.dumps(parsed)
+    _scan_body(parsed, _BODY_TOKENS | _BODY_SETTINGS | (flags & _BODY_EXTRA), policy)
+    after = orjson.dumps(parsed)
+    return value if after == before else after.decode("utf-8")
+
+
+def _scan_setting(node: dict[str, Any]) -> None:
+    """A ``{"name": ..., "value": ...}`` entry (container env, parameters of many CRDs)."""
+    name = node.get("name")
+    if isinstance(name, str) and "value" in node and is_credential_setting(name):
+        node["value"] = _redact_setting_value(node["value"])
+
+
+def _scan_body(root: Any, flags: int, policy: Redaction) -> None:
+    """Redact, in place, settings, command lines and self-evident credentials below `root`.
+
+    Iterative (bodies may nest deeply); `flags` says which checks the hints asked for.
+    Class identity checks, not `isinstance`: this loop visits every node of a pod spec.
+    """
+    settings = flags & _BODY_SETTINGS
+    strings = flags & (_BODY_TOKENS | _BODY_EXTRA)
+    stack: list[Any] = [root]
+    push, pop = stack.append, stack.pop
+    while stack:
+        node = pop()
+        if node.__class__ is list:
+            for i, item in enumerate(node):
+                cls = item.__class__
+                if cls is dict or cls is list:
+                    push(item)
+                elif cls is str and strings:
+                    node[i] = _redact_string(item, flags, policy)
+            continue
+        if settings and "value" in node:
+            _scan_value_entry(node)
+        for key, value in node.items():
+            cls = value.__class__
+            if cls is dict:
+                push(value)
+            elif cls is list:
+                if settings and (key == "args" or key == "command"):
+                    _scan_argv(node, key, value, flags, policy)
+                else:
+                    push(value)
+            elif cls is str:
+                if key == LAST_APPLIED:
+                    node[key] = _redact_last_applied_any(value, flags, policy)
+                elif strings:
+                    node[key] = _redact_string(value, flags, policy)
+
+
+_PATCH_ENV_VALUE = re.compile(r"/env/(?:\d+|-)/value$")
+_PATCH_ENV_ENTRY = re.compile(r"/env/(?:\d+|-)$")
+_PATCH_ARGV = re.compile(r"/(?:args|command)(?:/(?:\d+|-))?$")
+
+
+def _scan_value_entry(node: dict[str, Any]) -> None:
+    """A dict with a ``value``: a name/value setting, or a JSON-Patch operation."""
+    if "name" in node:
+        _scan_setting(node)
+    elif "op" in node and node.get("path").__class__ is str:
+        _scan_patch_op(node)
+
+
+def _scan_patch_op(op: dict[str, Any]) -> None:
+    """A JSON-Patch operation whose path names what its value is: an env entry's value
+    (`/env/3/value`: the name is elsewhere, so any non-inert value goes), a whole env entry,
+    or a command line or one of its arguments."""
+    path, value = op["path"], op["value"]
+    if _PATCH_ENV_VALUE.search(path):
+        op["value"] = _redact_setting_value(value)
+    elif _PATCH_ENV_ENTRY.search(path) and isinstance(value, dict):
+        _scan_setting(value)
+    elif _PATCH_ARGV.search(path):
+        if isinstance(value, str):
+            op["value"] = _redact_arg_text(value)
+        elif isinstance(value, list) and all(isinstance(a, str) for a in value):
+            op["value"] = redact_argv(value)
+
+
+def _scan_argv(
+    node: dict[str, Any], key: str, argv: list[Any], flags: int, policy: Redaction
+) -> None:
+    """A container's ``args``/``command`` (or an exec's ``command``) as one command line."""
+    if not all(a.__class__ is str for a in argv):
+        _scan_body({"": argv}, flags, policy)  # not a command line after all: walk it as data
+        return
+    new = redact_argv(argv)
+    if flags & (_BODY_TOKENS | _BODY_EXTRA):
+        new = [_redact_string(a, flags, policy) for a in new]
+    node[key] = new
 
 
 # --- object walkers ---------------------------------------------------------------------
@@ -303,16 +747,33 @@ def _body_context(body: Any) -> str | None:
     return None
 
 
-def _redact_uri(uri: str) -> str:
-    """Credential query parameters and bearer tokens in a request URI."""
+def _redact_uri(uri: str, policy: Redaction = NO_PATTERNS) -> str:
+    """Credential query parameters, exec/attach command lines (``command=`` values, decoded,
+    redacted as one command line, encoded again) and credentials inside other query values."""
     path, sep, query = uri.partition("?")
     if not sep:
         return uri
     parts = query.split("&")
+    commands: list[tuple[int, str]] = []
     for i, part in enumerate(parts):
         name, eq, value = part.partition("=")
-        if eq and value and is_credential_name(name) and not _is_placeholder(value):
+        if not (eq and value) or _is_placeholder(value):
+            continue
+        if name == "command":
+            commands.append((i, unquote(value.replace("+", " "))))
+        elif is_credential_name(name):
             parts[i] = f"{name}={placeholder(value)}"
+        else:
+            text = unquote(value.replace("+", " "))
+            new = policy.apply(_redact_arg_text(text)) if policy else _redact_arg_text(text)
+            if new != text:
+                parts[i] = f"{name}={quote(new, safe='')}"
+    if commands:
+        argv = redact_argv([text for _, text in commands])
+        for (i, text), new in zip(commands, argv, strict=True):
+            new = policy.apply(new) if policy else new
+            if new != text:
+                parts[i] = f"command={quote(new, safe='')}"
     out = f"{path}?{'&'.join(parts)}"
     if "earer" in out or "EARER" in out:
         out = _sub_group(_BEARER, out, 2)
@@ -329,14 +790,8 @@ def _annotation_hint(annotations: Any) -> bool:
     return False
 
 
-def needs_redaction(event: dict[str, Any]) -> bool:
-    """Cheap test: could this event hold anything `redact_in_place` would change?
-
-    >>> needs_redaction({"verb": "get", "objectRef": {"resource": "pods"}})
-    False
-    >>> needs_redaction({"verb": "get", "objectRef": {"resource": "secrets"}})
-    True
-    """
+def _needs_by_metadata(event: dict[str, Any], policy: Redaction) -> bool:
+    """The body-free part of `needs_redaction` (a few dict lookups)."""
     ref = event.get("objectRef")
     if ref.__class__ is dict:
         res = ref.get("resource")
@@ -351,13 +806,65 @@ def needs_redaction(event: dict[str, Any]) -> bool:
             if kind.__class__ is str and kind in SENSITIVE_KINDS:
                 return True
     uri = event.get("requestURI")
-    if uri.__class__ is str and "?" in uri and _URI_HINT.search(uri.partition("?")[2]):
+    if uri.__class__ is str and "?" in uri:
+        query = uri.partition("?")[2]
+        if "command=" in query:  # exec/attach command lines: rare, always looked at
+            return True
+        lower = query.lower()
+        if any(h in lower for h in _URI_HINTS) or (policy and policy.hits(query.encode())):
+            return True
+    ann = event.get("annotations")
+    if policy and ann.__class__ is dict and policy.hits(orjson.dumps(ann)):
         return True
-    return _annotation_hint(event.get("annotations"))
+    return _annotation_hint(ann)
 
 
-def redact_in_place(event: dict[str, Any]) -> None:
+def needs_redaction(event: dict[str, Any], policy: Redaction = NO_PATTERNS) -> bool:
+    """Cheap test: could this event hold anything `redact_in_place` would change?
+
+    >>> needs_redaction({"verb": "get", "objectRef": {"resource": "pods"}})
+    False
+    >>> needs_redaction({"verb": "get", "objectRef": {"resource": "secrets"}})
+    True
+    >>> needs_redaction({"verb": "create", "requestObject": {"kind": "Pod", "spec": {
+    ...     "containers": [{"env": [{"name": "DB_PASSWORD", "value": "hunter2"}]}]}}})
+    True
+    """
+    if _needs_by_metadata(event, policy):
+        return True
+    for name in ("requestObject", "responseObject"):
+        body = event.get(name)
+        if (body.__class__ is dict or body.__class__ is list) and _body_hints(body, policy):
+            return True
+    return False
+
+
+def redact_in_place(event: dict[str, Any], policy: Redaction = NO_PATTERNS) -> None:
     """Redact `event` in place (the normaliser owns freshly parsed dicts; no copy needed)."""
+    _redact_metadata(event, policy)
+    for name in ("requestObject", "responseObject"):
+        body = event.get(name)
+        if body.__class__ is dict or body.__class__ is list:
+            flags = _body_hints(body, policy)
+            if flags:
+                _scan_body(body, flags, policy)
+
+
+def redact_if_needed(event: dict[str, Any], policy: Redaction = NO_PATTERNS) -> None:
+    """`redact_in_place` when `needs_redaction`, with each body serialised once (hot path)."""
+    if _needs_by_metadata(event, policy):
+        redact_in_place(event, policy)
+        return
+    for name in ("requestObject", "responseObject"):
+        body = event.get(name)
+        if body.__class__ is dict or body.__class__ is list:
+            flags = _body_hints(body, policy)
+            if flags:
+                _scan_body(body, flags, policy)
+
+
+def _redact_metadata(event: dict[str, Any], policy: Redaction) -> None:
+    """Secret/ConfigMap/token shapes in bodies, the request URI and annotations."""
     ref = event.get("objectRef")
     ctx: str | None = None
     if isinstance(ref, dict):
@@ -378,19 +885,19 @@ def redact_in_place(event: dict[str, Any]) -> None:
             _walk(body, body_ctx)
     uri = event.get("requestURI")
     if isinstance(uri, str) and "?" in uri:
-        event["requestURI"] = _redact_uri(uri)
+        event["requestURI"] = _redact_uri(uri, policy)
     ann = event.get("annotations")
-    if _annotation_hint(ann):
-        assert isinstance(ann, dict)
+    if isinstance(ann, dict) and (policy or _annotation_hint(ann)):
         for k, v in ann.items():
             if isinstance(v, str):
-                ann[k] = _sub_group(_BEARER, v, 2)
+                v = _sub_group(_BEARER, v, 2) if "earer" in v or "EARER" in v else v
+                ann[k] = policy.apply(v) if policy else v
 
 
-def redact_event(event: dict[str, Any]) -> dict[str, Any]:
+def redact_event(event: dict[str, Any], policy: Redaction = NO_PATTERNS) -> dict[str, Any]:
     """A redacted deep copy of `event`, or `event` itself if nothing needs redacting."""
-    if not needs_redaction(event):
+    if not needs_redaction(event, policy):
         return event
     out = copy.deepcopy(event)
-    redact_in_place(out)
+    redact_in_place(out, policy)
     return out

@@ -24,6 +24,7 @@ from detections.modifiers.base import (
 from detections.modifiers.expand import Expand
 from detections.modifiers.network import Cidr
 from detections.modifiers.numeric import Compare
+from detections.modifiers.outside import Outside, outside
 from detections.modifiers.presence import Exists, FieldRef
 from detections.modifiers.regex import Regex
 from detections.modifiers.strings import Base64, Base64Offset, StringMatch
@@ -47,6 +48,7 @@ MODIFIERS: Mapping[str, Modifier] = {
         Base64("base64"),
         Base64Offset("base64offset"),
         Flag("all"),
+        Outside("outside"),
         Flag("cased"),
         RegexFlag("i", "i"),
         RegexFlag("ignorecase", "i"),
@@ -129,6 +131,11 @@ def compile_match(
         # must not turn into "everything" either. An empty list matches no event.
         return never
     try:
+        if "outside" in spec.names:
+            test = spec.match.text_test(spec, expanded)
+            if test is None:
+                raise MatchSpecError(f"'outside' cannot be combined with '{spec.match.name}'")
+            return outside(target, test)
         return spec.match.compile(target, spec, expanded)
     except MatchSpecError as exc:
         if transformed and exc.index is not None:

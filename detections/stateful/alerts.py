@@ -91,4 +91,5 @@ def make_alert(
     alert["summary"] = summary
     alert["event_time"] = iso(at)
     alert["evidence"] = {"detector": detector.kind, **evidence}
+    del alert["group"]  # a stateful alert is already an aggregate (detections.grouping)
     return alert

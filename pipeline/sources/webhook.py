@@ -38,8 +38,8 @@ import hashlib
 import hmac
 import itertools
 import logging
-import os
 import ssl
+import time
 import zlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from pipeline.sources.writer import RawTopicWriter
+    from pipeline.telemetry import IntakeMetrics
 
 __all__ = [
     "BadRequest",
@@ -68,7 +69,6 @@ __all__ = [
     "gunzip",
     "peer_names",
     "prepare",
-    "tokens_env",
 ]
 
 log = logging.getLogger("klaxon.intake")
@@ -403,6 +403,8 @@ class WebhookSource(PayloadSource):
         self._tasks: set[asyncio.Task[None]] = set()
         self.port: int | None = None
         self.counters: dict[str, int] = {}
+        #: `pipeline.telemetry.IntakeMetrics` when /metrics is served (set by the command).
+        self.metrics: IntakeMetrics | None = None
 
     # -- PayloadSource -------------------------------------------------------------------
 
@@ -553,6 +555,13 @@ class WebhookSource(PayloadSource):
         return self._answer(403, "client certificate required")
 
     async def _audit(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        response = await self._audit_answer(request)
+        if self.metrics is not None:
+            self.metrics.request(response.status, time.perf_counter() - started)
+        return response
+
+    async def _audit_answer(self, request: web.Request) -> web.Response:
         denied = self._authenticate(request)
         if denied is not None:
             return denied
@@ -625,13 +634,3 @@ class WebhookSource(PayloadSource):
         except IntakeUnavailable:
             return self._unavailable("Kafka did not acknowledge the dead letter")
         return self._answer(400, reason)
-
-
-def tokens_env(env: dict[str, str] | None = None) -> list[str]:
-    """Tokens of ``KLAXON_WEBHOOK_TOKENS`` (comma-separated).
-
-    >>> tokens_env({"KLAXON_WEBHOOK_TOKENS": "a, b,,"})
-    ['a', 'b']
-    """
-    raw = (os.environ if env is None else env).get("KLAXON_WEBHOOK_TOKENS", "")
-    return [t.strip() for t in raw.split(",") if t.strip()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,42 @@ def test_bad_values_are_refused_naming_the_variable(name: str, value: str) -> No
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
     assert issubclass(ConfigError, PipelineError)
+
+
+def test_labels_selectors_and_redaction_patterns_are_read_and_checked() -> None:
+    """KLAXON_LABELS, KLAXON_RULES_ENABLE/DISABLE and KLAXON_REDACT_PATTERNS: parsed, and
+    a bad value stops the start-up naming the variable."""
+    s = Settings.from_env(
+        {
+            "KLAXON_LABELS": "env=prod, team=sec,region=eu-west-1",
+            "KLAXON_RULES_DISABLE": "level:low, tag:attack.t1046",
+            "KLAXON_RULES_ENABLE": "id:exec-into-container",
+            "KLAXON_REDACT_PATTERNS": "\\bACME-[0-9a-f]{16}\\b\n(?i)pin:\\s*(\\d+)\n",
+        }
+    )
+    assert s.label_map == {"env": "prod", "team": "sec", "region": "eu-west-1"}
+    assert s.rules_disable == ("level:low", "tag:attack.t1046")
+    assert [str(x) for x in s.rule_selection().enable] == ["id:exec-into-container"]
+    assert s.redaction().apply("pin: 1234").startswith("pin: [REDACTED sha256:")
+    for env, message in [
+        ({"KLAXON_LABELS": "env"}, "KLAXON_LABELS: 'env' is not key=value"),
+        ({"KLAXON_LABELS": "a=1,a=2"}, "label 'a' given twice"),
+        ({"KLAXON_RULES_DISABLE": "level:severe"}, "KLAXON_RULES_DISABLE: level:severe"),
+        ({"KLAXON_REDACT_PATTERNS": "(a"}, "KLAXON_REDACT_PATTERNS: pattern '(a'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            Settings.from_env(env)
+
+
+def test_worker_environment_carries_the_new_settings() -> None:
+    """A worker started by demo or a test gets the same labels, selection and patterns."""
+    from pipeline.worker import settings_env
+
+    s = Settings.from_env(
+        {
+            "KLAXON_LABELS": "env=prod",
+            "KLAXON_RULES_DISABLE": "level:low",
+            "KLAXON_REDACT_PATTERNS": "a+b\nc+d",
+        }
+    )
+    assert Settings.from_env(settings_env(s)) == s

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable
 
@@ -40,8 +39,7 @@ async def test_crash_of_one_broker_loses_no_acknowledged_write(
     """Kill a partition leader mid-stream: producing and group consuming go on; nothing is lost;
     the restarted broker rejoins every ISR."""
     tag = unique_name("ha")
-    settings = dataclasses.replace(
-        Settings.from_env({}),
+    settings = Settings.from_env({}).replace(
         partitions=3,
         replication_factor=3,
         topic_raw=f"{tag}.raw",

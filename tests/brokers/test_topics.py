@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 
@@ -50,7 +49,7 @@ async def test_existing_topic_with_other_partition_count_is_a_clear_error(
 ) -> None:
     """Topics made with 4 partitions are refused when 8 are configured, naming topic and fix."""
     await ensure_topics(broker, klaxon_settings)
-    wider = dataclasses.replace(klaxon_settings, partitions=8)
+    wider = klaxon_settings.replace(partitions=8)
     with pytest.raises(TopicError, match=rf"{klaxon_settings.topic_raw} exists with 4 partitions"):
         await ensure_topics(broker, wider)
 
@@ -60,8 +59,7 @@ async def test_kafka_refuses_more_replicas_than_brokers(
 ) -> None:
     """Replication factor 3 on a 1-node Kafka is a TopicError naming the broker's reason."""
     tag = unique_name("rf")
-    settings = dataclasses.replace(
-        Settings.from_env({}),
+    settings = Settings.from_env({}).replace(
         replication_factor=3,
         topic_raw=f"{tag}.raw",
         topic_events=f"{tag}.events",

@@ -96,3 +96,20 @@ def test_summary_placeholders_are_plain_paths_only() -> None:
     ev = {"user": {"username": "bob", "groups": ["a", "b"]}}
     assert render_summary("{user.username} in {user.groups} {x.y}", ev) == "bob in a,b ?"
     assert render_summary("{user.username!r} {user.__class__}", ev) == "{user.username!r} ?"
+
+
+def test_alert_carries_the_rule_tags(alert: dict[str, object]) -> None:
+    """The rule's tags travel on the alert, in the rule's order (SIEMs filter on them)."""
+    assert alert["tags"] == ["attack.privilege-escalation", "attack.t1611"]
+
+
+def test_labels_are_added_by_the_builder_and_validate() -> None:
+    """`alert_builder(labels)` is `to_alert` plus the deployment's static labels."""
+    from detections.alert import alert_builder
+    from schemas.alert import Alert
+
+    (match,) = Engine(load_rules([], texts={"p.yml": RULE})).evaluate(EVENT)
+    labelled = alert_builder({"env": "prod", "region": "eu-west-1"})(match)
+    assert labelled["labels"] == {"env": "prod", "region": "eu-west-1"}
+    assert {k: v for k, v in labelled.items() if k != "labels"} == to_alert(match)
+    Alert.model_validate(labelled)

@@ -1,8 +1,9 @@
-"""`klaxon rules validate|test|explain|list|run`: output and exit codes."""
+"""`klaxon rules validate|test|explain|list|run|convert`: output and exit codes."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,11 +105,33 @@ def test_explain_with_fixture_merges_over_the_base_event(
 
 
 def test_list_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
-    """`rules list` prints id, level, ATT&CK, title and file."""
+    """`rules list` prints id, level, ATT&CK, title, whether it is enabled, and file."""
     assert main(["rules", "list", str(RULE)]) == 0
     header, row = capsys.readouterr().out.splitlines()
-    assert header.split() == ["ID", "LEVEL", "ATT&CK", "TITLE", "FILE"]
+    assert header.split() == ["ID", "LEVEL", "ATT&CK", "TITLE", "ENABLED", "FILE"]
     assert row.split()[:3] == ["9c4f7a2e-3b1d-4e8f-a6c5-2d7e9f0b1a34", "medium", "T1609"]
+    assert "  yes  " in row
+
+
+def test_list_shows_disabled_rules_and_why(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Selectors come from the flags, else from the worker's variables; each disabled rule
+    says which selector (or default) turned it off; a bad selector is a usage error."""
+    assert main(["rules", "list", "--disable", "tag:attack.t1609", str(RULE)]) == 0
+    captured = capsys.readouterr()
+    assert "no (disabled by tag:attack.t1609)" in captured.out
+    assert "1 rules, 1 disabled" in captured.err
+    monkeypatch.setenv("KLAXON_RULES_DISABLE", "level:medium")
+    assert main(["rules", "list", "--json", str(RULE)]) == 0
+    (rule,) = json.loads(capsys.readouterr().out)["rules"]
+    assert (rule["enabled"], rule["why"]) == (False, "disabled by level:medium")
+    monkeypatch.setenv("KLAXON_RULES_ENABLE", "id:9c4f7a2e-3b1d-4e8f-a6c5-2d7e9f0b1a34")
+    assert main(["rules", "list", "--json", str(RULE)]) == 0
+    (rule,) = json.loads(capsys.readouterr().out)["rules"]
+    assert rule["enabled"] is True and rule["why"].startswith("enabled by id:9c4f7a2e")
+    assert main(["rules", "list", "--disable", "level:severe", str(RULE)]) == 2
+    assert "level is one of" in capsys.readouterr().err
 
 
 def test_list_json_is_one_document_with_stable_keys(capsys: pytest.CaptureFixture[str]) -> None:
@@ -128,6 +151,8 @@ def test_list_json_is_one_document_with_stable_keys(capsys: pytest.CaptureFixtur
         "techniques",
         "file",
         "line",
+        "enabled",
+        "why",
     ]
     assert rule["id"] == "9c4f7a2e-3b1d-4e8f-a6c5-2d7e9f0b1a34"
     assert rule["techniques"] == ["T1609"] and rule["line"] == 1
@@ -163,3 +188,82 @@ def test_run_prints_alerts_as_json_lines(
     assert alert["summary"] == "mallory opened /bin/bash in shop/web-0"
     assert alert["cluster"] == "default"
     assert "2 events, 1 rejected, 1 alerts (1 rules)" in captured.err
+
+
+def test_validate_says_when_trust_is_by_name_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With cluster_networks empty (as shipped) validate prints a notice; once filled, none.
+    Empty policy lists name the policy rules they keep off."""
+    monkeypatch.delenv("KLAXON_LISTS", raising=False)
+    assert main(["rules", "validate"]) == 0
+    err = capsys.readouterr().err
+    assert "notice: cluster_networks is empty, so trust is by name only" in err
+    mine = tmp_path / "networks.yml"
+    mine.write_text("cluster_networks:\n  replace: ['10.0.0.0/8', '172.20.0.0/16']\n")
+    assert main(["rules", "validate", "--lists", str(mine)]) == 0
+    assert "cluster_networks" not in capsys.readouterr().err
+
+
+PACKAGED_RULE = Path(__file__).parents[2] / "detections" / "rules" / "privileged-container.yml"
+
+
+def test_convert_prints_queries_and_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    """`rules convert --target splunk` writes one query per rule, the summary on stderr."""
+    assert main(["rules", "convert", "--target", "splunk", str(PACKAGED_RULE)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("# splunk: rule 'Privileged container in a pod or workload' (")
+    assert '"requestObject.spec.containers{}.securityContext.privileged"=true' in captured.out
+    assert "splunk: 1/1 rules, 0/0 correlations converted" in captured.err
+
+
+def test_convert_lists_a_rule_it_cannot_convert_with_the_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A rule on the decoded exec command is listed with why, and the command still succeeds."""
+    assert main(["rules", "convert", "--target", "elasticsearch", str(RULE)]) == 0
+    captured = capsys.readouterr()
+    assert "cannot convert rule 'Interactive shell opened in a pod'" in captured.out
+    assert "URL-encoded" in captured.out
+    assert "elasticsearch: 0/1 rules" in captured.err
+
+
+def test_convert_json_and_summary_only(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json` writes one object per rule and target; `--summary` only the summary."""
+    assert main(["rules", "convert", "--target", "all", "--json", str(PACKAGED_RULE)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["target"] for x in lines] == ["splunk", "elasticsearch", "kusto", "sqlite"]
+    assert [x["reason"] is None for x in lines] == [True, True, False, True]  # kusto: lists
+    assert main(["rules", "convert", "--target", "splunk", "--summary", str(PACKAGED_RULE)]) == 0
+    assert capsys.readouterr().out.startswith("splunk: 1/1 rules")
+
+
+def test_convert_without_pysigma_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the `convert` extra the command fails with the pip command to run."""
+    for name in [
+        m for m in sys.modules if m == "sigma" or m.startswith(("sigma.", "detections.convert"))
+    ]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sigma", None)
+    assert main(["rules", "convert", "--target", "splunk", str(RULE)]) == 1
+    assert "pip install 'klaxon[convert]'" in capsys.readouterr().err
+
+
+def test_convert_target_names_are_the_registry() -> None:
+    """The command line's target choices are exactly `detections.convert.TARGETS`."""
+    from detections.cli import CONVERT_TARGETS
+    from detections.convert import TARGETS
+
+    assert tuple(TARGETS) == CONVERT_TARGETS
+
+
+def test_convert_field_prefix(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--field-prefix` puts Elasticsearch and Splunk names under where a shipper nests the
+    event; targets with fixed names refuse it as a usage error."""
+    argv = ["rules", "convert", "--field-prefix", "kubernetes.audit.", str(PACKAGED_RULE)]
+    assert main([*argv, "--target", "elasticsearch"]) == 0
+    assert "kubernetes.audit.objectRef.resource:(pods" in capsys.readouterr().out
+    assert main([*argv, "--target", "kusto"]) == 2
+    assert "cannot take a prefix" in capsys.readouterr().err

@@ -633,3 +633,38 @@ def test_keys_beyond_the_plan_cap_check_every_rule(
     for ev in events:
         assert [m.rule.id for m in engine.evaluate(ev)] == [m.rule.id for m in brute.evaluate(ev)]
     assert len(engine._plans) == 3
+
+
+def test_trust_bound_to_an_empty_network_list_keeps_its_blocker_and_waiting_rules_drop_out(
+    pack_engines: tuple[Engine, Engine],
+) -> None:
+    """While cluster_networks is empty, `not (trusted_system and not from_outside)` still rules
+    a system principal out in one lookup, and rules that need the list are never candidates;
+    once it is filled, the rule is evaluated for them (and fires from outside)."""
+    from dataclasses import replace
+
+    indexed, _ = pack_engines
+    controller = {
+        "verb": "get",
+        "user": {"username": "system:kube-controller-manager"},
+        "objectRef": {"resource": "configmaps", "namespace": "shop"},
+        "responseStatus": {"code": 200},
+        "sourceIPs": ["203.0.113.7"],
+    }
+    node = {**controller, "user": {"username": "system:node:n1"}}
+    assert "Resource read (get or list)" not in {
+        c.rule.title for c in indexed.candidates(controller)
+    }
+    node_rule = "Node identity used from outside the cluster"
+    assert node_rule not in {c.rule.title for c in indexed.candidates(node)}
+    filled = Engine(
+        replace(
+            indexed.ruleset,
+            lists={**indexed.ruleset.lists, "cluster_networks": ("10.0.0.0/8",)},
+        )
+    )
+    assert "Resource read (get or list)" in {c.rule.title for c in filled.candidates(controller)}
+    assert node_rule in {m.rule.title for m in filled.evaluate(node)}
+    assert "Resource read (get or list)" in {m.rule.title for m in filled.evaluate(controller)}
+    inside = {**controller, "sourceIPs": ["10.1.2.3"]}
+    assert "Resource read (get or list)" not in {m.rule.title for m in filled.evaluate(inside)}

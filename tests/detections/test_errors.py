@@ -308,6 +308,18 @@ def test_duplicate_ids_point_at_both_places() -> None:
     ]
 
 
+def test_duplicate_rule_names_are_refused() -> None:
+    """Correlations name their base rules, so two rules sharing a name is an error."""
+    body = "name: same\ndetection:\n  sel: {verb: get}\n  condition: sel\n"
+    other = HEAD.replace("000000000001", "000000000002")
+    with pytest.raises(RuleLoadError) as info:
+        load_rules([], texts={"one.yml": HEAD + body, "two.yml": other + body})
+    assert [str(p) for p in info.value.problems] == [
+        "two.yml:3:1: name: duplicate name 'same' (also used at one.yml:3): "
+        "correlations would count the wrong rule"
+    ]
+
+
 def test_filter_naming_an_unknown_rule_suggests_the_closest() -> None:
     """A meta-filter must name loaded rules; a typo gets a suggestion."""
     rule = HEAD + "name: exec_into_pod\ndetection:\n  sel: {verb: create}\n  condition: sel\n"

@@ -216,6 +216,17 @@ def test_base64_is_exact_and_case_sensitive() -> None:
         (("expand",), ["%empty%"], {"f": "anything"}, False),
         (("cidr", "expand"), ["%nets%"], {"f": "10.1.2.3"}, True),
         (("cidr", "expand"), ["%nets%"], {"f": "8.8.8.8"}, False),
+        # |outside: some value matches none of the values; an empty list matches nothing
+        (("cidr", "outside", "expand"), ["%nets%"], {"f": ["10.1.2.3"]}, False),
+        (("cidr", "outside", "expand"), ["%nets%"], {"f": ["10.1.2.3", "8.8.8.8"]}, True),
+        (("cidr", "outside", "expand"), ["%nets%"], {"f": ["not an address"]}, True),
+        (("cidr", "outside", "expand"), ["%nets%"], {"g": "8.8.8.8"}, False),
+        (("cidr", "outside", "expand"), ["%empty%"], {"f": ["8.8.8.8"]}, False),
+        (("outside", "expand"), ["%admins%"], {"f": ["root", "BOB-2"]}, False),
+        (("outside", "expand"), ["%admins%"], {"f": ["root", "mallory"]}, True),
+        (("outside", "expand"), ["%empty%"], {"f": "mallory"}, False),
+        (("outside", "startswith"), ["registry.k8s.io/"], {"f": ["registry.k8s.io/pause"]}, False),
+        (("outside", "startswith"), ["registry.k8s.io/"], {"f": ["evil.io/x"]}, True),
     ],
 )
 def test_modifier_examples(
@@ -242,6 +253,8 @@ def test_regex_input_is_capped() -> None:
         (("cidr",), ["300.0.0.0/8"], "invalid CIDR"),
         (("contains",), [None], "null cannot be used with 'contains'"),
         ((), [{"a": 1}], "must be a scalar"),
+        (("exists", "outside"), [True], "'outside' cannot be combined with 'exists'"),
+        (("cidr", "outside", "all"), ["10.0.0.0/8"], "'outside' cannot be combined with 'all'"),
     ],
 )
 def test_invalid_specs_are_rejected(mods: tuple[str, ...], values: list[Any], message: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from detections import Engine, RuleLoadError, load_rules
 from detections.compiler import explain
-from detections.fixtures import fixture_event
+from detections.fixtures import FixtureEngines, fixture_event
 from detections.loader import PACKAGED_RULES
 from detections.rule import Rule, RuleSet
 
@@ -26,6 +26,7 @@ def _load() -> tuple[RuleSet | None, RuleLoadError | None]:
 
 RULESET, ERROR = _load()
 ENGINE = Engine(RULESET) if RULESET else None
+ENGINES = FixtureEngines(RULESET, ENGINE) if RULESET else None
 RULES: list[Rule] = list(RULESET.rules) if RULESET else []
 CASES = [
     pytest.param(rule, case, id=f"{rule.file.rsplit('/', 1)[-1]}::{case.name}")
@@ -48,8 +49,9 @@ def test_rule_has_a_hit_and_a_miss(rule: Rule) -> None:
 @pytest.mark.parametrize(("rule", "case"), CASES)
 def test_fixture(rule: Rule, case: Any) -> None:
     """The full engine (index and filters included) agrees with the fixture's expectation."""
-    assert ENGINE is not None
+    assert ENGINES is not None
+    engine = ENGINES.for_case(case)  # the pack's lists, or the test's own `lists:`
     event = fixture_event(case.event)
-    hit = any(m.rule.id == rule.id for m in ENGINE.evaluate(event))
+    hit = any(m.rule.id == rule.id for m in engine.evaluate(event))
     if hit != (case.expect == "hit"):
-        pytest.fail(explain(ENGINE.compiled_rule(rule.id), event).render())
+        pytest.fail(explain(engine.compiled_rule(rule.id), event).render())

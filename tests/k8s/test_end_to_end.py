@@ -11,7 +11,6 @@ API server's webhook backend retries.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import secrets
 import subprocess
 import sys
@@ -172,7 +171,7 @@ EXPECTED = {
 
 @pytest.fixture
 def settings(kafka: FaultyKafka, tmp_path: Path) -> Iterator[Any]:
-    s = dataclasses.replace(unique_settings(kafka.bootstrap_servers, tmp_path), rules_paths=())
+    s = unique_settings(kafka.bootstrap_servers, tmp_path).replace(rules_paths=())
     asyncio.run(ensure_topics(s.bootstrap_servers, s))
     yield s
 

@@ -76,3 +76,11 @@ def test_the_full_parser_has_every_command_once() -> None:
     names = [n for _, ns in COMMANDS for n in ns]
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert list(sub.choices) == names  # type: ignore[arg-type]
+
+
+def test_rule_commands_other_than_convert_do_not_import_pysigma() -> None:
+    """pySigma (the optional `convert` extra) is imported by `klaxon rules convert` only."""
+    _, modules = loaded_by("rules", "validate", str(RULE))
+    assert "sigma" not in modules
+    _, modules = loaded_by("rules", "convert", "--target", "sqlite", "--summary", str(RULE))
+    assert "sigma" in modules

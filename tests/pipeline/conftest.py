@@ -8,7 +8,6 @@ tests poll instead of sleeping.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 import subprocess
 import sys
@@ -256,12 +255,12 @@ def expected_for(lines: list[bytes], *, with_garbage: bool = True) -> Expected:
 
 
 def unique_settings(bootstrap: str, tmp: Path) -> Settings:
-    """Fresh topics and group on ``bootstrap``, the test rules, and no stateful detectors:
-    these tests compare the alerts topic with the stateless engine's offline result, and
-    anomaly or new terms alerts depend on timing and partitioning (their own tests set the
-    families they check)."""
-    return dataclasses.replace(
-        isolated_settings(bootstrap, tmp / "data", rules_paths=(RULES,)), stateful_detectors=()
+    """Fresh topics and group on ``bootstrap``, the test rules, no stateful detectors and no
+    alert grouping: these tests compare the alerts topic with the stateless engine's offline
+    result (one alert per match), and anomaly or new terms alerts depend on timing and
+    partitioning (their own tests set the families they check; grouping has its own)."""
+    return isolated_settings(bootstrap, tmp / "data", rules_paths=(RULES,)).replace(
+        stateful_detectors=(), grouping=False
     )
 
 

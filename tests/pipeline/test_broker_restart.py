@@ -9,7 +9,6 @@ Each run kills at another point of the backlog; CI runs all of them.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -80,7 +79,7 @@ def test_a_broker_crash_during_a_backlog_loses_and_strands_nothing(
     bootstrap = crashing_kafka.bootstrap_servers
     settings = unique_settings(bootstrap, tmp_path)
     if kill_at in (0.3, 0.7):  # the state changelog and by-group topic in the outage too
-        settings = dataclasses.replace(settings, stateful_detectors=DETECTOR_FAMILIES)
+        settings = settings.replace(stateful_detectors=DETECTOR_FAMILIES)
     asyncio.run(ensure_topics(bootstrap, settings))
     stats = asyncio.run(
         replay_events(lines, bootstrap=bootstrap, topic=settings.topic_raw, cluster=CLUSTER)

@@ -6,7 +6,6 @@ import asyncio
 import shutil
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ def test_rule_edits_reload_in_a_running_worker_and_broken_ones_are_kept_out(
     """Removing a rule file reloads the engine; a broken file is refused and counted."""
     rules = tmp_path / "rules"
     shutil.copytree(RULES, rules)
-    settings = replace(unique_settings(tansu.bootstrap_servers, tmp_path), rules_paths=(rules,))
+    settings = unique_settings(tansu.bootstrap_servers, tmp_path).replace(rules_paths=(rules,))
     asyncio.run(ensure_topics(tansu.bootstrap_servers, settings))
     worker = start_worker(settings)
     worker.wait_for("the first status", lambda: worker.snapshot() is not None)

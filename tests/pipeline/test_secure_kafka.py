@@ -10,7 +10,6 @@ listener, through which the tests read the topics back.
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import time
@@ -108,8 +107,7 @@ def test_topics_worker_and_replay_over_a_secured_listener(
     secure_kafka: SecureKafka, kind: str, tmp_path: Path, replay_input: list[bytes]
 ) -> None:
     bootstrap, variables, secret = security_env(secure_kafka, kind, tmp_path)
-    settings = dataclasses.replace(
-        unique_settings(bootstrap, tmp_path),
+    settings = unique_settings(bootstrap, tmp_path).replace(
         kafka_security=Settings.from_env(variables).kafka_security,
     )
     env = settings_env(settings)
@@ -247,8 +245,7 @@ def test_both_intakes_write_over_a_secured_listener(
     from pipeline.brokers import free_port
 
     bootstrap, variables, secret = security_env(secure_kafka, kind, tmp_path)
-    settings = dataclasses.replace(
-        unique_settings(bootstrap, tmp_path),
+    settings = unique_settings(bootstrap, tmp_path).replace(
         kafka_security=Settings.from_env(variables).kafka_security,
     )
     env = settings_env(settings)

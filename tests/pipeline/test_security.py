@@ -7,7 +7,6 @@ The same settings against a real Apache Kafka with SASL_SSL and SSL listeners:
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import subprocess
 import sys
@@ -253,7 +252,7 @@ def test_faust_passes_the_same_arguments_to_its_clients(certs: Certificates) -> 
         assert {**producer._settings_default(), **producer._settings_auth()}[
             "security_protocol"
         ] == (settings.kafka_security.protocol)
-    plain = create_app(dataclasses.replace(Settings(), bootstrap_servers="127.0.0.1:1"))
+    plain = create_app(Settings().replace(bootstrap_servers="127.0.0.1:1"))
     assert plain.conf.broker_credentials is None
 
 

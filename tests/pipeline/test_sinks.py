@@ -80,4 +80,5 @@ def test_a_new_sink_is_one_class_and_one_registration() -> None:
     asyncio.run(sink.send([alert(3)], SRC))
     asyncio.run(sink.flush())
     assert orjson.loads(sink.got[0])["id"] == "a3"
-    assert set(SINKS) == {"kafka"} and set(FORMATS) == {"native"}
+    assert set(SINKS) == {"kafka"}
+    assert set(FORMATS) == {"native", "ocsf", "ecs", "splunk_hec"}

@@ -294,8 +294,7 @@ def test_worker_on_tansu_publishes_the_offline_alert(
 
     path = tmp_path / "model.json"
     offline.save(model, path)
-    settings = dataclasses.replace(
-        helpers.unique_settings(tansu.bootstrap_servers, tmp_path),
+    settings = helpers.unique_settings(tansu.bootstrap_servers, tmp_path).replace(
         anomaly_model=path,
         stateful_detectors=("anomaly",),
     )

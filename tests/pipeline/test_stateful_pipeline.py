@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +117,7 @@ def offline_alerts(lines: list[bytes]) -> dict[str, str]:
 
 
 def stateful_settings(bootstrap: str, tmp: Path) -> Settings:
-    return replace(
-        unique_settings(bootstrap, tmp),
+    return unique_settings(bootstrap, tmp).replace(
         rules_paths=(CORRELATIONS,),
         stateful_detectors=DETECTOR_FAMILIES,
     )

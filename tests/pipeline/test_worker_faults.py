@@ -4,7 +4,6 @@ arrives, every input offset ends committed, no partition is stranded."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -95,8 +94,8 @@ def test_a_worker_killed_while_it_recovers_the_state_loses_nothing(
 ) -> None:
     """Stateful detectors on: the first worker processes half the input and is killed; the
     second is killed while it rebuilds the state from the changelog; the third finishes."""
-    settings = dataclasses.replace(
-        unique_settings(kafka.bootstrap_servers, tmp_path), stateful_detectors=DETECTOR_FAMILIES
+    settings = unique_settings(kafka.bootstrap_servers, tmp_path).replace(
+        stateful_detectors=DETECTOR_FAMILIES
     )
     bootstrap = settings.bootstrap_servers
     asyncio.run(ensure_topics(bootstrap, settings, extra=stateful_topic_specs(settings)))
@@ -129,7 +128,7 @@ def test_three_brokers_rf3_idempotent_producer_one_broker_killed_and_back(
     the leader of the raw partition is killed during the backlog and restarted; every alert,
     every offset committed."""
     bootstrap = kafka3.bootstrap_servers
-    settings = dataclasses.replace(unique_settings(bootstrap, tmp_path), replication_factor=3)
+    settings = unique_settings(bootstrap, tmp_path).replace(replication_factor=3)
     asyncio.run(ensure_topics(bootstrap, settings))
     sent = replay(settings, replay_input)
     worker = WorkerProcess(settings, tmp_path, "w", args=("--idempotent",))

@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,6 +73,27 @@ async def test_a_broken_rule_file_logs_every_problem_and_keeps_the_engine(
     assert await watcher.check() is True and results == [False, True]
 
 
+async def test_hot_reload_keeps_the_rule_selection(rules_dir: Path) -> None:
+    """Disabled rules stay disabled in every engine the watcher builds, and a reloaded
+    engine counts only enabled rules."""
+    from detections.selection import RuleSelection
+    from pipeline.reload import engine_builder
+
+    everything, total = build_engine([rules_dir], [])
+    builder = engine_builder(RuleSelection.parse(disable=["level:high"]))
+    engine, count = builder([rules_dir], [])
+    high = {r.id for r in everything.ruleset.rules if r.level == "high"}
+    assert high and count == total - len(high)
+    holder = EngineHolder(engine, count)
+    watcher = RuleWatcher(holder, [rules_dir], [], builder=builder)
+    await watcher.prime()
+    for path in rules_dir.glob("*.yml"):  # every file edited (rewritten, newer mtime)
+        touch_later(path, path.read_text())
+    assert await watcher.check() is True and holder.generation == 1
+    assert not high & {r.id for r in holder.engine.ruleset.rules}
+    assert holder.rules == count
+
+
 def test_fingerprint_sees_additions_edits_and_deletions(tmp_path: Path) -> None:
     """Adding, editing or deleting a YAML file changes the fingerprint; other files do not."""
     (tmp_path / "a.yml").write_text("a")
@@ -83,6 +105,40 @@ def test_fingerprint_sees_additions_edits_and_deletions(tmp_path: Path) -> None:
     assert second != first
     (tmp_path / "a.yml").unlink()
     assert fingerprint([tmp_path]) not in (first, second)
+
+
+def configmap_volume(folder: Path, files: dict[str, str], version: str) -> None:
+    """Lay ``files`` out as the kubelet does for a ConfigMap volume: the data in
+    ``..<version>/``, ``..data`` linking to it and each name linking through ``..data``; an
+    update writes a new version folder and swaps ``..data`` atomically."""
+    data = folder / f"..{version}"
+    data.mkdir(parents=True)
+    for name, text in files.items():
+        (data / name).write_text(text)
+    link = folder / "..data_tmp"
+    link.symlink_to(data.name)
+    link.replace(folder / "..data")
+    for name in files:
+        if not (folder / name).is_symlink():
+            (folder / name).symlink_to(Path("..data") / name)
+
+
+async def test_a_configmap_volume_is_read_once_and_its_update_reloads(tmp_path: Path) -> None:
+    """Rules mounted from a ConfigMap (the Helm chart) load once, not once per copy in the
+    kubelet's hidden folders, and an update of the ConfigMap swaps in a new engine."""
+    rule = (RULES / "pod-exec.yml").read_text()
+    folder = tmp_path / "rules"
+    configmap_volume(folder, {"pod-exec.yml": rule}, "2026_12_05_10_00_00.1")
+    engine, count = build_engine([folder], [])
+    assert count == 1  # without the hidden folders left out: a duplicate id, no engine
+    holder = EngineHolder(engine, count)
+    watcher = RuleWatcher(holder, [folder], [])
+    await watcher.prime()
+    assert await watcher.check() is False
+    edited = rule.replace("level: high", "level: critical")
+    configmap_volume(folder, {"pod-exec.yml": edited}, "2026_12_05_10_05_00.2")
+    assert await watcher.check() is True
+    assert holder.engine is not engine and holder.generation == 1
 
 
 async def test_delivery_guard_refuses_to_pass_after_a_failed_send() -> None:
@@ -237,6 +293,18 @@ def test_demo_table_row_shows_time_severity_rule_user_object_attack() -> None:
         assert part in row
 
 
+def test_demo_table_row_shows_how_many_matches_a_grouped_alert_covers() -> None:
+    """An update of a group shows its count; an alert without a group (stateful) a dash."""
+    from klaxon.demo import format_row
+    from schemas.alert import example_alert
+
+    alert = example_alert()
+    alert["group"] = {**alert["group"], "count": 42, "update": 2}
+    assert "  high      42     Privileged" in format_row(alert)
+    del alert["group"]
+    assert "  high      -      Privileged" in format_row(alert)
+
+
 def test_worker_consumer_fetch_wait_is_lowered_from_fausts_fixed_1500_ms() -> None:
     """The Kafka consumer Faust builds waits at most 100 ms per fetch (Tansu waits it out)."""
     app = create_app(Settings(bootstrap_servers="127.0.0.1:1"))
@@ -248,3 +316,104 @@ def test_worker_consumer_fetch_wait_is_lowered_from_fausts_fixed_1500_ms() -> No
         return wait
 
     assert asyncio.run(build()) == 100
+
+
+def _grouping_runtime(holder: EngineHolder) -> tuple[Any, list[dict[str, Any]]]:
+    """A worker `Runtime` with the grouper and one in-memory sink; the sink's alerts."""
+    from collections.abc import Sequence
+    from typing import ClassVar
+
+    from detections.alert import to_alert
+    from detections.grouping import Grouper
+    from pipeline.agents import Runtime
+    from pipeline.app import WorkerOptions
+    from pipeline.processing import Outgoing, Source
+    from pipeline.sinks import FORMATS, AlertSink
+
+    got: list[dict[str, Any]] = []
+
+    class Memory(AlertSink):
+        name: ClassVar[str] = "memory"
+
+        async def send(self, alerts: Sequence[Outgoing], source: Source) -> int:
+            got.extend(a.doc or {} for a in alerts)
+            return 0
+
+    settings = Settings(idle_grace=60.0)
+    rt = Runtime(settings, WorkerOptions(), holder, 1, to_alert, sinks=[Memory(FORMATS["native"])])
+    rt.grouper = Grouper(settings.group_options())
+    return rt, got
+
+
+async def test_the_worker_groups_a_messages_alerts_and_closes_groups_when_idle() -> None:
+    """`group_alerts`: 12 matches of one rule on one key in a message are 2 alerts (first,
+    update at 10) under the group's ids; `GroupIdle`: after the idle grace without input the
+    watermark follows the clock and the closing update (count 12) goes to the sinks."""
+    import orjson
+
+    from detections.fixtures import fixture_event
+    from detections.grouping import update_id
+    from pipeline.agents import GroupIdle, group_alerts
+    from pipeline.processing import Outgoing
+
+    engine, _ = build_engine([RULES], [])
+    holder = EngineHolder(engine, len(engine.ruleset.rules))
+    rt, sent = _grouping_runtime(holder)
+    events = [
+        fixture_event(
+            {
+                "auditID": f"00000000-0000-0000-0000-{i:012d}",
+                "verb": "create",
+                "objectRef": {"resource": "pods", "subresource": "exec", "name": "web-0"},
+                "requestURI": "/api/v1/namespaces/shop/pods/web-0/exec?command=%2Fbin%2Fsh",
+                "stage": "ResponseStarted",
+                "responseStatus": {"code": 101},
+                "stageTimestamp": f"2026-11-27T09:15:{i:02d}.000000Z",
+            }
+        )
+        for i in range(12)
+    ]
+    matches = [m for m in engine.evaluate_batch(events)]
+    rule_ids = {m.rule.id for m in matches}
+    assert len(matches) == 12 * len(rule_ids) and rule_ids
+    docs = [rt.to_alert(m) for m in matches]
+    outgoing = [Outgoing(d["id"].encode(), orjson.dumps(d), doc=d) for d in docs]
+    out = group_alerts(rt, outgoing, "2026-11-27T09:15:11.000000Z", 0)
+    assert len(out) == 2 * len(rule_ids)
+    for o in out:
+        assert o.doc is not None and o.key == o.doc["id"].encode()
+        assert o.doc["id"] == update_id(o.doc["group"]["id"], o.doc["group"]["update"])
+    now = [0.0]
+    idle = GroupIdle(rt, clock=lambda: now[0])
+    await idle.tick()  # input came since the last look: nothing
+    now[0] = 30.0
+    await idle.tick()
+    assert sent == []
+    now[0] = 800.0  # idle past the grace: the window (and lateness) has passed
+    await idle.tick()
+    assert {a["group"]["count"] for a in sent} == {12}
+    assert len(sent) == len(rule_ids)
+
+
+def test_a_failing_grouper_lets_the_alerts_through_ungrouped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Grouping is an optimisation of the output: a bug in it must not lose an alert."""
+    import orjson
+
+    from detections.grouping import Grouper
+    from pipeline.agents import group_alerts
+    from pipeline.processing import Outgoing
+
+    engine, _ = build_engine([RULES], [])
+    rt, _ = _grouping_runtime(EngineHolder(engine, len(engine.ruleset.rules)))
+
+    class Broken(Grouper):
+        def add(self, alerts: list[dict[str, Any]], latest: Any = None) -> list[dict[str, Any]]:
+            raise RuntimeError("bug")
+
+    rt.grouper = Broken()
+    alert = {"id": "a1", "severity": "high"}
+    out = [Outgoing(b"a1", orjson.dumps(alert), doc=alert)]
+    assert group_alerts(rt, out, "2026-11-27T09:15:00Z") == out
+    assert "alert grouping failed" in caplog.text

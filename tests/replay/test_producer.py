@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gzip
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def test_replay_to_an_unreachable_broker_is_a_delivery_error() -> None:
 def test_replay_refuses_messages_over_the_broker_limit(klaxon_settings: Settings) -> None:
     """An event bigger than the producer's request limit is reported, not silently lost."""
     assert klaxon_settings.bootstrap_servers
-    settings = dataclasses.replace(klaxon_settings)
+    settings = klaxon_settings
     asyncio.run(ensure_topics(settings.bootstrap_servers or "", settings))
     with pytest.raises(ReplayDeliveryError, match="after 1 events"):
         asyncio.run(

@@ -8,9 +8,11 @@ with the packaged rules and lists. Rules are identified by their ids, which aler
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from detections import Engine, load_rules
@@ -138,3 +140,104 @@ def test_malformed_trace_is_rejected_with_a_reason(engine: Engine, traces: Path)
     assert rejected.original.strip() == payload.strip()
     assert "verb" in rejected.reason
     assert engine.evaluate_batch(result.events) == []
+
+
+# --- Falco parity: credentials in ConfigMaps, NodePort services, the opt-in policy rules -------
+
+CONFIGMAP_CREDENTIALS = "5d7c5794-8776-4db0-9a4f-8d7e4787cf92"
+NODEPORT = "ebfc08c6-dcae-400b-b4cc-0f2bd519ec79"
+POLICY_IMAGE = "9f715876-0af7-4193-ab55-23d8c1262c25"
+POLICY_USER = "122f4307-c632-4147-b570-e8d15664ac99"
+POLICY_NAMESPACE = "15e94c39-1e37-4f6b-8b1e-a2d2ba3acbdc"
+
+#: The policy lists as a minikube user would fill them (Falco's own test settings, in spirit).
+POLICY_LISTS = {
+    "allowed_image_registries": ("registry.k8s.io/*", "k8s.gcr.io/*"),
+    "allowed_k8s_users": ("minikube", "minikube-user", "system:*"),
+    "allowed_namespaces": ("default", "kube-*"),
+}
+
+
+@pytest.mark.parametrize(
+    ("trace", "rule_id", "fires"),
+    [
+        ("create_configmap_sensitive_values.json", CONFIGMAP_CREDENTIALS, True),
+        ("create_configmap_no_sensitive_values.json", CONFIGMAP_CREDENTIALS, False),
+        ("create_configmap.json", CONFIGMAP_CREDENTIALS, False),
+        ("create_nginx_service_nodeport.json", NODEPORT, True),
+        ("create_nginx_service_nonodeport.json", NODEPORT, False),
+    ],
+)
+def test_falco_parity_rules(
+    engine: Engine, traces: Path, trace: str, rule_id: str, fires: bool
+) -> None:
+    """Credentials in ConfigMap values fire after the normaliser redacted them (the rule reads
+    the redaction marker); NodePort services fire; their harmless twins do not."""
+    assert (rule_id in fired(engine, traces / trace)) is fires
+
+
+@pytest.mark.parametrize(
+    ("trace", "rule_id", "fires_when_set"),
+    [
+        ("create_nginx_pod_unprivileged.json", POLICY_IMAGE, True),
+        ("create_deployment.json", POLICY_IMAGE, True),
+        ("some-user_creates_namespace_foo.json", POLICY_USER, True),
+        ("anonymous_creates_namespace_foo.json", POLICY_USER, False),  # system:* allowed
+        ("minikube_creates_namespace_foo.json", POLICY_USER, False),
+        ("some-user_creates_namespace_foo.json", POLICY_NAMESPACE, True),
+        ("minikube_creates_namespace_foo.json", POLICY_NAMESPACE, True),
+        ("create_nginx_pod_unprivileged.json", POLICY_NAMESPACE, False),
+    ],
+)
+def test_policy_rules_fire_only_once_their_lists_are_set(
+    engine: Engine, traces: Path, trace: str, rule_id: str, fires_when_set: bool
+) -> None:
+    """Falco's disallowed-pod / allowed-user / allowed-namespace cases: silent as shipped
+    (lists empty), and with the lists filled in they fire exactly where Falco's would."""
+    assert rule_id not in fired(engine, traces / trace)
+    ruleset = engine.ruleset
+    filled = Engine(replace(ruleset, lists={**ruleset.lists, **POLICY_LISTS}))
+    assert (rule_id in fired(filled, traces / trace)) is fires_when_set
+
+
+def test_policy_rules_are_silent_on_every_trace_as_shipped(engine: Engine, traces: Path) -> None:
+    """With the policy lists empty no trace fires a policy rule."""
+    for trace in sorted(traces.glob("*.json")):
+        assert not fired_any(engine, trace) & {POLICY_IMAGE, POLICY_USER, POLICY_NAMESPACE}
+
+
+def fired_any(engine: Engine, trace: Path) -> set[str]:
+    """Like :func:`fired`, for traces the normaliser may reject (the malformed one)."""
+    events = decode_payload(trace.read_bytes()).events
+    return {m.rule.id for event in events for m in engine.evaluate(event)}
+
+
+def test_configmap_rule_reads_the_normalisers_redaction_marker(engine: Engine) -> None:
+    """The ConfigMap rule looks for exactly the placeholder prefix schemas.redact writes, so
+    whatever the normaliser learns to redact keeps firing it."""
+    from schemas.redact import PLACEHOLDER_PREFIX
+
+    rule = engine.compiled_rule(CONFIGMAP_CREDENTIALS).rule
+    values = [
+        v
+        for alt in rule.detection["redacted_value"].alternatives
+        for fm in alt
+        if fm.path == "dataValues"
+        for v in fm.values
+    ]
+    assert values == [PLACEHOLDER_PREFIX]
+    secret = "AKIA" + "ABCDEFGHIJKLMNOP"
+    event = {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "auditID": "c0ffee00-0000-4000-8000-000000000001",
+        "stage": "ResponseComplete",
+        "verb": "create",
+        "user": {"username": "dev@example.com"},
+        "objectRef": {"resource": "configmaps", "namespace": "web", "name": "settings"},
+        "responseStatus": {"code": 201},
+        "requestObject": {"kind": "ConfigMap", "data": {"app.ini": f"key_id = {secret}\n"}},
+    }
+    (decoded,) = decode_payload(orjson.dumps(event)).events
+    assert secret not in orjson.dumps(decoded).decode()
+    assert CONFIGMAP_CREDENTIALS in {m.rule.id for m in engine.evaluate(decoded)}

@@ -14,13 +14,16 @@ from hypothesis import strategies as st
 from schemas.normalize import decode_payload
 from schemas.redact import (
     LAST_APPLIED,
+    Redaction,
     is_credential_name,
+    is_credential_setting,
     needs_redaction,
     placeholder,
     redact_event,
     redact_in_place,
     redact_text,
 )
+from tests import planted
 
 PLACEHOLDER = re.compile(r"^\[REDACTED sha256:[0-9a-f]{12}\]$")
 PEM = (
@@ -315,3 +318,171 @@ def test_redact_event_does_not_mutate_its_input() -> None:
 def test_credential_names(name: str, expected: bool) -> None:
     """Key names are judged by their words (snake, kebab, dotted and camel case)."""
     assert is_credential_name(name) is expected
+
+
+# --- credentials anywhere in bodies, command lines and URIs ----------------------------------
+
+
+def test_planted_credentials_do_not_survive_normalisation() -> None:
+    """Env values, flags, shell scripts, bearer and basic credentials in exec command lines,
+    JWTs, private keys and AWS/GCP/Azure keys: none of the planted values is left, and with
+    the operator pattern configured, neither is the operator's own secret."""
+    policy = Redaction.compile([planted.OPERATOR_PATTERN])
+    payload = b"\n".join(orjson.dumps(e) for e in planted.planted_events())
+    result = decode_payload(payload, redaction=policy)
+    assert len(result.events) == len(planted.planted_events())
+    assert planted.leaks(orjson.dumps(result.events)) == []
+    without = decode_payload(payload)  # the operator's secret is only known by its pattern
+    assert planted.leaks(orjson.dumps(without.events)) == [planted.OPERATOR_SECRET]
+
+
+def test_env_names_stay_and_values_that_rules_read_stay() -> None:
+    """Keys stay, values become placeholders; booleans, ordinary settings and the image stay."""
+    (ev,) = decode_payload(orjson.dumps(planted.privileged_pod())).events
+    container = ev["requestObject"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["LOG_LEVEL"] == "debug" and env["MYSQL_ALLOW_EMPTY_PASSWORD"] == "yes"
+    for name in ("DB_PASSWORD", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "stripeApiKey"):
+        assert PLACEHOLDER.match(env[name]), name
+    assert env["DB_PASSWORD"] == placeholder(planted.DB_PASSWORD)
+    assert "AccountName=acme;AccountKey=[REDACTED sha256:" in env["AZURE_STORAGE_CONNECTION_STRING"]
+    assert container["image"] == "registry.example.com/ops/agent:1.4"
+    assert container["securityContext"] == {"privileged": True}
+    script = container["args"][0]
+    assert script.startswith("export DB_PASSWORD=[REDACTED sha256:")
+    assert "exec /agent --password=[REDACTED sha256:" in script
+    assert "--token [REDACTED sha256:" in script
+
+
+def test_exec_command_lines_keep_their_shape() -> None:
+    """Only the credential inside a `command=` value changes; the command, flags, URL and
+    other parameters stay, and the engine's `command` field decodes the new value."""
+    from detections.fields import compile_path
+
+    events = planted.planted_events()
+    (bearer,) = decode_payload(orjson.dumps(events[1])).events
+    uri = bearer["requestURI"]
+    assert uri.startswith("/api/v1/namespaces/shop/pods/web-0/exec?command=sh&command=-c&command=")
+    assert uri.endswith("&container=web&stdout=true")
+    (line,) = compile_path("commandLine")(bearer, {})
+    assert line.startswith("sh -c curl -sH 'Authorization: Bearer [REDACTED sha256:")
+    assert line.endswith("' https://kubernetes.default/api")
+    (basic,) = decode_payload(orjson.dumps(events[2])).events
+    (line,) = compile_path("commandLine")(basic, {})
+    expected = f"admin:{placeholder(planted.BASIC_PASSWORD)} http://169.254.169.254/latest/"
+    assert line == f"curl -u {expected}meta-data/"
+    (flag,) = decode_payload(orjson.dumps(events[3])).events
+    (line,) = compile_path("commandLine")(flag, {})
+    assert line == f"mysql -uroot --password={placeholder(planted.CLI_PASSWORD)}"
+
+
+def test_last_applied_configuration_of_a_workload_is_redacted_inside() -> None:
+    """kubectl apply copies the whole object, env included, into an annotation."""
+    pod = planted.privileged_pod()
+    body = pod["requestObject"]
+    body["metadata"]["annotations"] = {LAST_APPLIED: orjson.dumps(body).decode()}
+    (ev,) = decode_payload(orjson.dumps(pod)).events
+    inner = orjson.loads(ev["requestObject"]["metadata"]["annotations"][LAST_APPLIED])
+    assert inner["spec"]["containers"][0]["env"][0] == {"name": "LOG_LEVEL", "value": "debug"}
+    assert planted.leaks(orjson.dumps(ev)) == []
+
+
+def test_strategic_merge_patches_and_exec_options_are_redacted() -> None:
+    """A patch adding an env entry and a PodExecOptions body are bodies like any other."""
+    patch = {"spec": {"template": {"spec": {"containers": [
+        {"name": "api", "env": [{"name": "API_TOKEN", "value": "MARKP1"}]}]}}}}  # fmt: skip
+    options = {"kind": "PodExecOptions", "command": ["vault", "login", "-token", "MARKP2"]}
+    for body in (patch, options):
+        ev = decoded(audit("deployments", verb="patch", requestObject=body))
+        assert_gone(ev, "MARKP1", "MARKP2")
+
+
+def test_json_patches_of_env_values_and_command_lines_are_redacted() -> None:
+    """`kubectl patch --type=json` names the env entry by position only: its new value is
+    redacted unless inert; whole entries and argument lists are judged as usual."""
+    ops = [
+        {"op": "replace", "path": "/spec/containers/0/env/3/value", "value": "MARKJ1"},
+        {"op": "add", "path": "/spec/containers/0/env/-",
+         "value": {"name": "API_TOKEN", "value": "MARKJ2"}},
+        {"op": "add", "path": "/spec/containers/0/args/-", "value": "--password=MARKJ3"},
+        {"op": "replace", "path": "/spec/containers/0/command",
+         "value": ["app", "--token", "MARKJ4"]},
+        {"op": "replace", "path": "/spec/containers/0/env/0/value", "value": "true"},
+        {"op": "replace", "path": "/spec/replicas", "value": 3},
+    ]  # fmt: skip
+    ev = decoded(audit("deployments", verb="patch", requestObject=ops))
+    assert_gone(ev, "MARKJ1", "MARKJ2", "MARKJ3", "MARKJ4")
+    body = ev["requestObject"]
+    assert body[2]["value"].startswith("--password=[REDACTED sha256:")
+    assert body[4]["value"] == "true" and body[5]["value"] == 3
+
+
+def test_bodies_without_credentials_are_not_copied_or_changed() -> None:
+    """A pod spec with ordinary env, args and a service-account token volume needs nothing."""
+    pod = {"kind": "Pod", "spec": {
+        "containers": [{"name": "web", "args": ["--port=8080", "--config=/etc/web.yaml"],
+                        "env": [{"name": "LOG_LEVEL", "value": "info"},
+                                {"name": "DB_USER", "valueFrom": {"secretKeyRef": {"key": "u"}}}],
+                        "image": "nginx@sha256:0123"}],
+        "volumes": [{"name": "kube-api-access", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token"}}]}}]}}  # fmt: skip
+    ev = audit("pods", requestObject=pod)
+    assert not needs_redaction(ev)
+    assert redact_event(ev) is ev
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("DB_PASSWORD", True), ("AWS_SECRET_ACCESS_KEY", True), ("GITHUB_TOKEN", True),
+        ("STRIPE_API_KEY", True), ("ssh_key", True), ("db-password", True), ("apiKey", True),
+        ("POSTGRES_HOST_AUTH_METHOD", False), ("kubeconfig", False), ("KEYCLOAK_URL", False),
+        ("LOG_LEVEL", False), ("monkey", False),
+    ],
+)  # fmt: skip
+def test_credential_settings(name: str, expected: bool) -> None:
+    """Env and flag names: `*PASSWORD*`, `*SECRET*`, `*TOKEN*`, `*_KEY` and kin, nothing else."""
+    assert is_credential_setting(name) is expected
+
+
+def test_operator_patterns_are_bounded_and_checked() -> None:
+    """Operator patterns are RE2 (no backreferences), few, short, and never match nothing."""
+    with pytest.raises(ValueError, match=r"pattern '\(a\)\\\\1'"):
+        Redaction.compile([r"(a)\1"])
+    with pytest.raises(ValueError, match="matches the empty string"):
+        Redaction.compile(["x*"])
+    with pytest.raises(ValueError, match="at most 32"):
+        Redaction.compile(["a"] * 33)
+    with pytest.raises(ValueError, match="longer than 512"):
+        Redaction.compile(["a" * 513])
+
+
+def test_operator_patterns_reach_uris_and_annotations() -> None:
+    """A configured pattern applies to query values and audit annotations too."""
+    policy = Redaction.compile([r"\bACME-[0-9a-f]{16}\b"])
+    ev = audit(
+        "pods",
+        verb="list",
+        requestURI=f"/api/v1/pods?labelSelector=license%3D{planted.OPERATOR_SECRET}",
+        annotations={"note": f"license {planted.OPERATOR_SECRET}"},
+    )
+    (out,) = decode_payload(orjson.dumps(ev), redaction=policy).events
+    assert planted.leaks(orjson.dumps(out)) == []
+
+
+def test_pack_fixtures_fire_the_same_after_redaction() -> None:
+    """No rule of the pack loses (or gains) a fixture because of redaction."""
+    from detections import Engine, load_rules
+    from detections.fixtures import fixture_event
+    from detections.loader import PACKAGED_RULES
+
+    ruleset = load_rules([PACKAGED_RULES])
+    engine = Engine(ruleset)
+    wrong = []
+    for rule in ruleset.rules:
+        for case in rule.klaxon.tests:
+            event = redact_event(fixture_event(case.event))
+            hit = any(m.rule.id == rule.id for m in engine.evaluate(event))
+            if hit != (case.expect == "hit"):
+                wrong.append(f"{rule.file}: {case.name}")
+    assert wrong == []

@@ -489,3 +489,87 @@ def test_an_engine_over_given_specs_routes_only_their_rules() -> None:
     assert some.rule_targets("no such rule") == []
     generated = generated_rule_ids(rs)
     assert generated.isdisjoint(suppressed_rule_ids(rs))
+
+
+def test_pack_csr_created_and_approved_by_the_same_identity(
+    pack: tuple[Engine, CorrelationEngine],
+) -> None:
+    """Creating a CSR and approving it oneself alerts; a kubelet's CSR approved by the
+    controller manager, or approving before creating, does not."""
+    title = "Certificate signing request created and approved by the same identity"
+
+    def create(t: float, user: str, name: str) -> dict[str, Any]:
+        return ev(
+            t,
+            f"c-{user}-{name}",
+            user=user,
+            verb="create",
+            objectRef={"resource": "certificatesigningrequests", "name": name, "namespace": None},
+            responseStatus={"code": 201},
+        )
+
+    def approve(t: float, user: str, name: str) -> dict[str, Any]:
+        return ev(
+            t,
+            f"a-{user}-{name}",
+            user=user,
+            verb="update",
+            objectRef={
+                "resource": "certificatesigningrequests",
+                "subresource": "approval",
+                "name": name,
+                "namespace": None,
+            },
+            responseStatus={"code": 200},
+            requestObject={"status": {"conditions": [{"type": "Approved", "status": "True"}]}},
+        )
+
+    assert feed(pack, [create(T0, "mallory", "b"), approve(T0 + 30, "mallory", "b")]) == [title]
+    kubelet = [create(T0, "system:node:n1", "node-csr-1")]
+    kubelet.append(approve(T0 + 1, "system:kube-controller-manager", "node-csr-1"))
+    assert feed(pack, kubelet) == []
+    assert feed(pack, [create(T0, "mallory", "b"), approve(T0 + 30, "mallory", "other")]) == []
+    assert feed(pack, [approve(T0, "mallory", "b"), create(T0 + 30, "mallory", "b")]) == []
+
+
+def test_pack_helm_install_lowers_rbac_then_workload_but_never_for_dangerous_rbac(
+    pack: tuple[Engine, CorrelationEngine],
+) -> None:
+    """A chart install (Helm user agent, Helm's label and release annotation on a harmless
+    binding) raises the low installer sequence instead of the high one; the same markers on
+    a cluster-admin binding, or the user agent alone, keep the high sequence."""
+    helm_meta = {
+        "labels": {"app.kubernetes.io/managed-by": "Helm"},
+        "annotations": {"meta.helm.sh/release-name": "web"},
+    }
+
+    def binding(role: str, meta: dict[str, Any] | None, ua: str = "Helm/3.14.2") -> dict[str, Any]:
+        return ev(
+            T0,
+            f"rb-{role}-{bool(meta)}-{ua}",
+            user="ci",
+            verb="create",
+            userAgent=ua,
+            responseStatus={"code": 201},
+            objectRef={"resource": "clusterrolebindings", "name": "x", "namespace": None},
+            requestObject={
+                "metadata": meta or {},
+                "roleRef": {"kind": "ClusterRole", "name": role},
+            },
+        )
+
+    deploy = ev(
+        T0 + 30,
+        "deploy",
+        user="ci",
+        verb="create",
+        userAgent="Helm/3.14.2",
+        responseStatus={"code": 201},
+        objectRef={"resource": "deployments", "apiGroup": "apps", "name": "web"},
+    )
+    high = "RBAC change followed by a workload write by the same identity"
+    low = "Helm install with RBAC followed by a workload write by the same identity"
+    assert feed(pack, [binding("web-reader", helm_meta), deploy]) == [low]
+    assert feed(pack, [binding("cluster-admin", helm_meta), deploy]) == [high]
+    assert feed(pack, [binding("web-reader", None), deploy]) == [high]
+    assert feed(pack, [binding("web-reader", helm_meta, ua="kubectl/v1.31.2"), deploy]) == [high]

@@ -331,3 +331,33 @@ def test_new_terms_documents_get_the_shared_lints(tmp_path: Path) -> None:
         f"{f}:6:12: new_terms.fields[0]: field 'userAgnet' is not in the audit event schema "
         "(did you mean 'userAgent'?) [unknown-field]"
     ]
+
+
+def test_a_service_account_token_from_a_new_network_alerts() -> None:
+    """A kube-system controller's token, used from the pod network for a week, then from an
+    outside network (behind a forged X-Forwarded-For entry) raises the new-network detector;
+    more pods of the same /16 do not."""
+    rs = load_rules()
+    from detections import Engine
+
+    engine = Engine(rs)
+    nt = NewTermsEngine(load_new_terms(ruleset=rs), rs)
+    sa = "system:serviceaccount:kube-system:clusterrole-aggregation-controller"
+
+    def request(t: float, i: str, ips: list[str]) -> dict[str, Any]:
+        return fixture_event(
+            {
+                "requestReceivedTimestamp": iso(t),
+                "auditID": i,
+                "user": {"username": sa},
+                "userAgent": "kube-controller-manager/v1.31.2",
+                "sourceIPs": ips,
+            }
+        )
+
+    stream = [request(T0 + h * 3600, f"h{h}", [f"10.244.{h % 7}.5"]) for h in range(0, 24 * 8, 6)]
+    stream.append(request(T0 + 8 * DAY, "pod", ["10.244.200.9"]))
+    stream.append(request(T0 + 9 * DAY, "x", ["10.244.0.5", "203.0.113.7"]))
+    alerts = [a for e in stream for m in engine.evaluate(e) for a in nt.process(m)]
+    assert [a["rule"]["title"] for a in alerts] == ["New source network for a service account"]
+    assert alerts[0]["evidence"]["term"] == {"sourceNetwork": "203.0.0.0/16"}

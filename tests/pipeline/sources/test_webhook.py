@@ -257,6 +257,21 @@ def test_cli_refuses_without_auth_with_a_clear_error(capsys: pytest.CaptureFixtu
     assert "no authentication" in capsys.readouterr().err
 
 
+def test_tokens_from_the_settings_authenticate_without_a_token_file() -> None:
+    """KLAXON_WEBHOOK_TOKENS (a secret setting) is enough authentication for the receiver."""
+    from klaxon.cli import build_parser
+    from klaxon.ingest_cli import config_from_args
+
+    args = build_parser("ingest").parse_args(["ingest", "webhook", "--insecure-no-tls"])
+    settings = Settings.from_env({"KLAXON_WEBHOOK_TOKENS": "tok-a, tok-b"})
+    assert "tok-a" not in repr(settings)
+    config = config_from_args(args, settings)
+    assert config.tokens is not None
+    assert config.tokens.matches(b"tok-b") and not config.tokens.matches(b"tok-c")
+    with pytest.raises(ConfigError, match="no authentication"):
+        config_from_args(args, Settings.from_env({}))
+
+
 def test_token_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     path.write_text("# the API servers\nfirst\n\n")
@@ -535,8 +550,7 @@ async def test_end_to_end_a_privileged_pod_becomes_an_alert(
     tansu: TansuBroker, tmp_path: Path, certs: Certs
 ) -> None:
     """Webhook -> raw topic -> `klaxon worker` -> an alert of the privileged container rule."""
-    settings = dataclasses.replace(
-        settings_for(tansu.bootstrap_servers, tmp_path),
+    settings = settings_for(tansu.bootstrap_servers, tmp_path).replace(
         rules_paths=(PRIVILEGED_RULE,),
         stateful_detectors=(),
     )
