@@ -58,6 +58,8 @@ from detections.rule import FieldMatch, Rule, RuleSet
 
 #: Distinct index keys planned; events with further keys are checked against every rule.
 MAX_CANDIDATE_KEYS = 4096
+#: Remembered selections (lookup results -> candidates), all plans together.
+MAX_SELECTIONS = 1 << 16
 
 IndexKey = tuple[Any, Any, Any]
 
@@ -123,6 +125,8 @@ class _Plan:
     guards: tuple[Lookup, ...]
     guarded: frozenset[int]  # guard numbers of the guarded rules
     always_blocks: frozenset[int]  # block codes of the unguarded rules
+    #: lookup results (one per guard, in order) -> the candidates they select
+    chosen: dict[tuple[frozenset[int] | None, ...], tuple[Entry, ...]]
 
 
 #: Block code of a rule without blockers (never in a lookup result).
@@ -157,6 +161,7 @@ class Engine:
         self._presence: dict[str, set[int]] = {}
         self._blocks: dict[int, set[str]] = {}
         self._made: dict[tuple[Any, ...], Lookup] = {}
+        self._selections = 0
         if use_index:
             self._build_guards()
         self._unindexed = self._plan(range(len(self.compiled)), None)
@@ -185,14 +190,13 @@ class Engine:
                     self._blocks.setdefault(n, set()).add(fm.path)
         self._classifiers = {path: classifier(entries) for path, entries in atoms.items()}
 
-    def _plan(self, numbers: Iterable[int], known: dict[str, Any] | None) -> _Plan:
-        """The plan for rules ``numbers``, folded for ``known`` indexed fields when given.
-
-        Rules with a useful guard are candidates only when a lookup lets them through; every
-        rule is ruled out when a lookup reports one of its blockers.
-        """
-        kept: list[tuple[int, Predicate, bool]] = []  # (rule number, test, guarded)
-        used: dict[str, set[int]] = {}  # looked-up field -> rules guarded on it
+    def _kept(
+        self, numbers: Iterable[int], known: dict[str, Any] | None
+    ) -> tuple[list[tuple[int, Predicate, bool]], dict[str, set[int]]]:
+        """Rules ``numbers`` that an event of index key ``known`` may match, as (rule number,
+        test folded for the key, guarded), and the fields to look up (-> rules guarded on it)."""
+        kept: list[tuple[int, Predicate, bool]] = []
+        used: dict[str, set[int]] = {}
         for n in numbers:
             c = self.compiled[n]
             test: Predicate = c.test
@@ -213,6 +217,22 @@ class Engine:
                 kept.append((n, test, True))
                 for _kind, path, _arg in c.guard:
                     used.setdefault(path, set()).add(n)
+        return kept, used
+
+    def _plan(self, numbers: Iterable[int], known: dict[str, Any] | None) -> _Plan:
+        """The plan for rules ``numbers``, folded for ``known`` indexed fields when given.
+
+        Rules with a useful guard are candidates only when a lookup lets them through; every
+        rule is ruled out when a lookup reports one of its blockers.
+        """
+        kept, used = self._kept(numbers, known)
+        if known is not None:  # what the lookups establish folds away too (they are fixed now)
+            kept = [
+                (n, as_predicate(folded), guarded)
+                for n, _, guarded in kept
+                for folded in [specialize(self.compiled[n], known, self._facts(n, guarded, used))]
+                if folded is not False
+            ]
         # A rule's blockers count wherever their field is looked up anyway.
         ordered = tuple(
             (
@@ -232,8 +252,8 @@ class Engine:
             keys = path.split(".")
             if any(path == r or path.startswith(r + ".") for r in _NESTED_ROOTS) or len(keys) > 3:
                 nested.append(field)  # pod spec fields, long paths into request bodies
-            elif len(keys) == 2 and not is_derived(path):
-                siblings.setdefault(keys[0], []).append(field)
+            elif len(keys) in (2, 3) and not is_derived(path):
+                siblings.setdefault(path.rpartition(".")[0], []).append(field)
             else:
                 guards.append(self._shared(field_lookup, field))
         for fields in siblings.values():
@@ -250,7 +270,36 @@ class Engine:
             tuple(guards),
             frozenset(g for _, _, g, _ in ordered if g >= 0),
             frozenset(b for _, _, g, b in ordered if g < 0 and b != _UNBLOCKED),
+            {},
         )
+
+    def _facts(self, n: int, guarded: bool, looked: Iterable[str]) -> list[tuple[FieldMatch, bool]]:
+        """What the lookups of a plan establish whenever they let rule ``n`` through: its
+        guard's one atom holds (when the rule is guarded on it alone), and none of its
+        blockers on the ``looked``-up fields holds. Only comparisons whose text test is
+        exactly the comparison count."""
+        facts: list[tuple[FieldMatch, bool]] = []
+        lists = self.ruleset.lists
+        c = self.compiled[n]
+        if guarded and c.guard and len(c.guard) == 1:
+            kind, _path, fm = c.guard[0]
+            if (
+                kind == "test"
+                and isinstance(fm, FieldMatch)
+                and _exact_blocker(fm)
+                and text_test(fm.modifiers, fm.values, lists) is not None
+            ):
+                facts.append((fm, True))
+        paths = set(looked) & self._blocks.get(n, set())
+        for fm in c.blockers:
+            if (
+                fm.path in paths
+                and _exact_blocker(fm)
+                and all(fm is not f for f, _ in facts)
+                and text_test(fm.modifiers, fm.values, lists) is not None
+            ):
+                facts.append((fm, False))
+        return facts
 
     @classmethod
     def from_paths(
@@ -320,22 +369,40 @@ class Engine:
             plan = self._plans[key]
         except (KeyError, TypeError):
             plan = self._lookup(key)
-        if not plan.guards:
+        guards = plan.guards
+        if not guards:
             return plan.always
-        hits: frozenset[int] = NOTHING
-        for lookup in plan.guards:
-            found = lookup(event, cache)
-            if found:
-                hits = found if not hits else hits | found
+        # Lookup results are few distinct (memoized) sets, so the selection they make is
+        # remembered: one tuple and one dict hit instead of set unions and a filter.
+        found = tuple([lookup(event, cache) for lookup in guards])
+        chosen = plan.chosen.get(found)
+        if chosen is None:
+            chosen = self._choose(plan, found)
+            if self._selections >= MAX_SELECTIONS:
+                self._forget_selections()
+            self._selections += 1
+            plan.chosen[found] = chosen
+        return chosen
+
+    @staticmethod
+    def _choose(plan: _Plan, found: tuple[frozenset[int] | None, ...]) -> tuple[Entry, ...]:
+        """The candidates that lookup results ``found`` select from ``plan``."""
+        hits: frozenset[int] = NOTHING.union(*(f for f in found if f))
         if not hits:
             return plan.always
         if hits.isdisjoint(plan.guarded):  # only blockers reported (a control-plane identity)
             if hits.isdisjoint(plan.always_blocks):
                 return plan.always
-            return [(c, test) for c, test, g, b in plan.ordered if g < 0 and b not in hits]
-        return [
+            return tuple((c, test) for c, test, g, b in plan.ordered if g < 0 and b not in hits)
+        return tuple(
             (c, test) for c, test, g, b in plan.ordered if (g < 0 or g in hits) and b not in hits
-        ]
+        )
+
+    def _forget_selections(self) -> None:
+        """Empty every plan's remembered selections (bounded memory; safe to lose)."""
+        for plan in self._plans.values():
+            plan.chosen.clear()
+        self._selections = 0
 
     def candidates(
         self, event: dict[str, Any], cache: Cache | None = None

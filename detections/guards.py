@@ -48,6 +48,10 @@ _MISSING = object()
 def classifier(atoms: Sequence[tuple[int, Callable[[str], bool]]]) -> Classifier:
     """One field's classifier over ``(rule number, text test)`` atoms (memoized)."""
     items = tuple(atoms)
+    if len(items) == 1:  # the test itself is memoized or cheap: no second memo
+        ((number, test),) = items
+        only = frozenset({number})
+        return lambda text: only if test(text) else NOTHING
     # Equal results are one object, so whoever keys a dict by them compares by identity.
     canonical: dict[frozenset[int], frozenset[int]] = {}
 
@@ -139,8 +143,9 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
 
 
 def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> Lookup:
-    """One lookup for several two-key fields under the same top key (``user.username`` and
-    ``user.groups``): the union of their :func:`field_lookup` results, one walk to the top.
+    """One lookup for several plain fields under the same parent (``user.username`` and
+    ``user.groups``; ``requestObject.data.password``, ``requestObject.data.token``): the union
+    of their :func:`field_lookup` results, one walk to the parent.
 
     >>> look = sibling_lookup([
     ...     ("user.username", classifier([(0, exact_test(frozenset({"admin"})))]), NOTHING),
@@ -151,15 +156,16 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
     >>> look({"verb": "get"}, {}) is None
     True
     """
-    tops = {path.split(".")[0] for path, _, _ in fields}
-    shapes = {len(path.split(".")) == 2 and derived_root(path) is None for path, _, _ in fields}
-    if len(tops) != 1 or shapes != {True}:
-        raise ValueError("sibling_lookup needs two-key plain fields under one top key")
+    parents = {path.rpartition(".")[0] for path, _, _ in fields}
+    shapes = {len(p.split(".")) in (2, 3) and derived_root(p) is None for p, _, _ in fields}
+    if len(parents) != 1 or shapes != {True}:
+        raise ValueError("sibling_lookup needs plain two-key or three-key fields under one parent")
     parent = fast_parent([path for path, _, _ in fields])
-    # (key below the top, its text -> rules with `present`, the miss handler, general lookup)
+    # (key below the parent, its text -> rules with `present`, the miss handler, general lookup)
     subs: tuple[
         tuple[str, dict[str, frozenset[int]], Callable[[str], frozenset[int]], Lookup], ...
     ] = tuple(_sibling(path, classify, present) for path, classify, present in fields)
+    by_key = {sub[0]: sub for sub in subs}
     everything = [sub[3] for sub in subs]
 
     def slow(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
@@ -174,36 +180,14 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
         v = parent(event)
         if v.__class__ is not dict:
             return None if v is ABSENT else slow(event, cache)
+        # Many fields under a small object (credential keys of a ConfigMap's data): visit
+        # the object's keys instead of asking for each field.
+        looked = subs if len(subs) <= len(v) else [by_key[k] for k in v if k in by_key]
         hits: frozenset[int] | None = None
-        for key, by_text, of_text, general in subs:
-            x = v.get(key)
-            if x is None:
-                continue  # absent or null: no dotted alternatives below the top
-            cls = x.__class__
-            found: frozenset[int] | None
-            if cls is str:
-                found = by_text.get(x)
-                if found is None:
-                    found = of_text(x)
-            elif cls is list:
-                if not x:
-                    continue  # no values
-                found = NOTHING
-                for item in x:
-                    if item.__class__ is not str:
-                        found = general(event, cache)  # mixed values: the walker decides
-                        break
-                    hit = by_text.get(item)
-                    if hit is None:
-                        hit = of_text(item)
-                    if hit:
-                        found = hit if not found else found | hit
-                if found is None:
-                    continue
-            else:
-                found = general(event, cache)
-                if found is None:
-                    continue
+        for key, by_text, of_text, general in looked:
+            found = _sibling_hits(v.get(key), by_text, of_text, general, event, cache)
+            if found is None:
+                continue
             if hits is None or not hits:
                 hits = found
             elif found:
@@ -211,6 +195,37 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
         return hits
 
     return lookup
+
+
+def _sibling_hits(
+    x: Any,
+    by_text: dict[str, frozenset[int]],
+    of_text: Callable[[str], frozenset[int]],
+    general: Lookup,
+    event: dict[str, Any],
+    cache: Cache,
+) -> frozenset[int] | None:
+    """One sibling's rules from its value ``x``; None when it has no value."""
+    if x is None:
+        return None  # absent or null: no dotted alternatives below the parent
+    cls = x.__class__
+    if cls is str:
+        found = by_text.get(x)
+        return of_text(x) if found is None else found
+    if cls is list:
+        if not x:
+            return None  # no values
+        found = NOTHING
+        for item in x:
+            if item.__class__ is not str:
+                return general(event, cache)  # mixed values: the walker decides
+            hit = by_text.get(item)
+            if hit is None:
+                hit = of_text(item)
+            if hit:
+                found = hit if not found else found | hit
+        return found
+    return general(event, cache)
 
 
 def _sibling(
@@ -226,7 +241,7 @@ def _sibling(
             by_text[x] = found
         return found
 
-    return path.split(".")[1], by_text, of_text, _general(path, classify, present)
+    return path.rpartition(".")[2], by_text, of_text, _general(path, classify, present)
 
 
 def _derived_lookup(

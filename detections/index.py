@@ -339,3 +339,28 @@ def _holders(node: Node, selections: Mapping[str, Selection]) -> list[FieldMatch
     if isinstance(node, Not):
         return blockers(node.item, selections)
     return []  # And / AtLeast: one comparison alone does not make them true
+
+
+def trust_blockers(node: Node, selections: Mapping[str, Selection]) -> list[tuple[FieldMatch, str]]:
+    """Comparisons that make ``node`` false unless a selection holds, as (comparison, that
+    selection's name): conditional trust, ``not (trusted_system and not from_outside)``,
+    where ``trusted_system`` holds by user name and ``from_outside`` by source address.
+
+    >>> from detections.rule import FieldMatch, Selection
+    >>> who = Selection("t", ((FieldMatch("u", "user.username", "user.username", (),
+    ...                                   ("kubelet",)),),))
+    >>> where = Selection("o", ((FieldMatch("s", "sourceIPs", "sourceIPs", ("cidr", "outside"),
+    ...                                     ("10.0.0.0/8",)),),))
+    >>> node = Not(And((Ref("t"), Not(Ref("o")))))
+    >>> [(fm.path, name) for fm, name in trust_blockers(node, {"t": who, "o": where})]
+    [('user.username', 'o')]
+    """
+    if isinstance(node, And):
+        return [pair for item in node.items for pair in trust_blockers(item, selections)]
+    if not isinstance(node, Not) or not isinstance(node.item, And) or len(node.item.items) != 2:
+        return []
+    a, b = node.item.items
+    for trusted, unless in ((a, b), (b, a)):
+        if isinstance(unless, Not) and isinstance(unless.item, Ref):
+            return [(fm, unless.item.name) for fm in _holders(trusted, selections)]
+    return []

@@ -165,3 +165,19 @@ def test_memo_is_bounded_and_skips_long_texts(monkeypatch: pytest.MonkeyPatch) -
     check(long)
     check(long)
     assert calls.count(long) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(events())
+def test_three_key_siblings_equal_the_union_of_their_fields(event: dict[str, Any]) -> None:
+    """Fields under one deeper parent (a body's data keys) looked up together, whether the
+    lookup asks for each field or visits the parent's keys, give the union of their lookups."""
+    for paths in (["spec.x.y", "spec.x.image"], ["spec.x.y", "spec.x.image", *PLENTY]):
+        look = sibling_lookup([(p, classifier(ATOMS), PRESENT) for p in paths])
+        parts = [r for r in (reference(p, event) for p in paths) if r is not None]
+        expected = frozenset().union(*parts) if parts else None
+        assert look(event, {}) == expected
+
+
+#: More siblings than a generated object has keys: the lookup visits the object's keys.
+PLENTY = [f"spec.x.{key}" for key in ("user", "username", "groups", "containers", "x")]
