@@ -34,6 +34,7 @@ from typing import Any
 from detections.compiler import (
     CompiledRule,
     Explanation,
+    always,
     as_predicate,
     compile_rule,
     evidence,
@@ -46,6 +47,8 @@ from detections.guards import (
     NOTHING,
     Classifier,
     Lookup,
+    Lookups,
+    all_lookups,
     classifier,
     exact_test,
     field_lookup,
@@ -121,12 +124,37 @@ class _Plan:
     """Candidates for one index key: rules always checked, and guarded rules behind lookups."""
 
     always: tuple[Entry, ...]  # the candidates when no lookup lets anything through
-    ordered: tuple[tuple[CompiledRule, Predicate, int, int], ...]  # (rule, test, guard, block)
+    #: (rule, test, guard number, block code, trust code, its condition's number)
+    ordered: tuple[tuple[CompiledRule, Predicate, int, int, int, int], ...]
     guards: tuple[Lookup, ...]
-    guarded: frozenset[int]  # guard numbers of the guarded rules
-    always_blocks: frozenset[int]  # block codes of the unguarded rules
+    look: Lookups  # every guard's result, as one tuple
+    conditions: tuple[Predicate, ...]  # the selections conditional trust depends on
     #: lookup results (one per guard, in order) -> the candidates they select
-    chosen: dict[tuple[frozenset[int] | None, ...], tuple[Entry, ...]]
+    chosen: dict[tuple[frozenset[int] | None, ...], tuple[Entry, ...] | _Conditional]
+
+
+class _Conditional:
+    """Candidates that depend on where a request came from: rules some lookup reported as
+    trusted by name, but only for requests whose ``conditions`` (``from_outside``) fail.
+    Resolved per event by evaluating the conditions once, remembered per outcome."""
+
+    __slots__ = ("chosen", "conditions", "rules")
+
+    def __init__(
+        self, rules: list[tuple[CompiledRule, Predicate, int]], conditions: tuple[Predicate, ...]
+    ) -> None:
+        self.rules = rules  # (rule, test, number of the condition that keeps it, or -1)
+        self.conditions = conditions
+        self.chosen: dict[tuple[bool, ...], tuple[Entry, ...]] = {}
+
+    def __call__(self, event: dict[str, Any], cache: Cache) -> tuple[Entry, ...]:
+        outcome = tuple([bool(condition(event, cache)) for condition in self.conditions])
+        chosen = self.chosen.get(outcome)
+        if chosen is None:
+            chosen = self.chosen[outcome] = tuple(
+                (c, test) for c, test, i in self.rules if i < 0 or outcome[i]
+            )
+        return chosen
 
 
 #: Block code of a rule without blockers (never in a lookup result).
@@ -136,6 +164,11 @@ _UNBLOCKED = -(1 << 62)
 def _block_code(number: int) -> int:
     """Lookups report "rule n is ruled out" as the negative number -n-1 (guard hits are n)."""
     return -number - 1
+
+
+def _trust_code(number: int) -> int:
+    """Lookups report "rule n is ruled out unless its trust condition holds" as -2**40-n."""
+    return -(1 << 40) - number
 
 
 def _exact_blocker(fm: FieldMatch) -> bool:
@@ -160,6 +193,7 @@ class Engine:
         self._classifiers: dict[str, Classifier] = {}
         self._presence: dict[str, set[int]] = {}
         self._blocks: dict[int, set[str]] = {}
+        self._trust: dict[int, tuple[set[str], Predicate, tuple[Any, ...]]] = {}
         self._made: dict[tuple[Any, ...], Lookup] = {}
         self._selections = 0
         if use_index:
@@ -188,7 +222,21 @@ class Engine:
                 if block is not None and _exact_blocker(fm):
                     atoms.setdefault(fm.path, []).append((_block_code(n), block))
                     self._blocks.setdefault(n, set()).add(fm.path)
+            self._build_trust(n, c, atoms)
         self._classifiers = {path: classifier(entries) for path, entries in atoms.items()}
+
+    def _build_trust(
+        self, n: int, c: CompiledRule, atoms: dict[str, list[tuple[int, Callable[[str], bool]]]]
+    ) -> None:
+        """Atoms of rule ``n``'s conditional trust (one condition per rule, else none)."""
+        if len({key for _, _, key in c.trust}) != 1:
+            return
+        for fm, condition, key in c.trust:
+            test = text_test(fm.modifiers, fm.values, self.ruleset.lists)
+            if test is not None and _exact_blocker(fm):
+                atoms.setdefault(fm.path, []).append((_trust_code(n), test))
+                paths = self._trust.setdefault(n, (set(), condition, key))[0]
+                paths.add(fm.path)
 
     def _kept(
         self, numbers: Iterable[int], known: dict[str, Any] | None
@@ -211,7 +259,7 @@ class Engine:
                 continue  # provably never matches
             elif c.guard is None or score(c.guard) >= WEAK_GUARD:
                 kept.append((n, test, False))
-                for path in self._blocks.get(n, ()):
+                for path in self._blocks.get(n, set()) | self._trust.get(n, (set(),))[0]:
                     used.setdefault(path, set())  # worth a lookup: always a candidate otherwise
             else:
                 kept.append((n, test, True))
@@ -234,15 +282,16 @@ class Engine:
                 if folded is not False
             ]
         # A rule's blockers count wherever their field is looked up anyway.
-        ordered = tuple(
-            (
-                self.compiled[n],
-                test,
-                n if guarded else -1,
-                _block_code(n) if used.keys() & self._blocks.get(n, set()) else _UNBLOCKED,
-            )
-            for n, test, guarded in kept
-        )
+        conditions: dict[tuple[Any, ...], tuple[int, Predicate]] = {}
+        ordered = []
+        for n, test, guarded in kept:
+            trust, number = _UNBLOCKED, -1
+            paths, condition, key = self._trust.get(n, (set(), always, ()))
+            if used.keys() & paths:
+                trust = _trust_code(n)
+                number = conditions.setdefault(key, (len(conditions), condition))[0]
+            block = _block_code(n) if used.keys() & self._blocks.get(n, set()) else _UNBLOCKED
+            ordered.append((self.compiled[n], test, n if guarded else -1, block, trust, number))
         guards: list[Lookup] = []
         nested: list[tuple[str, Classifier, frozenset[int]]] = []
         siblings: dict[str, list[tuple[str, Classifier, frozenset[int]]]] = {}
@@ -263,13 +312,12 @@ class Engine:
                 guards.append(self._shared(sibling_lookup, tuple(fields)))
         if nested:
             guards.append(self._shared(nested_lookup, tuple(nested)))
-        always = tuple((c, t) for c, t, g, _ in ordered if g < 0)
         return _Plan(
-            always,
-            ordered,
+            tuple((c, t) for c, t, g, *_ in ordered if g < 0),
+            tuple(ordered),
             tuple(guards),
-            frozenset(g for _, _, g, _ in ordered if g >= 0),
-            frozenset(b for _, _, g, b in ordered if g < 0 and b != _UNBLOCKED),
+            all_lookups(guards),
+            tuple(condition for _, condition in conditions.values()),
             {},
         )
 
@@ -374,7 +422,7 @@ class Engine:
             return plan.always
         # Lookup results are few distinct (memoized) sets, so the selection they make is
         # remembered: one tuple and one dict hit instead of set unions and a filter.
-        found = tuple([lookup(event, cache) for lookup in guards])
+        found = plan.look(event, cache)
         chosen = plan.chosen.get(found)
         if chosen is None:
             chosen = self._choose(plan, found)
@@ -382,21 +430,24 @@ class Engine:
                 self._forget_selections()
             self._selections += 1
             plan.chosen[found] = chosen
-        return chosen
+        return chosen if isinstance(chosen, tuple) else chosen(event, cache)
 
     @staticmethod
-    def _choose(plan: _Plan, found: tuple[frozenset[int] | None, ...]) -> tuple[Entry, ...]:
+    def _choose(
+        plan: _Plan, found: tuple[frozenset[int] | None, ...]
+    ) -> tuple[Entry, ...] | _Conditional:
         """The candidates that lookup results ``found`` select from ``plan``."""
         hits: frozenset[int] = NOTHING.union(*(f for f in found if f))
         if not hits:
             return plan.always
-        if hits.isdisjoint(plan.guarded):  # only blockers reported (a control-plane identity)
-            if hits.isdisjoint(plan.always_blocks):
-                return plan.always
-            return tuple((c, test) for c, test, g, b in plan.ordered if g < 0 and b not in hits)
-        return tuple(
-            (c, test) for c, test, g, b in plan.ordered if (g < 0 or g in hits) and b not in hits
-        )
+        rules = [
+            (c, test, number if trust in hits else -1)
+            for c, test, g, block, trust, number in plan.ordered
+            if (g < 0 or g in hits) and block not in hits
+        ]
+        if any(number >= 0 for _, _, number in rules):
+            return _Conditional(rules, plan.conditions)
+        return tuple((c, test) for c, test, _ in rules)
 
     def _forget_selections(self) -> None:
         """Empty every plan's remembered selections (bounded memory; safe to lose)."""

@@ -668,13 +668,15 @@ def derived_value(field: str) -> Callable[[dict[str, Any], Cache], Any] | None:
     derived = derived_root(field)
     if derived is None or derived[1]:
         return None
-    derive = _cached_deriver(derived[0])
+    if derived[0] == "podSpec.allContainers":
+        return None  # built from the cached pod spec (compile_path)
+    derive = _DERIVERS[derived[0]]
     slot = derived_slot(derived[0])
 
     def value(event: dict[str, Any], cache: Cache) -> Any:
         root = cache.get(slot, _UNSET)
         if root is _UNSET:
-            root = cache[slot] = derive(event, cache)
+            root = cache[slot] = derive(event)
         return root
 
     return value

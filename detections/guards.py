@@ -45,6 +45,40 @@ NOTHING: frozenset[int] = frozenset()
 _MISSING = object()
 
 
+#: Every lookup of a plan, as one tuple of results (the key of the plan's remembered selections).
+Lookups = Callable[[dict[str, Any], Cache], tuple[frozenset[int] | None, ...]]
+
+
+def all_lookups(lookups: Sequence[Lookup]) -> Lookups:
+    """One call for every lookup's result, unrolled for up to six lookups (no list, no loop).
+
+    >>> look = field_lookup("verb", classifier([(0, exact_test(frozenset({"get"})))]))
+    >>> all_lookups([look, look])({"verb": "get"}, {})
+    (frozenset({0}), frozenset({0}))
+    """
+    items = tuple(lookups)
+    n = len(items)
+    if n == 1:
+        (a,) = items
+        return lambda e, c: (a(e, c),)
+    if n == 2:
+        a, b = items
+        return lambda e, c: (a(e, c), b(e, c))
+    if n == 3:
+        a, b, d = items
+        return lambda e, c: (a(e, c), b(e, c), d(e, c))
+    if n == 4:
+        a, b, d, f = items
+        return lambda e, c: (a(e, c), b(e, c), d(e, c), f(e, c))
+    if n == 5:
+        a, b, d, f, g = items
+        return lambda e, c: (a(e, c), b(e, c), d(e, c), f(e, c), g(e, c))
+    if n == 6:
+        a, b, d, f, g, h = items
+        return lambda e, c: (a(e, c), b(e, c), d(e, c), f(e, c), g(e, c), h(e, c))
+    return lambda e, c: tuple([look(e, c) for look in items])
+
+
 def classifier(atoms: Sequence[tuple[int, Callable[[str], bool]]]) -> Classifier:
     """One field's classifier over ``(rule number, text test)`` atoms (memoized)."""
     items = tuple(atoms)
@@ -109,8 +143,10 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
             by_text[v] = found
         return found
 
+    key = path if "." not in path else None  # a top-level field: no probe call
+
     def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
-        v = probe(event)
+        v = event.get(key, ABSENT) if key is not None else probe(event)
         cls = v.__class__
         if cls is str:
             found = by_text.get(v)
@@ -166,6 +202,7 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
         tuple[str, dict[str, frozenset[int]], Callable[[str], frozenset[int]], Lookup], ...
     ] = tuple(_sibling(path, classify, present) for path, classify, present in fields)
     by_key = {sub[0]: sub for sub in subs}
+    union = _union_memo()
     everything = [sub[3] for sub in subs]
 
     def slow(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
@@ -185,16 +222,39 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
         looked = subs if len(subs) <= len(v) else [by_key[k] for k in v if k in by_key]
         hits: frozenset[int] | None = None
         for key, by_text, of_text, general in looked:
-            found = _sibling_hits(v.get(key), by_text, of_text, general, event, cache)
-            if found is None:
-                continue
+            x = v.get(key)
+            if x.__class__ is str:  # inline: most values are one string
+                found = by_text.get(x)
+                if found is None:
+                    found = of_text(x)
+            else:
+                found = _sibling_hits(x, by_text, of_text, general, event, cache)
+                if found is None:
+                    continue
             if hits is None or not hits:
                 hits = found
             elif found:
-                hits = hits | found
+                hits = union(hits, found)
         return hits
 
     return lookup
+
+
+def _union_memo() -> Callable[[frozenset[int], frozenset[int]], frozenset[int]]:
+    """``a | b``, remembered: siblings' results are few shared sets (a user name's and its
+    groups'), and the union of two large ones costs more than a dict hit."""
+    memo: dict[tuple[frozenset[int], frozenset[int]], frozenset[int]] = {}
+
+    def union(a: frozenset[int], b: frozenset[int]) -> frozenset[int]:
+        key = (a, b)
+        found = memo.get(key)
+        if found is None:
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            found = memo[key] = a | b
+        return found
+
+    return union
 
 
 def _sibling_hits(

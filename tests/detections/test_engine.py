@@ -668,3 +668,46 @@ def test_trust_bound_to_an_empty_network_list_keeps_its_blocker_and_waiting_rule
     assert "Resource read (get or list)" in {m.rule.title for m in filled.evaluate(controller)}
     inside = {**controller, "sourceIPs": ["10.1.2.3"]}
     assert "Resource read (get or list)" not in {m.rule.title for m in filled.evaluate(inside)}
+
+
+def test_trust_from_inside_rules_out_in_one_lookup_and_one_address_check(
+    pack_engines: tuple[Engine, Engine],
+) -> None:
+    """With cluster_networks filled, `not (trusted_system and not from_outside)` rules a system
+    principal's in-cluster requests out (the user-name lookup, then one check of the source
+    addresses), and the planned engine returns exactly what brute force returns from inside,
+    outside, both, and without usable addresses."""
+    from dataclasses import replace
+
+    indexed, _ = pack_engines
+    lists = {**indexed.ruleset.lists, "cluster_networks": ("10.0.0.0/8",)}
+    ruleset = replace(indexed.ruleset, lists=lists)
+    filled, brute = Engine(ruleset), Engine(ruleset, use_index=False)
+    controller = {
+        "verb": "get",
+        "user": {"username": "system:kube-controller-manager"},
+        "objectRef": {"resource": "configmaps", "namespace": "shop"},
+        "responseStatus": {"code": 200},
+        "sourceIPs": ["10.1.2.3"],
+    }
+    assert "Resource read (get or list)" not in {
+        c.rule.title for c in filled.candidates(controller)
+    }
+    outside = {**controller, "sourceIPs": ["203.0.113.7"]}
+    assert "Resource read (get or list)" in {c.rule.title for c in filled.candidates(outside)}
+    sources: list[Any] = [
+        ["10.1.2.3"],
+        ["203.0.113.7", "10.1.2.3"],
+        [],
+        None,
+        ["x"],
+        [7],
+        "10.9.9.9",
+    ]
+    differences = [
+        (ev.get("auditID"), ev.get("sourceIPs"), [m.rule.title for m in filled.evaluate(ev)])
+        for base in pack_events()[::2]
+        for ev in [{**base, "sourceIPs": ips} for ips in sources]
+        if [m.rule.id for m in filled.evaluate(ev)] != [m.rule.id for m in brute.evaluate(ev)]
+    ]
+    assert differences == []
