@@ -27,7 +27,7 @@ kubelet lease renewal is typically settled by a handful of dict lookups and no r
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +129,7 @@ class _Plan:
     guards: tuple[Lookup, ...]
     look: Lookups  # every guard's result, as one tuple
     conditions: tuple[Predicate, ...]  # the selections conditional trust depends on
+    decided: tuple[int, ...]  # per condition, the code of a lookup that decides it (or none)
     #: lookup results (one per guard, in order) -> the candidates they select
     chosen: dict[tuple[frozenset[int] | None, ...], tuple[Entry, ...] | _Conditional]
 
@@ -176,6 +177,13 @@ def _exact_blocker(fm: FieldMatch) -> bool:
     return fm.path not in INDEXED and "all" not in fm.modifiers and None not in fm.values
 
 
+def _failing(fm: FieldMatch, lists: Mapping[str, Sequence[Any]]) -> Callable[[str], bool] | None:
+    """The text test of an ``outside`` atom: the text fails the comparison without
+    ``|outside`` (None, a presence atom, when that comparison has no text test)."""
+    inner = text_test(tuple(m for m in fm.modifiers if m != "outside"), fm.values, lists)
+    return None if inner is None else lambda t: not inner(t)
+
+
 def _none(text: str) -> frozenset[int]:
     return NOTHING
 
@@ -194,6 +202,8 @@ class Engine:
         self._presence: dict[str, set[int]] = {}
         self._blocks: dict[int, set[str]] = {}
         self._trust: dict[int, tuple[set[str], Predicate, tuple[Any, ...]]] = {}
+        #: trust condition -> (field, code its lookup reports when the condition may hold)
+        self._decided: dict[tuple[Any, ...], tuple[str, int]] = {}
         self._made: dict[tuple[Any, ...], Lookup] = {}
         self._selections = 0
         if use_index:
@@ -212,6 +222,8 @@ class Engine:
                     test = exact_test(arg)
                 elif kind == "test" and isinstance(arg, FieldMatch):
                     test = text_test(arg.modifiers, arg.values, self.ruleset.lists)
+                elif kind == "outside" and isinstance(arg, FieldMatch):
+                    test = _failing(arg, self.ruleset.lists)
                 atoms.setdefault(path, [])
                 if test is None:
                     self._presence.setdefault(path, set()).add(n)  # any value lets it through
@@ -237,6 +249,25 @@ class Engine:
                 atoms.setdefault(fm.path, []).append((_trust_code(n), test))
                 paths = self._trust.setdefault(n, (set(), condition, key))[0]
                 paths.add(fm.path)
+        if n in self._trust and key not in self._decided:
+            self._decide(key, atoms)
+
+    def _decide(
+        self, key: tuple[Any, ...], atoms: dict[str, list[tuple[int, Callable[[str], bool]]]]
+    ) -> None:
+        """A lookup atom for a trust condition that is one ``|outside`` comparison: reported
+        when some text of the field fails it. Not reported, no string value fails, so the
+        condition is false; reported, it may hold (the candidate's test then decides)."""
+        if len(key) != 1 or len(key[0]) != 1:
+            return
+        ((path, modifiers, values),) = key[0]
+        if "outside" not in modifiers or path in INDEXED:
+            return
+        failing = _failing(FieldMatch("", path, path, modifiers, values), self.ruleset.lists)
+        if failing is not None:
+            code = -(1 << 50) - len(self._decided)
+            atoms.setdefault(path, []).append((code, failing))
+            self._decided[key] = (path, code)
 
     def _kept(
         self, numbers: Iterable[int], known: dict[str, Any] | None
@@ -282,6 +313,10 @@ class Engine:
                 if folded is not False
             ]
         # A rule's blockers count wherever their field is looked up anyway.
+        for n, _, _ in kept:  # trust conditions a lookup decides: look their field up
+            paths, _, key = self._trust.get(n, (set(), always, ()))
+            if used.keys() & paths and key in self._decided:
+                used.setdefault(self._decided[key][0], set())
         conditions: dict[tuple[Any, ...], tuple[int, Predicate]] = {}
         ordered = []
         for n, test, guarded in kept:
@@ -318,6 +353,7 @@ class Engine:
             tuple(guards),
             all_lookups(guards),
             tuple(condition for _, condition in conditions.values()),
+            tuple(self._decided.get(key, ("", _UNBLOCKED))[1] for key in conditions),
             {},
         )
 
@@ -440,11 +476,17 @@ class Engine:
         hits: frozenset[int] = NOTHING.union(*(f for f in found if f))
         if not hits:
             return plan.always
-        rules = [
-            (c, test, number if trust in hits else -1)
-            for c, test, g, block, trust, number in plan.ordered
-            if (g < 0 or g in hits) and block not in hits
-        ]
+        rules = []
+        for c, test, g, block, trust, number in plan.ordered:
+            if (g >= 0 and g not in hits) or block in hits:
+                continue
+            if trust not in hits:
+                number = -1
+            elif plan.decided[number] != _UNBLOCKED:  # the condition's own lookup decides
+                if plan.decided[number] not in hits:
+                    continue  # trusted: the condition cannot hold
+                number = -1
+            rules.append((c, test, number))
         if any(number >= 0 for _, _, number in rules):
             return _Conditional(rules, plan.conditions)
         return tuple((c, test) for c, test, _ in rules)

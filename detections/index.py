@@ -232,6 +232,9 @@ def _atom(fm: FieldMatch) -> Atom | None:
     # atom, which the engine turns into one memoized lookup per distinct value.
     if fm.values and not mods - TEXT_WISE:
         return ("test", fm.path, fm)
+    # `|outside` holds only if some text fails that test: ("outside", path, field match).
+    if fm.values and "outside" in mods and not mods - TEXT_WISE - {"outside"}:
+        return ("outside", fm.path, fm)
     if fm.path in _ALWAYS_PRESENT:
         return None
     return ("present", fm.path, None)  # a text value is a non-null value
@@ -242,7 +245,8 @@ def score(atoms: list[Atom]) -> int:
     worst = 0
     for kind, path, values in atoms:
         common = isinstance(values, frozenset) and bool(values & _COMMON_VALUES.get(path, set()))
-        rank = 0 if kind == "exact" else 1 if kind == "test" else 2  # "present" last
+        # "outside" first with "exact": most traffic comes from inside the cluster's networks
+        rank = 0 if kind in ("exact", "outside") else 1 if kind == "test" else 2
         worst = max(worst, 3 if common else rank)
     return worst * 100 + len(atoms)
 

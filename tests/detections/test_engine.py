@@ -680,6 +680,7 @@ def test_trust_from_inside_rules_out_in_one_lookup_and_one_address_check(
     from dataclasses import replace
 
     indexed, _ = pack_engines
+    outside_ips = {"sourceIPs": ["203.0.113.7"]}
     lists = {**indexed.ruleset.lists, "cluster_networks": ("10.0.0.0/8",)}
     ruleset = replace(indexed.ruleset, lists=lists)
     filled, brute = Engine(ruleset), Engine(ruleset, use_index=False)
@@ -695,6 +696,11 @@ def test_trust_from_inside_rules_out_in_one_lookup_and_one_address_check(
     }
     outside = {**controller, "sourceIPs": ["203.0.113.7"]}
     assert "Resource read (get or list)" in {c.rule.title for c in filled.candidates(outside)}
+    # `|outside` guards too: a node's in-cluster request is no candidate for the node rule
+    node = {**controller, "user": {"username": "system:node:n1"}}
+    node_rule = "Node identity used from outside the cluster"
+    assert node_rule not in {c.rule.title for c in filled.candidates(node)}
+    assert node_rule in {c.rule.title for c in filled.candidates({**node, **outside_ips})}
     sources: list[Any] = [
         ["10.1.2.3"],
         ["203.0.113.7", "10.1.2.3"],
