@@ -82,7 +82,6 @@ class Match:
         rule: Rule,
         event: dict[str, Any],
         matched_fields: dict[str, Any] | None = None,
-        *,
         compiled: CompiledRule | None = None,
     ) -> None:
         self.rule = rule
@@ -509,7 +508,7 @@ class Engine:
         out = []
         for c, test in self._select(event, cache):
             if test(event, cache):
-                out.append(Match(c.rule, event, compiled=c))
+                out.append(Match(c.rule, event, None, c))  # positional: the hot path
         return out
 
     def evaluate_batch(self, events: Sequence[dict[str, Any]]) -> list[Match]:

@@ -143,10 +143,19 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
             by_text[v] = found
         return found
 
-    key = path if "." not in path else None  # a top-level field: no probe call
+    # Top-level and two-key fields are read inline (the probe is asked when a dict is not there).
+    key = path if "." not in path else None
+    top, _, below = path.partition(".")
+    two = key is None and "." not in below
 
     def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
-        v = event.get(key, ABSENT) if key is not None else probe(event)
+        if key is not None:
+            v = event.get(key, ABSENT)
+        elif two:
+            v = event.get(top)
+            v = v.get(below, ABSENT) if v.__class__ is dict else probe(event)
+        else:
+            v = probe(event)
         cls = v.__class__
         if cls is str:
             found = by_text.get(v)
@@ -197,6 +206,8 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
     if len(parents) != 1 or shapes != {True}:
         raise ValueError("sibling_lookup needs plain two-key or three-key fields under one parent")
     parent = fast_parent([path for path, _, _ in fields])
+    top = next(iter(parents))
+    top = top if "." not in top else ""  # a top-level parent is read inline
     # (key below the parent, its text -> rules with `present`, the miss handler, general lookup)
     subs: tuple[
         tuple[str, dict[str, frozenset[int]], Callable[[str], frozenset[int]], Lookup], ...
@@ -213,10 +224,20 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
                 hits = found if hits is None else hits | found
         return hits
 
+    dotted = tuple(path for path, _, _ in fields)  # what could stand for a top-level parent
+
     def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
-        v = parent(event)
+        v = event.get(top) if top else parent(event)
         if v.__class__ is not dict:
-            return None if v is ABSENT else slow(event, cache)
+            if v is None and top:  # absent or null (impersonatedUser, mostly)
+                for path in dotted:
+                    if path in event:
+                        break
+                else:
+                    return None
+            v = parent(event)  # absent, or not a dict: the probe says which
+            if v.__class__ is not dict:
+                return None if v is ABSENT else slow(event, cache)
         # Many fields under a small object (credential keys of a ConfigMap's data): visit
         # the object's keys instead of asking for each field.
         looked = subs if len(subs) <= len(v) else [by_key[k] for k in v if k in by_key]
