@@ -492,7 +492,7 @@ class Engine:
 
     def _forget_selections(self) -> None:
         """Empty every plan's remembered selections (bounded memory; safe to lose)."""
-        for plan in self._plans.values():
+        for plan in list(self._plans.values()):  # a copy: other threads may add plans
             plan.chosen.clear()
         self._selections = 0
 

@@ -717,3 +717,18 @@ def test_trust_from_inside_rules_out_in_one_lookup_and_one_address_check(
         if [m.rule.id for m in filled.evaluate(ev)] != [m.rule.id for m in brute.evaluate(ev)]
     ]
     assert differences == []
+
+
+def test_remembered_selections_are_bounded_and_forgetting_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, pack_engines: tuple[Engine, Engine]
+) -> None:
+    """Selections are remembered per distinct lookup results, up to MAX_SELECTIONS for all
+    plans together; past that they are forgotten, and the answers stay the same."""
+    import detections.engine as engine_module
+
+    _, brute = pack_engines
+    engine = Engine(brute.ruleset)
+    monkeypatch.setattr(engine_module, "MAX_SELECTIONS", 5)
+    for ev in pack_events()[:600]:
+        assert [m.rule.id for m in engine.evaluate(ev)] == [m.rule.id for m in brute.evaluate(ev)]
+        assert sum(len(plan.chosen) for plan in engine._plans.values()) <= 5
