@@ -10,6 +10,8 @@ bodies. Both ``realistic`` and ``bodies`` run by default. All packaged rules (co
 rules included) plus SigmaHQ's are loaded. Reported per mix: events/s on one core and µs/event,
 for pre-parsed dicts and including ``orjson.loads`` of each line, best of N runs in CPU time;
 the brute-force (unindexed) figure; and subsets (no match, leases, events with a body).
+``--lists FILE`` applies a list file, e.g. one that fills in ``cluster_networks`` (trust then
+binds to the cluster's networks: ``cluster_networks: {replace: [10.0.0.0/8]}``).
 """
 
 from __future__ import annotations
@@ -576,16 +578,24 @@ def main(argv: list[str]) -> int:
         default=None,
         help="event mix, repeatable (default: realistic and bodies)",
     )
+    parser.add_argument(
+        "--lists",
+        action="append",
+        default=[],
+        help="list file, repeatable (e.g. cluster_networks filled in: trust bound to networks)",
+    )
     args = parser.parse_args(argv)
 
     paths = args.rules or [PACKAGED_RULES, *([SIGMAHQ] if SIGMAHQ.is_dir() else [])]
     t0 = time.perf_counter()
-    ruleset = load_rules(paths)
+    ruleset = load_rules(paths, args.lists)
     t1 = time.perf_counter()
     engine = Engine(ruleset)
     t2 = time.perf_counter()
     brute = Engine(ruleset, use_index=False)
     print(f"rules: {len(ruleset.rules)} (load {t1 - t0:.3f}s, compile {t2 - t1:.3f}s)")
+    if args.lists:
+        print(f"lists: {', '.join(args.lists)}")
     for mix in args.mix or ["realistic", "bodies"]:
         print(f"mix '{mix}', {args.events:,} events:")
         _report(engine, brute, make_events(args.events, mix=mix), args.runs)

@@ -20,6 +20,7 @@ from detections.index import (
     blockers,
     constraints,
     guard,
+    trust_blockers,
     without_false,
 )
 from detections.matchers import Predicate, compile_match
@@ -66,6 +67,9 @@ class CompiledRule:
     guard: list[Atom] | None = None
     #: Comparisons any one of which, when it holds, rules the rule out (its filters included).
     blockers: tuple[FieldMatch, ...] = ()
+    #: Comparisons that rule the rule out unless a selection holds (conditional trust), with
+    #: that selection's predicate and a key equal for equal selections.
+    trust: tuple[tuple[FieldMatch, Predicate, tuple[Any, ...]], ...] = ()
 
 
 def _all(preds: Sequence[Predicate]) -> Predicate:
@@ -220,13 +224,18 @@ def compile_condition(node: cond.Node, selections: Mapping[str, CompiledSelectio
     return as_predicate(fold_condition(node, {n: s.test for n, s in selections.items()}))
 
 
-def _fold_selection(cs: CompiledSelection, known: dict[str, Any]) -> Folded:
+def _fold_selection(
+    cs: CompiledSelection, known: dict[str, Any], facts: Sequence[tuple[FieldMatch, bool]]
+) -> Folded:
     alts: list[Folded] = []
     for alt in cs.alternatives:
         fields: list[Folded] = []
         for f in alt:
             if f.match.path in INDEXED and "fieldref" not in f.match.modifiers:
                 fields.append(bool(f.test(known, {})))
+            elif any(f.match is fm for fm, _ in facts):
+                # what the guard lookups established
+                fields.append(next(holds for fm, holds in facts if f.match is fm))
             elif f.test is never_matches:
                 fields.append(False)  # over empty lists only: a rule waiting on its list
             else:
@@ -235,8 +244,11 @@ def _fold_selection(cs: CompiledSelection, known: dict[str, Any]) -> Folded:
     return fold_any(alts)
 
 
-def specialize(compiled: CompiledRule, known: dict[str, Any]) -> Folded:
-    """The rule's predicate for events whose indexed fields are those of ``known``.
+def specialize(
+    compiled: CompiledRule, known: dict[str, Any], facts: Sequence[tuple[FieldMatch, bool]] = ()
+) -> Folded:
+    """The rule's predicate for events whose indexed fields are those of ``known``, and for
+    which the comparisons in ``facts`` are known to hold (True) or not (False).
 
     Comparisons of ``verb``, ``objectRef.resource`` and ``objectRef.subresource`` read nothing
     else, so for one index key they are constants: they are evaluated once here and folded
@@ -260,11 +272,11 @@ def specialize(compiled: CompiledRule, known: dict[str, Any]) -> Folded:
     parts = [
         fold_condition(
             compiled.rule.condition,
-            {n: _fold_selection(cs, known) for n, cs in compiled.selections.items()},
+            {n: _fold_selection(cs, known, facts) for n, cs in compiled.selections.items()},
         )
     ]
     for flt in compiled.filters:
-        fsel = {n: _fold_selection(cs, known) for n, cs in flt.selections.items()}
+        fsel = {n: _fold_selection(cs, known, facts) for n, cs in flt.selections.items()}
         parts.append(fold_condition(flt.filter.condition, fsel))
     return fold_all(parts)
 
@@ -284,6 +296,10 @@ def compile_rule(
         filter_false.append(frozenset(n for n, cs in fsel.items() if cs.test is never))
     if cfilters:
         test = _all([test, *(f.test for f in cfilters)])
+    conditions = [(without_false(rule.condition, false), rule.detection, selections)] + [
+        (without_false(f.filter.condition, ff), f.filter.detection, f.selections)
+        for f, ff in zip(cfilters, filter_false, strict=True)
+    ]
     return CompiledRule(
         rule,
         selections,
@@ -291,16 +307,18 @@ def compile_rule(
         test,
         constraints(rule.condition, rule.detection),
         guard(rule.condition, rule.detection),
+        tuple(fm for node, detection, _ in conditions for fm in blockers(node, detection)),
         tuple(
-            fm
-            for node, detection in [(without_false(rule.condition, false), rule.detection)]
-            + [
-                (without_false(f.condition, ff), f.detection)
-                for f, ff in zip(filters, filter_false, strict=True)
-            ]
-            for fm in blockers(node, detection)
+            (fm, compiled[name].test, _selection_key(compiled[name].selection))
+            for node, detection, compiled in conditions
+            for fm, name in trust_blockers(node, detection)
         ),
     )
+
+
+def _selection_key(sel: Selection) -> tuple[Any, ...]:
+    """Equal for selections that make the same comparisons (wherever they are written)."""
+    return tuple(tuple((f.path, f.modifiers, f.values) for f in alt) for alt in sel.alternatives)
 
 
 # --- explanations and evidence ----------------------------------------------------------------

@@ -27,13 +27,14 @@ kubelet lease renewal is typically settled by a handful of dict lookups and no r
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from detections.compiler import (
     CompiledRule,
     Explanation,
+    always,
     as_predicate,
     compile_rule,
     evidence,
@@ -46,6 +47,8 @@ from detections.guards import (
     NOTHING,
     Classifier,
     Lookup,
+    Lookups,
+    all_lookups,
     classifier,
     exact_test,
     field_lookup,
@@ -58,6 +61,8 @@ from detections.rule import FieldMatch, Rule, RuleSet
 
 #: Distinct index keys planned; events with further keys are checked against every rule.
 MAX_CANDIDATE_KEYS = 4096
+#: Remembered selections (lookup results -> candidates), all plans together.
+MAX_SELECTIONS = 1 << 16
 
 IndexKey = tuple[Any, Any, Any]
 
@@ -77,7 +82,6 @@ class Match:
         rule: Rule,
         event: dict[str, Any],
         matched_fields: dict[str, Any] | None = None,
-        *,
         compiled: CompiledRule | None = None,
     ) -> None:
         self.rule = rule
@@ -119,10 +123,38 @@ class _Plan:
     """Candidates for one index key: rules always checked, and guarded rules behind lookups."""
 
     always: tuple[Entry, ...]  # the candidates when no lookup lets anything through
-    ordered: tuple[tuple[CompiledRule, Predicate, int, int], ...]  # (rule, test, guard, block)
+    #: (rule, test, guard number, block code, trust code, its condition's number)
+    ordered: tuple[tuple[CompiledRule, Predicate, int, int, int, int], ...]
     guards: tuple[Lookup, ...]
-    guarded: frozenset[int]  # guard numbers of the guarded rules
-    always_blocks: frozenset[int]  # block codes of the unguarded rules
+    look: Lookups  # every guard's result, as one tuple
+    conditions: tuple[Predicate, ...]  # the selections conditional trust depends on
+    decided: tuple[int, ...]  # per condition, the code of a lookup that decides it (or none)
+    #: lookup results (one per guard, in order) -> the candidates they select
+    chosen: dict[tuple[frozenset[int] | None, ...], tuple[Entry, ...] | _Conditional]
+
+
+class _Conditional:
+    """Candidates that depend on where a request came from: rules some lookup reported as
+    trusted by name, but only for requests whose ``conditions`` (``from_outside``) fail.
+    Resolved per event by evaluating the conditions once, remembered per outcome."""
+
+    __slots__ = ("chosen", "conditions", "rules")
+
+    def __init__(
+        self, rules: list[tuple[CompiledRule, Predicate, int]], conditions: tuple[Predicate, ...]
+    ) -> None:
+        self.rules = rules  # (rule, test, number of the condition that keeps it, or -1)
+        self.conditions = conditions
+        self.chosen: dict[tuple[bool, ...], tuple[Entry, ...]] = {}
+
+    def __call__(self, event: dict[str, Any], cache: Cache) -> tuple[Entry, ...]:
+        outcome = tuple([bool(condition(event, cache)) for condition in self.conditions])
+        chosen = self.chosen.get(outcome)
+        if chosen is None:
+            chosen = self.chosen[outcome] = tuple(
+                (c, test) for c, test, i in self.rules if i < 0 or outcome[i]
+            )
+        return chosen
 
 
 #: Block code of a rule without blockers (never in a lookup result).
@@ -134,9 +166,21 @@ def _block_code(number: int) -> int:
     return -number - 1
 
 
+def _trust_code(number: int) -> int:
+    """Lookups report "rule n is ruled out unless its trust condition holds" as -2**40-n."""
+    return -(1 << 40) - number
+
+
 def _exact_blocker(fm: FieldMatch) -> bool:
     """Whether text_test is exactly the comparison (so a passing text proves it holds)."""
     return fm.path not in INDEXED and "all" not in fm.modifiers and None not in fm.values
+
+
+def _failing(fm: FieldMatch, lists: Mapping[str, Sequence[Any]]) -> Callable[[str], bool] | None:
+    """The text test of an ``outside`` atom: the text fails the comparison without
+    ``|outside`` (None, a presence atom, when that comparison has no text test)."""
+    inner = text_test(tuple(m for m in fm.modifiers if m != "outside"), fm.values, lists)
+    return None if inner is None else lambda t: not inner(t)
 
 
 def _none(text: str) -> frozenset[int]:
@@ -156,7 +200,11 @@ class Engine:
         self._classifiers: dict[str, Classifier] = {}
         self._presence: dict[str, set[int]] = {}
         self._blocks: dict[int, set[str]] = {}
+        self._trust: dict[int, tuple[set[str], Predicate, tuple[Any, ...]]] = {}
+        #: trust condition -> (field, code its lookup reports when the condition may hold)
+        self._decided: dict[tuple[Any, ...], tuple[str, int]] = {}
         self._made: dict[tuple[Any, ...], Lookup] = {}
+        self._selections = 0
         if use_index:
             self._build_guards()
         self._unindexed = self._plan(range(len(self.compiled)), None)
@@ -173,6 +221,8 @@ class Engine:
                     test = exact_test(arg)
                 elif kind == "test" and isinstance(arg, FieldMatch):
                     test = text_test(arg.modifiers, arg.values, self.ruleset.lists)
+                elif kind == "outside" and isinstance(arg, FieldMatch):
+                    test = _failing(arg, self.ruleset.lists)
                 atoms.setdefault(path, [])
                 if test is None:
                     self._presence.setdefault(path, set()).add(n)  # any value lets it through
@@ -183,16 +233,48 @@ class Engine:
                 if block is not None and _exact_blocker(fm):
                     atoms.setdefault(fm.path, []).append((_block_code(n), block))
                     self._blocks.setdefault(n, set()).add(fm.path)
+            self._build_trust(n, c, atoms)
         self._classifiers = {path: classifier(entries) for path, entries in atoms.items()}
 
-    def _plan(self, numbers: Iterable[int], known: dict[str, Any] | None) -> _Plan:
-        """The plan for rules ``numbers``, folded for ``known`` indexed fields when given.
+    def _build_trust(
+        self, n: int, c: CompiledRule, atoms: dict[str, list[tuple[int, Callable[[str], bool]]]]
+    ) -> None:
+        """Atoms of rule ``n``'s conditional trust (one condition per rule, else none)."""
+        if len({key for _, _, key in c.trust}) != 1:
+            return
+        for fm, condition, key in c.trust:
+            test = text_test(fm.modifiers, fm.values, self.ruleset.lists)
+            if test is not None and _exact_blocker(fm):
+                atoms.setdefault(fm.path, []).append((_trust_code(n), test))
+                paths = self._trust.setdefault(n, (set(), condition, key))[0]
+                paths.add(fm.path)
+        if n in self._trust and key not in self._decided:
+            self._decide(key, atoms)
 
-        Rules with a useful guard are candidates only when a lookup lets them through; every
-        rule is ruled out when a lookup reports one of its blockers.
-        """
-        kept: list[tuple[int, Predicate, bool]] = []  # (rule number, test, guarded)
-        used: dict[str, set[int]] = {}  # looked-up field -> rules guarded on it
+    def _decide(
+        self, key: tuple[Any, ...], atoms: dict[str, list[tuple[int, Callable[[str], bool]]]]
+    ) -> None:
+        """A lookup atom for a trust condition that is one ``|outside`` comparison: reported
+        when some text of the field fails it. Not reported, no string value fails, so the
+        condition is false; reported, it may hold (the candidate's test then decides)."""
+        if len(key) != 1 or len(key[0]) != 1:
+            return
+        ((path, modifiers, values),) = key[0]
+        if "outside" not in modifiers or path in INDEXED:
+            return
+        failing = _failing(FieldMatch("", path, path, modifiers, values), self.ruleset.lists)
+        if failing is not None:
+            code = -(1 << 50) - len(self._decided)
+            atoms.setdefault(path, []).append((code, failing))
+            self._decided[key] = (path, code)
+
+    def _kept(
+        self, numbers: Iterable[int], known: dict[str, Any] | None
+    ) -> tuple[list[tuple[int, Predicate, bool]], dict[str, set[int]]]:
+        """Rules ``numbers`` that an event of index key ``known`` may match, as (rule number,
+        test folded for the key, guarded), and the fields to look up (-> rules guarded on it)."""
+        kept: list[tuple[int, Predicate, bool]] = []
+        used: dict[str, set[int]] = {}
         for n in numbers:
             c = self.compiled[n]
             test: Predicate = c.test
@@ -207,22 +289,43 @@ class Engine:
                 continue  # provably never matches
             elif c.guard is None or score(c.guard) >= WEAK_GUARD:
                 kept.append((n, test, False))
-                for path in self._blocks.get(n, ()):
+                for path in self._blocks.get(n, set()) | self._trust.get(n, (set(),))[0]:
                     used.setdefault(path, set())  # worth a lookup: always a candidate otherwise
             else:
                 kept.append((n, test, True))
                 for _kind, path, _arg in c.guard:
                     used.setdefault(path, set()).add(n)
+        return kept, used
+
+    def _plan(self, numbers: Iterable[int], known: dict[str, Any] | None) -> _Plan:
+        """The plan for rules ``numbers``, folded for ``known`` indexed fields when given.
+
+        Rules with a useful guard are candidates only when a lookup lets them through; every
+        rule is ruled out when a lookup reports one of its blockers.
+        """
+        kept, used = self._kept(numbers, known)
+        if known is not None:  # what the lookups establish folds away too (they are fixed now)
+            kept = [
+                (n, as_predicate(folded), guarded)
+                for n, _, guarded in kept
+                for folded in [specialize(self.compiled[n], known, self._facts(n, guarded, used))]
+                if folded is not False
+            ]
         # A rule's blockers count wherever their field is looked up anyway.
-        ordered = tuple(
-            (
-                self.compiled[n],
-                test,
-                n if guarded else -1,
-                _block_code(n) if used.keys() & self._blocks.get(n, set()) else _UNBLOCKED,
-            )
-            for n, test, guarded in kept
-        )
+        for n, _, _ in kept:  # trust conditions a lookup decides: look their field up
+            paths, _, key = self._trust.get(n, (set(), always, ()))
+            if used.keys() & paths and key in self._decided:
+                used.setdefault(self._decided[key][0], set())
+        conditions: dict[tuple[Any, ...], tuple[int, Predicate]] = {}
+        ordered = []
+        for n, test, guarded in kept:
+            trust, number = _UNBLOCKED, -1
+            paths, condition, key = self._trust.get(n, (set(), always, ()))
+            if used.keys() & paths:
+                trust = _trust_code(n)
+                number = conditions.setdefault(key, (len(conditions), condition))[0]
+            block = _block_code(n) if used.keys() & self._blocks.get(n, set()) else _UNBLOCKED
+            ordered.append((self.compiled[n], test, n if guarded else -1, block, trust, number))
         guards: list[Lookup] = []
         nested: list[tuple[str, Classifier, frozenset[int]]] = []
         siblings: dict[str, list[tuple[str, Classifier, frozenset[int]]]] = {}
@@ -232,8 +335,8 @@ class Engine:
             keys = path.split(".")
             if any(path == r or path.startswith(r + ".") for r in _NESTED_ROOTS) or len(keys) > 3:
                 nested.append(field)  # pod spec fields, long paths into request bodies
-            elif len(keys) == 2 and not is_derived(path):
-                siblings.setdefault(keys[0], []).append(field)
+            elif len(keys) in (2, 3) and not is_derived(path):
+                siblings.setdefault(path.rpartition(".")[0], []).append(field)
             else:
                 guards.append(self._shared(field_lookup, field))
         for fields in siblings.values():
@@ -243,14 +346,43 @@ class Engine:
                 guards.append(self._shared(sibling_lookup, tuple(fields)))
         if nested:
             guards.append(self._shared(nested_lookup, tuple(nested)))
-        always = tuple((c, t) for c, t, g, _ in ordered if g < 0)
         return _Plan(
-            always,
-            ordered,
+            tuple((c, t) for c, t, g, *_ in ordered if g < 0),
+            tuple(ordered),
             tuple(guards),
-            frozenset(g for _, _, g, _ in ordered if g >= 0),
-            frozenset(b for _, _, g, b in ordered if g < 0 and b != _UNBLOCKED),
+            all_lookups(guards),
+            tuple(condition for _, condition in conditions.values()),
+            tuple(self._decided.get(key, ("", _UNBLOCKED))[1] for key in conditions),
+            {},
         )
+
+    def _facts(self, n: int, guarded: bool, looked: Iterable[str]) -> list[tuple[FieldMatch, bool]]:
+        """What the lookups of a plan establish whenever they let rule ``n`` through: its
+        guard's one atom holds (when the rule is guarded on it alone), and none of its
+        blockers on the ``looked``-up fields holds. Only comparisons whose text test is
+        exactly the comparison count."""
+        facts: list[tuple[FieldMatch, bool]] = []
+        lists = self.ruleset.lists
+        c = self.compiled[n]
+        if guarded and c.guard and len(c.guard) == 1:
+            kind, _path, fm = c.guard[0]
+            if (
+                kind == "test"
+                and isinstance(fm, FieldMatch)
+                and _exact_blocker(fm)
+                and text_test(fm.modifiers, fm.values, lists) is not None
+            ):
+                facts.append((fm, True))
+        paths = set(looked) & self._blocks.get(n, set())
+        for fm in c.blockers:
+            if (
+                fm.path in paths
+                and _exact_blocker(fm)
+                and all(fm is not f for f, _ in facts)
+                and text_test(fm.modifiers, fm.values, lists) is not None
+            ):
+                facts.append((fm, False))
+        return facts
 
     @classmethod
     def from_paths(
@@ -320,22 +452,49 @@ class Engine:
             plan = self._plans[key]
         except (KeyError, TypeError):
             plan = self._lookup(key)
-        if not plan.guards:
+        guards = plan.guards
+        if not guards:
             return plan.always
-        hits: frozenset[int] = NOTHING
-        for lookup in plan.guards:
-            found = lookup(event, cache)
-            if found:
-                hits = found if not hits else hits | found
+        # Lookup results are few distinct (memoized) sets, so the selection they make is
+        # remembered: one tuple and one dict hit instead of set unions and a filter.
+        found = plan.look(event, cache)
+        chosen = plan.chosen.get(found)
+        if chosen is None:
+            chosen = self._choose(plan, found)
+            if self._selections >= MAX_SELECTIONS:
+                self._forget_selections()
+            self._selections += 1
+            plan.chosen[found] = chosen
+        return chosen if isinstance(chosen, tuple) else chosen(event, cache)
+
+    @staticmethod
+    def _choose(
+        plan: _Plan, found: tuple[frozenset[int] | None, ...]
+    ) -> tuple[Entry, ...] | _Conditional:
+        """The candidates that lookup results ``found`` select from ``plan``."""
+        hits: frozenset[int] = NOTHING.union(*(f for f in found if f))
         if not hits:
             return plan.always
-        if hits.isdisjoint(plan.guarded):  # only blockers reported (a control-plane identity)
-            if hits.isdisjoint(plan.always_blocks):
-                return plan.always
-            return [(c, test) for c, test, g, b in plan.ordered if g < 0 and b not in hits]
-        return [
-            (c, test) for c, test, g, b in plan.ordered if (g < 0 or g in hits) and b not in hits
-        ]
+        rules = []
+        for c, test, g, block, trust, number in plan.ordered:
+            if (g >= 0 and g not in hits) or block in hits:
+                continue
+            if trust not in hits:
+                number = -1
+            elif plan.decided[number] != _UNBLOCKED:  # the condition's own lookup decides
+                if plan.decided[number] not in hits:
+                    continue  # trusted: the condition cannot hold
+                number = -1
+            rules.append((c, test, number))
+        if any(number >= 0 for _, _, number in rules):
+            return _Conditional(rules, plan.conditions)
+        return tuple((c, test) for c, test, _ in rules)
+
+    def _forget_selections(self) -> None:
+        """Empty every plan's remembered selections (bounded memory; safe to lose)."""
+        for plan in list(self._plans.values()):  # a copy: other threads may add plans
+            plan.chosen.clear()
+        self._selections = 0
 
     def candidates(
         self, event: dict[str, Any], cache: Cache | None = None
@@ -349,7 +508,7 @@ class Engine:
         out = []
         for c, test in self._select(event, cache):
             if test(event, cache):
-                out.append(Match(c.rule, event, compiled=c))
+                out.append(Match(c.rule, event, None, c))  # positional: the hot path
         return out
 
     def evaluate_batch(self, events: Sequence[dict[str, Any]]) -> list[Match]:

@@ -246,7 +246,7 @@ def _probe(segments: tuple[str, ...], alts: Sequence[tuple[str, ...]] | None = N
             return v
 
         return probe1
-    if n == 2:
+    if n == 2 and not alts[1]:  # the unrolled forms skip dotted keys for the last key
         (a, a_alts), (b, _) = steps
 
         def probe2(event: dict[str, Any]) -> Any:
@@ -261,7 +261,7 @@ def _probe(segments: tuple[str, ...], alts: Sequence[tuple[str, ...]] | None = N
             return v.get(b, ABSENT)
 
         return probe2
-    if n == 3:
+    if n == 3 and not alts[2]:
         (a, a_alts), (b, b_alts), (c, _) = steps
 
         def probe3(event: dict[str, Any]) -> Any:
@@ -654,6 +654,32 @@ def _cached_deriver(name: str) -> Callable[[dict[str, Any], Cache], Any]:
         return all_containers
     derive = _DERIVERS[name]
     return lambda event, cache: derive(event)
+
+
+def derived_value(field: str) -> Callable[[dict[str, Any], Cache], Any] | None:
+    """``(event, cache) -> value`` of a derived field itself (``sourceNetwork``), computed at
+    most once per event (the slot :func:`compile_path` fills); None for any other field.
+
+    >>> derived_value("sourceNetwork")({"sourceIPs": ["10.1.2.3"]}, {})
+    '10.1.0.0/16'
+    >>> derived_value("sourceIPs") is None
+    True
+    """
+    derived = derived_root(field)
+    if derived is None or derived[1]:
+        return None
+    if derived[0] == "podSpec.allContainers":
+        return None  # built from the cached pod spec (compile_path)
+    derive = _DERIVERS[derived[0]]
+    slot = derived_slot(derived[0])
+
+    def value(event: dict[str, Any], cache: Cache) -> Any:
+        root = cache.get(slot, _UNSET)
+        if root is _UNSET:
+            root = cache[slot] = derive(event)
+        return root
+
+    return value
 
 
 def compile_path(field: str) -> Getter:

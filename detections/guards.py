@@ -45,9 +45,47 @@ NOTHING: frozenset[int] = frozenset()
 _MISSING = object()
 
 
+#: Every lookup of a plan, as one tuple of results (the key of the plan's remembered selections).
+Lookups = Callable[[dict[str, Any], Cache], tuple[frozenset[int] | None, ...]]
+
+
+def all_lookups(lookups: Sequence[Lookup]) -> Lookups:
+    """One call for every lookup's result, unrolled for up to six lookups (no list, no loop).
+
+    >>> look = field_lookup("verb", classifier([(0, exact_test(frozenset({"get"})))]))
+    >>> all_lookups([look, look])({"verb": "get"}, {})
+    (frozenset({0}), frozenset({0}))
+    """
+    items = tuple(lookups)
+    n = len(items)
+    if n == 1:
+        (a,) = items
+        return lambda e, c: (a(e, c),)
+    if n == 2:
+        a, b = items
+        return lambda e, c: (a(e, c), b(e, c))
+    if n == 3:
+        a, b, d = items
+        return lambda e, c: (a(e, c), b(e, c), d(e, c))
+    if n == 4:
+        a, b, d, f = items
+        return lambda e, c: (a(e, c), b(e, c), d(e, c), f(e, c))
+    if n == 5:
+        a, b, d, f, g = items
+        return lambda e, c: (a(e, c), b(e, c), d(e, c), f(e, c), g(e, c))
+    if n == 6:
+        a, b, d, f, g, h = items
+        return lambda e, c: (a(e, c), b(e, c), d(e, c), f(e, c), g(e, c), h(e, c))
+    return lambda e, c: tuple([look(e, c) for look in items])
+
+
 def classifier(atoms: Sequence[tuple[int, Callable[[str], bool]]]) -> Classifier:
     """One field's classifier over ``(rule number, text test)`` atoms (memoized)."""
     items = tuple(atoms)
+    if len(items) == 1:  # the test itself is memoized or cheap: no second memo
+        ((number, test),) = items
+        only = frozenset({number})
+        return lambda text: only if test(text) else NOTHING
     # Equal results are one object, so whoever keys a dict by them compares by identity.
     canonical: dict[frozenset[int], frozenset[int]] = {}
 
@@ -105,8 +143,19 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
             by_text[v] = found
         return found
 
+    # Top-level and two-key fields are read inline (the probe is asked when a dict is not there).
+    key = path if "." not in path else None
+    top, _, below = path.partition(".")
+    two = key is None and "." not in below
+
     def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
-        v = probe(event)
+        if key is not None:
+            v = event.get(key, ABSENT)
+        elif two:
+            v = event.get(top)
+            v = v.get(below, ABSENT) if v.__class__ is dict else probe(event)
+        else:
+            v = probe(event)
         cls = v.__class__
         if cls is str:
             found = by_text.get(v)
@@ -139,8 +188,9 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
 
 
 def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> Lookup:
-    """One lookup for several two-key fields under the same top key (``user.username`` and
-    ``user.groups``): the union of their :func:`field_lookup` results, one walk to the top.
+    """One lookup for several plain fields under the same parent (``user.username`` and
+    ``user.groups``; ``requestObject.data.password``, ``requestObject.data.token``): the union
+    of their :func:`field_lookup` results, one walk to the parent.
 
     >>> look = sibling_lookup([
     ...     ("user.username", classifier([(0, exact_test(frozenset({"admin"})))]), NOTHING),
@@ -151,15 +201,19 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
     >>> look({"verb": "get"}, {}) is None
     True
     """
-    tops = {path.split(".")[0] for path, _, _ in fields}
-    shapes = {len(path.split(".")) == 2 and derived_root(path) is None for path, _, _ in fields}
-    if len(tops) != 1 or shapes != {True}:
-        raise ValueError("sibling_lookup needs two-key plain fields under one top key")
+    parents = {path.rpartition(".")[0] for path, _, _ in fields}
+    shapes = {len(p.split(".")) in (2, 3) and derived_root(p) is None for p, _, _ in fields}
+    if len(parents) != 1 or shapes != {True}:
+        raise ValueError("sibling_lookup needs plain two-key or three-key fields under one parent")
     parent = fast_parent([path for path, _, _ in fields])
-    # (key below the top, its text -> rules with `present`, the miss handler, general lookup)
+    top = next(iter(parents))
+    top = top if "." not in top else ""  # a top-level parent is read inline
+    # (key below the parent, its text -> rules with `present`, the miss handler, general lookup)
     subs: tuple[
         tuple[str, dict[str, frozenset[int]], Callable[[str], frozenset[int]], Lookup], ...
     ] = tuple(_sibling(path, classify, present) for path, classify, present in fields)
+    by_key = {sub[0]: sub for sub in subs}
+    union = _union_memo()
     everything = [sub[3] for sub in subs]
 
     def slow(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
@@ -170,47 +224,89 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
                 hits = found if hits is None else hits | found
         return hits
 
+    dotted = tuple(path for path, _, _ in fields)  # what could stand for a top-level parent
+
     def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
-        v = parent(event)
+        v = event.get(top) if top else parent(event)
         if v.__class__ is not dict:
-            return None if v is ABSENT else slow(event, cache)
+            if v is None and top:  # absent or null (impersonatedUser, mostly)
+                for path in dotted:
+                    if path in event:
+                        break
+                else:
+                    return None
+            v = parent(event)  # absent, or not a dict: the probe says which
+            if v.__class__ is not dict:
+                return None if v is ABSENT else slow(event, cache)
+        # Many fields under a small object (credential keys of a ConfigMap's data): visit
+        # the object's keys instead of asking for each field.
+        looked = subs if len(subs) <= len(v) else [by_key[k] for k in v if k in by_key]
         hits: frozenset[int] | None = None
-        for key, by_text, of_text, general in subs:
+        for key, by_text, of_text, general in looked:
             x = v.get(key)
-            if x is None:
-                continue  # absent or null: no dotted alternatives below the top
-            cls = x.__class__
-            found: frozenset[int] | None
-            if cls is str:
+            if x.__class__ is str:  # inline: most values are one string
                 found = by_text.get(x)
                 if found is None:
                     found = of_text(x)
-            elif cls is list:
-                if not x:
-                    continue  # no values
-                found = NOTHING
-                for item in x:
-                    if item.__class__ is not str:
-                        found = general(event, cache)  # mixed values: the walker decides
-                        break
-                    hit = by_text.get(item)
-                    if hit is None:
-                        hit = of_text(item)
-                    if hit:
-                        found = hit if not found else found | hit
-                if found is None:
-                    continue
             else:
-                found = general(event, cache)
+                found = _sibling_hits(x, by_text, of_text, general, event, cache)
                 if found is None:
                     continue
             if hits is None or not hits:
                 hits = found
             elif found:
-                hits = hits | found
+                hits = union(hits, found)
         return hits
 
     return lookup
+
+
+def _union_memo() -> Callable[[frozenset[int], frozenset[int]], frozenset[int]]:
+    """``a | b``, remembered: siblings' results are few shared sets (a user name's and its
+    groups'), and the union of two large ones costs more than a dict hit."""
+    memo: dict[tuple[frozenset[int], frozenset[int]], frozenset[int]] = {}
+
+    def union(a: frozenset[int], b: frozenset[int]) -> frozenset[int]:
+        key = (a, b)
+        found = memo.get(key)
+        if found is None:
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            found = memo[key] = a | b
+        return found
+
+    return union
+
+
+def _sibling_hits(
+    x: Any,
+    by_text: dict[str, frozenset[int]],
+    of_text: Callable[[str], frozenset[int]],
+    general: Lookup,
+    event: dict[str, Any],
+    cache: Cache,
+) -> frozenset[int] | None:
+    """One sibling's rules from its value ``x``; None when it has no value."""
+    if x is None:
+        return None  # absent or null: no dotted alternatives below the parent
+    cls = x.__class__
+    if cls is str:
+        found = by_text.get(x)
+        return of_text(x) if found is None else found
+    if cls is list:
+        if not x:
+            return None  # no values
+        found = NOTHING
+        for item in x:
+            if item.__class__ is not str:
+                return general(event, cache)  # mixed values: the walker decides
+            hit = by_text.get(item)
+            if hit is None:
+                hit = of_text(item)
+            if hit:
+                found = hit if not found else found | hit
+        return found
+    return general(event, cache)
 
 
 def _sibling(
@@ -226,7 +322,7 @@ def _sibling(
             by_text[x] = found
         return found
 
-    return path.split(".")[1], by_text, of_text, _general(path, classify, present)
+    return path.rpartition(".")[2], by_text, of_text, _general(path, classify, present)
 
 
 def _derived_lookup(

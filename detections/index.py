@@ -232,6 +232,9 @@ def _atom(fm: FieldMatch) -> Atom | None:
     # atom, which the engine turns into one memoized lookup per distinct value.
     if fm.values and not mods - TEXT_WISE:
         return ("test", fm.path, fm)
+    # `|outside` holds only if some text fails that test: ("outside", path, field match).
+    if fm.values and "outside" in mods and not mods - TEXT_WISE - {"outside"}:
+        return ("outside", fm.path, fm)
     if fm.path in _ALWAYS_PRESENT:
         return None
     return ("present", fm.path, None)  # a text value is a non-null value
@@ -242,7 +245,8 @@ def score(atoms: list[Atom]) -> int:
     worst = 0
     for kind, path, values in atoms:
         common = isinstance(values, frozenset) and bool(values & _COMMON_VALUES.get(path, set()))
-        rank = 0 if kind == "exact" else 1 if kind == "test" else 2  # "present" last
+        # "outside" first with "exact": most traffic comes from inside the cluster's networks
+        rank = 0 if kind in ("exact", "outside") else 1 if kind == "test" else 2
         worst = max(worst, 3 if common else rank)
     return worst * 100 + len(atoms)
 
@@ -339,3 +343,28 @@ def _holders(node: Node, selections: Mapping[str, Selection]) -> list[FieldMatch
     if isinstance(node, Not):
         return blockers(node.item, selections)
     return []  # And / AtLeast: one comparison alone does not make them true
+
+
+def trust_blockers(node: Node, selections: Mapping[str, Selection]) -> list[tuple[FieldMatch, str]]:
+    """Comparisons that make ``node`` false unless a selection holds, as (comparison, that
+    selection's name): conditional trust, ``not (trusted_system and not from_outside)``,
+    where ``trusted_system`` holds by user name and ``from_outside`` by source address.
+
+    >>> from detections.rule import FieldMatch, Selection
+    >>> who = Selection("t", ((FieldMatch("u", "user.username", "user.username", (),
+    ...                                   ("kubelet",)),),))
+    >>> where = Selection("o", ((FieldMatch("s", "sourceIPs", "sourceIPs", ("cidr", "outside"),
+    ...                                     ("10.0.0.0/8",)),),))
+    >>> node = Not(And((Ref("t"), Not(Ref("o")))))
+    >>> [(fm.path, name) for fm, name in trust_blockers(node, {"t": who, "o": where})]
+    [('user.username', 'o')]
+    """
+    if isinstance(node, And):
+        return [pair for item in node.items for pair in trust_blockers(item, selections)]
+    if not isinstance(node, Not) or not isinstance(node.item, And) or len(node.item.items) != 2:
+        return []
+    a, b = node.item.items
+    for trusted, unless in ((a, b), (b, a)):
+        if isinstance(unless, Not) and isinstance(unless.item, Ref):
+            return [(fm, unless.item.name) for fm in _holders(trusted, selections)]
+    return []

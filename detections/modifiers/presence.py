@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from detections.fields import Cache, resolve_alias
+from detections.fields import Cache, derived_value, resolve_alias
 from detections.matchers import MatchSpecError, Predicate, Texts, cached_texts
 from detections.modifiers.base import MatchType, Spec, Target
 
@@ -21,11 +21,20 @@ class Exists(MatchType):
             raise MatchSpecError("'exists' takes a single true or false")
         want = values[0]
         getter = target.leaves
+        value = derived_value(target.path)
 
         def exists(event: dict[str, Any], cache: Cache) -> bool:
             return any(v is not None for v in getter(event, cache)) is want
 
-        return exists
+        if value is None:
+            return exists
+
+        def exists_derived(event: dict[str, Any], cache: Cache) -> bool:
+            if value(event, cache).__class__ is str:  # a scalar text: it exists
+                return want
+            return exists(event, cache)
+
+        return exists_derived
 
 
 class FieldRef(MatchType):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import orjson
 import pytest
@@ -31,3 +32,17 @@ def test_bodies_mix_has_the_independent_verb_shares_and_body_share() -> None:
 
 def test_mixes_are_deterministic() -> None:
     assert make_events(50, mix="bodies") == make_events(50, mix="bodies")
+
+
+def test_lists_fill_in_cluster_networks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--lists`` measures the pack with trust bound to the cluster's networks."""
+    from bench.engine import main
+
+    lists = tmp_path / "lists.yml"
+    lists.write_text("cluster_networks:\n  replace: [10.0.0.0/8]\n", encoding="utf-8")
+    assert (
+        main(["--events", "300", "--runs", "1", "--mix", "realistic", "--lists", str(lists)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert f"lists: {lists}" in out
+    assert "engine (pre-parsed dicts)" in out

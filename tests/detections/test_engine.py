@@ -668,3 +668,67 @@ def test_trust_bound_to_an_empty_network_list_keeps_its_blocker_and_waiting_rule
     assert "Resource read (get or list)" in {m.rule.title for m in filled.evaluate(controller)}
     inside = {**controller, "sourceIPs": ["10.1.2.3"]}
     assert "Resource read (get or list)" not in {m.rule.title for m in filled.evaluate(inside)}
+
+
+def test_trust_from_inside_rules_out_in_one_lookup_and_one_address_check(
+    pack_engines: tuple[Engine, Engine],
+) -> None:
+    """With cluster_networks filled, `not (trusted_system and not from_outside)` rules a system
+    principal's in-cluster requests out (the user-name lookup, then one check of the source
+    addresses), and the planned engine returns exactly what brute force returns from inside,
+    outside, both, and without usable addresses."""
+    from dataclasses import replace
+
+    indexed, _ = pack_engines
+    outside_ips = {"sourceIPs": ["203.0.113.7"]}
+    lists = {**indexed.ruleset.lists, "cluster_networks": ("10.0.0.0/8",)}
+    ruleset = replace(indexed.ruleset, lists=lists)
+    filled, brute = Engine(ruleset), Engine(ruleset, use_index=False)
+    controller = {
+        "verb": "get",
+        "user": {"username": "system:kube-controller-manager"},
+        "objectRef": {"resource": "configmaps", "namespace": "shop"},
+        "responseStatus": {"code": 200},
+        "sourceIPs": ["10.1.2.3"],
+    }
+    assert "Resource read (get or list)" not in {
+        c.rule.title for c in filled.candidates(controller)
+    }
+    outside = {**controller, "sourceIPs": ["203.0.113.7"]}
+    assert "Resource read (get or list)" in {c.rule.title for c in filled.candidates(outside)}
+    # `|outside` guards too: a node's in-cluster request is no candidate for the node rule
+    node = {**controller, "user": {"username": "system:node:n1"}}
+    node_rule = "Node identity used from outside the cluster"
+    assert node_rule not in {c.rule.title for c in filled.candidates(node)}
+    assert node_rule in {c.rule.title for c in filled.candidates({**node, **outside_ips})}
+    sources: list[Any] = [
+        ["10.1.2.3"],
+        ["203.0.113.7", "10.1.2.3"],
+        [],
+        None,
+        ["x"],
+        [7],
+        "10.9.9.9",
+    ]
+    differences = [
+        (ev.get("auditID"), ev.get("sourceIPs"), [m.rule.title for m in filled.evaluate(ev)])
+        for base in pack_events()[::2]
+        for ev in [{**base, "sourceIPs": ips} for ips in sources]
+        if [m.rule.id for m in filled.evaluate(ev)] != [m.rule.id for m in brute.evaluate(ev)]
+    ]
+    assert differences == []
+
+
+def test_remembered_selections_are_bounded_and_forgetting_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, pack_engines: tuple[Engine, Engine]
+) -> None:
+    """Selections are remembered per distinct lookup results, up to MAX_SELECTIONS for all
+    plans together; past that they are forgotten, and the answers stay the same."""
+    import detections.engine as engine_module
+
+    _, brute = pack_engines
+    engine = Engine(brute.ruleset)
+    monkeypatch.setattr(engine_module, "MAX_SELECTIONS", 5)
+    for ev in pack_events()[:600]:
+        assert [m.rule.id for m in engine.evaluate(ev)] == [m.rule.id for m in brute.evaluate(ev)]
+        assert sum(len(plan.chosen) for plan in engine._plans.values()) <= 5

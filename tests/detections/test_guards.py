@@ -165,3 +165,45 @@ def test_memo_is_bounded_and_skips_long_texts(monkeypatch: pytest.MonkeyPatch) -
     check(long)
     check(long)
     assert calls.count(long) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(events())
+def test_three_key_siblings_equal_the_union_of_their_fields(event: dict[str, Any]) -> None:
+    """Fields under one deeper parent (a body's data keys) looked up together, whether the
+    lookup asks for each field or visits the parent's keys, give the union of their lookups."""
+    for paths in (["spec.x.y", "spec.x.image"], ["spec.x.y", "spec.x.image", *PLENTY]):
+        look = sibling_lookup([(p, classifier(ATOMS), PRESENT) for p in paths])
+        parts = [r for r in (reference(p, event) for p in paths) if r is not None]
+        expected = frozenset().union(*parts) if parts else None
+        assert look(event, {}) == expected
+
+
+#: More siblings than a generated object has keys: the lookup visits the object's keys.
+PLENTY = [f"spec.x.{key}" for key in ("user", "username", "groups", "containers", "x")]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"user.username": "admin"},
+        {"user": None, "user.groups": ["system:masters"]},
+        {"user": "admin"},
+        {"user": None},
+        {"verb": "get"},
+    ],
+)
+def test_sibling_lookup_reads_a_top_level_parent_inline_like_the_walkers(
+    event: dict[str, Any],
+) -> None:
+    """A missing or null parent, a flattened dotted key, a scalar parent: the same answer as
+    the per-field walkers."""
+    paths = ["user.username", "user.groups"]
+    atoms = classifier([*ATOMS, (5, exact_test(frozenset({"admin", "system:masters"})))])
+    look = sibling_lookup([(p, atoms, PRESENT) for p in paths])
+    parts = [
+        found
+        for found in (field_lookup(p, atoms, PRESENT)(event, {}) for p in paths)
+        if found is not None
+    ]
+    assert look(event, {}) == (frozenset().union(*parts) if parts else None)
