@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import zlib
 from dataclasses import dataclass, field
+from time import perf_counter_ns
 from typing import Any
 
 import orjson
@@ -74,6 +75,8 @@ class DecodeResult:
     filtered: dict[str, int] = field(default_factory=dict)
     found: int = 0
     format: str = "empty"
+    #: Wall nanoseconds spent redacting (the worker reports it as its own stage).
+    redact_ns: int = 0
 
     @property
     def accounted(self) -> int:
@@ -355,7 +358,9 @@ class _Decoder:
             own = ev.get("cluster")
             env_cluster = own if own.__class__ is str and own else self.cluster
         ev["cluster"] = env_cluster
+        started = perf_counter_ns()
         redact_if_needed(ev, self.redaction)
+        self.result.redact_ns += perf_counter_ns() - started
         self.result.events.append(ev)
 
     def _reject_item(self, reason: str, origin: Any) -> None:
