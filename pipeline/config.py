@@ -80,8 +80,9 @@ Stateful detections (``docs/stateful.md``). Durations are seconds, or a number w
     watermark (a partition's events are only roughly in time order).
 ``KLAXON_STATEFUL_IDLE_GRACE`` (``60``)
     Wall seconds without input after which a partition's watermark follows the wall clock.
-``KLAXON_ANOMALY_THRESHOLD`` (``6``)
-    Window score (root of summed squared z's) at which the online anomaly model alerts.
+``KLAXON_ANOMALY_THRESHOLD`` (``4``)
+    z of a security feature (against the identity's own or peer baseline) at which the online
+    anomaly model raises a medium alert (volume, novelty and hour alone stay low).
 ``KLAXON_SILENCE_THRESHOLD`` (``600``)
     A cluster without events for this long (event time) is reported quiet.
 ``KLAXON_GROUPING`` (``on``)
@@ -534,7 +535,7 @@ class Settings(BaseSettings):
     correlation_lateness: float = setting("KLAXON_CORRELATION_LATENESS", 30.0, _seconds)
     advance_delay: float = setting("KLAXON_STATEFUL_ADVANCE_DELAY", 120.0, _seconds)
     idle_grace: float = setting("KLAXON_STATEFUL_IDLE_GRACE", 60.0, _seconds)
-    anomaly_threshold: float = setting("KLAXON_ANOMALY_THRESHOLD", 6.0, _positive_float)
+    anomaly_threshold: float = setting("KLAXON_ANOMALY_THRESHOLD", 4.0, _positive_float)
     silence_threshold: float = setting("KLAXON_SILENCE_THRESHOLD", 600.0, _seconds)
     anomaly_model: Path | None = setting("KLAXON_ANOMALY_MODEL", None, _model)
     metrics_address: str = setting("KLAXON_METRICS_ADDRESS", METRICS_ADDRESS, _address)

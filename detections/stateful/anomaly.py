@@ -1,25 +1,37 @@
-"""Online behaviour anomalies per principal: window features, robust baselines, river HST.
+"""Online behaviour anomalies per identity: security features, own and peer baselines.
 
 Every event updates a small accumulator of its principal (``cluster|user.username``, the same
 key as the events topic, so the state is co-partitioned). Windows are tumbling, aligned to
 the epoch, ``window`` seconds of event time. When a window closes (the principal's next event
 falls in a later window, or :meth:`AnomalyModel.advance` passes its end plus ``lateness``),
-its feature vector is scored **once** against
+its feature vector is judged **once**:
 
-* the principal's own baseline: per feature an exponentially weighted mean and mean absolute
-  deviation; ``z = (x - mean) / (deviation + floor)``. Only increases count (a quiet hour is
-  not an attack). The window score is the root of the sum of squared positive z's, with
-  novelty features (new user agent, new source network, unusual hour) capped so that novelty
-  alone cannot alert. Updates are winsorised (x clipped to mean + 3 scales), so one burst does
-  not teach the baseline that bursts are normal, while a lasting change is learnt in time;
-* a population model: one river ``HalfSpaceTrees`` (10 trees, height 8, fixed limits on
-  ``log1p`` features) shared by all principals; its score is reported as evidence and can
-  alert for principals still in warm-up (``population_threshold``).
+* **Features that matter for security carry the alert.** Secret reads and lists, exec/attach/
+  port-forward, RBAC and admission writes, token and CSR requests, refused requests,
+  cluster-wide lists and deletions are *security* features; request and write volume,
+  breadth, novelty (new namespaces, resource types, user agents, networks) and the hour are
+  *context*: they add to the score but alone never make more than a ``low`` alert. Security
+  counts are judged against the baseline scaled by the volume ratio of the identity's other
+  requests (a kubelet with three times its pods reads three times the secrets: that is
+  volume, not a new behaviour).
+* **Baselines that fit the identity.** Per feature an exponentially weighted mean and mean
+  absolute deviation, winsorised updates (x clipped to mean + 3 scales), for the principal
+  *and* for its peer group (:func:`peer_group`: kubelets, control-plane components, the
+  service accounts of one namespace, unauthenticated callers, humans). A system identity
+  (kubelet, control plane, ``kube-system`` service account) must depart from its own history
+  *and* from its peers'; an identity still in warm-up (fewer than ``warmup`` learnt windows)
+  is judged against its peers and can raise ``low`` at most.
+* **Service accounts are machines.** A workload service account (one outside ``kube-system``)
+  remembers which sensitive actions it ever made (:data:`ACTS`: secret get/list/write,
+  exec, RBAC/admission writes, token requests, refused requests, cluster-wide lists, workload
+  writes, deletes, proxying); once warm, the first time it makes one is a ``medium`` alert,
+  ``high`` with a new network or user agent or several firsts at once. Humans get more room:
+  their firsts only count through the security features' deviations.
 
-Alerts carry the score and the top features in plain words ("reads of secrets 40x its usual
-rate"). State is pickle-free: :meth:`PrincipalState.to_json` and :func:`hst_to_json` give JSON
-values (the HST as its seed, parameters and node masses; trees are rebuilt from the seed).
-Memory is bounded by ``max_principals`` (least recently active evicted).
+A shared river ``HalfSpaceTrees`` gives a population score as evidence. Alerts say which
+features deviated, by how much and against which baseline (``own``, ``peers`` or
+``own+peers``). State is pickle-free JSON (versioned; a v1 principal is migrated, a v1 HST is
+refused with :class:`StateFormatError`). Memory is bounded by ``max_principals`` (LRU).
 
 >>> m = AnomalyModel(AnomalySettings(window=60, warmup=3, lateness=0))
 >>> def ev(t, n_secret=0):
@@ -32,10 +44,13 @@ Memory is bounded by ``max_principals`` (least recently active evicted).
 >>> for i in range(40):                      # then 40 secret reads in one window
 ...     _ = m.observe(ev(6 * 60 + i, n_secret=1))
 >>> alerts = m.observe(ev(7 * 60))           # the next window closes the burst window
+>>> alerts[0]["severity"], alerts[0]["evidence"]["basis"]
+('high', 'own')
 >>> for part in alerts[0]["summary"].split("; "):
 ...     print(part)
-sa: unusual activity (score 53.2): reads of secrets 40 in 1m, usually none
+sa: unusual activity against its own history (score 40.2): reads of secrets 40 in 1m, usually none
 requests 8x its usual rate
+1 resource types new to it
 """
 
 from __future__ import annotations
@@ -57,33 +72,114 @@ from schemas.keys import principal_key
 if TYPE_CHECKING:  # river (with scipy) takes about a second to import: only when a model is made
     from river.anomaly import HalfSpaceTrees
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
-#: (name, plain words, kind) - kind: count | distinct | novelty
+#: (name, plain words, kind) - kind: volume | security | breadth | novelty | time
 FEATURES: tuple[tuple[str, str, str], ...] = (
-    ("requests", "requests", "count"),
-    ("secret_reads", "reads of secrets", "count"),
-    ("execs", "exec/attach/port-forward sessions", "count"),
-    ("writes", "writes (create/update/patch/delete)", "count"),
-    ("rbac_writes", "RBAC changes", "count"),
-    ("denied", "refused (401/403) requests", "count"),
-    ("namespaces", "distinct namespaces", "distinct"),
-    ("resources", "distinct resource types", "distinct"),
+    ("requests", "requests", "volume"),
+    ("writes", "writes (create/update/patch/delete)", "volume"),
+    ("secret_reads", "reads of secrets", "security"),  # get, list and watch
+    ("secret_lists", "lists/watches of secrets", "security"),  # the sweeps among them
+    ("sessions", "exec/attach/port-forward sessions", "security"),
+    ("rbac_writes", "RBAC or admission changes", "security"),
+    ("token_requests", "token or certificate requests", "security"),
+    ("denied", "refused (401/403) requests", "security"),
+    ("cluster_lists", "cluster-wide lists of namespaced kinds", "security"),
+    ("deletes", "deletions", "security"),
+    ("namespaces", "distinct namespaces", "breadth"),
+    ("resources", "distinct resource types", "breadth"),
+    ("new_namespaces", "namespaces new to it", "novelty"),
+    ("new_resources", "resource types new to it", "novelty"),
     ("new_agents", "new user agents", "novelty"),
     ("new_networks", "new source networks", "novelty"),
-    ("odd_hour", "activity at an unusual hour", "novelty"),
+    ("odd_hour", "activity at an unusual hour", "time"),
 )
 N_FEATURES = len(FEATURES)
-_FLOOR = {"count": 1.0, "distinct": 0.5, "novelty": 0.25}
-_NOVELTY_CAP = 3.0  # a novelty feature contributes at most this z: novelty alone never alerts
+N_COUNTS = 10  # the count features, first in FEATURES
+SECURITY = tuple(i for i, f in enumerate(FEATURES) if f[2] == "security")
+_CONTEXT_CAP = 3.0  # a context feature (not security) contributes at most this z
+_FLOOR = {"volume": 1.0, "security": 1.0, "breadth": 0.5, "novelty": 0.25, "time": 0.25}
+_FLOORS = tuple(_FLOOR[f[2]] for f in FEATURES)
+_KINDS = tuple(f[2] for f in FEATURES)
+#: Sensitive actions a workload service account is remembered to have made (bit i = ACTS[i]).
+ACTS: tuple[str, ...] = (
+    "secret read",
+    "secret list/watch",
+    "secret write",
+    "exec/attach/port-forward",
+    "RBAC change",
+    "admission configuration change",
+    "token or certificate request",
+    "refused request",
+    "cluster-wide list",
+    "workload write",
+    "delete",
+    "proxy to a node, pod or service",
+    "write to a resource type it never wrote",
+)
+(
+    A_SECRET_READ,
+    A_SECRET_LIST,
+    A_SECRET_WRITE,
+    A_SESSION,
+    A_RBAC,
+    A_ADMISSION,
+    A_TOKEN,
+    A_DENIED,
+    A_CLUSTER_LIST,
+    A_WORKLOAD,
+    A_DELETE,
+    A_PROXY,
+    A_NEW_WRITE,
+) = (1 << i for i in range(len(ACTS)))
+_ALARMING_FIRSTS = A_DENIED | A_SECRET_LIST | A_SESSION | A_RBAC | A_ADMISSION | A_TOKEN
 _WRITES = frozenset({"create", "update", "patch", "delete", "deletecollection"})
-_READS = frozenset({"get", "list", "watch"})
+_LISTS = frozenset({"list", "watch"})
 _RBAC = frozenset({"roles", "clusterroles", "rolebindings", "clusterrolebindings"})
+_ADMISSION = frozenset(
+    {
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicybindings",
+    }
+)
+_WORKLOADS = frozenset(
+    {"pods", "deployments", "daemonsets", "statefulsets", "replicasets", "jobs", "cronjobs"}
+)
+#: Namespaced kinds whose list without a namespace is a cluster-wide read.
+_NAMESPACED = frozenset(
+    {
+        "pods",
+        "secrets",
+        "configmaps",
+        "services",
+        "serviceaccounts",
+        "deployments",
+        "daemonsets",
+        "statefulsets",
+        "replicasets",
+        "jobs",
+        "cronjobs",
+        "roles",
+        "rolebindings",
+        "ingresses",
+        "networkpolicies",
+        "persistentvolumeclaims",
+        "events",
+        "endpoints",
+    }
+)
 _SESSIONS = frozenset({"exec", "attach", "portforward"})
 _MAX_DISTINCT = 64  # per window
 _EMPTY: frozenset[Any] = frozenset()  # shared by every empty accumulator set (saves memory)
 _MAX_AGENTS = 8  # remembered per principal
 _MAX_NETWORKS = 16
+_MAX_KNOWN = 64  # namespaces / resource types remembered per principal
+_SETTLED = 4  # learnt windows before a namespace or resource type new to it counts
+#: Peer-group roles held to their peers as well as to their own history.
+SYSTEM_ROLES = frozenset({"node", "control-plane", "system-sa"})
+_LEVELS = ("low", "medium", "high")
 ANOMALY_DETECTOR = Detector(
     id="0f6b7c1e-2d3a-5b4c-9e8f-a1b2c3d4e5f6",
     title="Unusual behaviour for this identity",
@@ -91,8 +187,9 @@ ANOMALY_DETECTOR = Detector(
     level="medium",
     tags=("attack.discovery", "attack.credential-access", "attack.t1078", "attack.t1613"),
     description=(
-        "The identity's activity in one window departs strongly from its own history "
-        "(online robust baselines per identity plus a population Half-Space-Trees model)."
+        "The identity's security-relevant activity in one window departs from its own history "
+        "and its peers', or a workload service account made a sensitive action for the first "
+        "time (volume and hour alone stay low)."
     ),
     source="detections/stateful/anomaly.py",
 )
@@ -104,11 +201,14 @@ class AnomalySettings:
 
     window: float = 300.0
     lateness: float = 30.0
-    warmup: int = 12  # windows a principal needs before its own baseline may alert
+    warmup: int = 12  # learnt windows before an identity may alert above low
     alpha: float = 0.05  # EW weight of a new window
-    threshold: float = 6.0  # alert when the window score reaches this
-    min_excess: float = 5.0  # ...and the top count feature exceeds its mean by this much
-    population_threshold: float | None = None  # HST score alerting warm-up principals
+    peer_alpha: float = 0.02  # EW weight of a member's window in its peer baseline
+    threshold: float = 4.0  # a security feature's z that makes a medium alert...
+    min_excess: float = 3.0  # ...when its count exceeds the (volume-scaled) usual by this much
+    high_threshold: float = 15.0  # window score of a high alert
+    low_threshold: float = 10.0  # window score of a low alert (context or warm-up only)
+    population_threshold: float | None = None  # HST score alerting warm-up principals (low)
     max_principals: int = 100_000
     hst_trees: int = 10
     hst_height: int = 8
@@ -126,40 +226,140 @@ def _network(ip: str) -> str:
     return ip.rsplit(".", 1)[0]
 
 
-class PrincipalState:
-    """One principal: its open window's accumulator and its baseline (compact arrays)."""
+def peer_group(username: str) -> tuple[str, str]:
+    """``(group, role)`` of an identity: who its peers are, and what kind of caller it is.
+
+    >>> peer_group("system:node:worker-3")
+    ('kubelets', 'node')
+    >>> peer_group("system:serviceaccount:kube-system:replicaset-controller")
+    ('serviceaccounts:kube-system', 'system-sa')
+    >>> peer_group("system:serviceaccount:shop:web")
+    ('serviceaccounts:shop', 'workload-sa')
+    >>> peer_group("system:kube-scheduler"), peer_group("alice@example.com")
+    (('control-plane', 'control-plane'), ('humans', 'human'))
+    """
+    if username.startswith("system:"):
+        if username.startswith("system:node:"):
+            return "kubelets", "node"
+        if username.startswith("system:serviceaccount:"):
+            ns = username.split(":", 3)[2] if username.count(":") >= 3 else ""
+            role = "system-sa" if ns in ("kube-system", "kube-node-lease") else "workload-sa"
+            return f"serviceaccounts:{ns}", role
+        if username in ("system:anonymous", "system:unauthenticated") or username.startswith(
+            "system:bootstrap:"
+        ):
+            return "unauthenticated", "unauthenticated"
+        return "control-plane", "control-plane"
+    return "humans", "human"
+
+
+class Baseline:
+    """Exponentially weighted mean and mean absolute deviation per feature."""
+
+    __slots__ = ("dev", "mean", "n")
+
+    def __init__(self) -> None:
+        self.n = 0  # windows learnt
+        self.mean = array("d", bytes(8 * N_FEATURES))
+        self.dev = array("d", bytes(8 * N_FEATURES))
+
+    def fold(self, x: list[float], alpha: float) -> None:
+        """Learn one window (plain average while young, winsorised at mean + 3 scales)."""
+        mean, dev = self.mean, self.dev
+        if self.n == 0:
+            for i, v in enumerate(x):
+                mean[i] = v
+        else:
+            a = max(alpha, 1.0 / (self.n + 1))
+            for i, v in enumerate(x):
+                m, s = mean[i], dev[i]
+                if v == m and s == 0.0:
+                    continue  # the common case (a feature that is always 0): nothing to learn
+                cap = m + 3 * (s + _FLOORS[i])
+                d = (cap if v > cap else v) - m
+                mean[i] = m + a * d
+                dev[i] = s + a * ((d if d >= 0 else -d) - s)
+        self.n += 1
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON value of the baseline."""
+        return {"v": STATE_VERSION, "n": self.n, "mean": list(self.mean), "dev": list(self.dev)}
+
+    @classmethod
+    def from_json(cls, value: Any) -> Baseline:
+        """Rebuild from :meth:`to_json`; raises :class:`StateFormatError`."""
+        if not isinstance(value, dict) or value.get("v") != STATE_VERSION:
+            raise StateFormatError(f"not a v{STATE_VERSION} peer baseline: {value!r:.80}")
+        try:
+            b = cls()
+            b.n = int(value["n"])
+            b.mean = array("d", value["mean"])
+            b.dev = array("d", value["dev"])
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise StateFormatError(f"bad peer baseline: {exc}") from exc
+        if len(b.mean) != N_FEATURES or len(b.dev) != N_FEATURES:
+            raise StateFormatError("peer baseline has the wrong number of features")
+        return b
+
+
+#: v1 feature names in v1 order, for migrating v1 principal states.
+_V1_FEATURES = (
+    "requests",
+    "secret_reads",
+    "sessions",
+    "writes",
+    "rbac_writes",
+    "denied",
+    "namespaces",
+    "resources",
+    "new_agents",
+    "new_networks",
+    "odd_hour",
+)
+_INDEX = {f[0]: i for i, f in enumerate(FEATURES)}
+
+
+class PrincipalState(Baseline):
+    """One principal: its open window's accumulator, its baseline and what it ever did."""
 
     __slots__ = (
+        "acts",
         "agents",
         "counts",
-        "dev",
+        "done",
+        "done_n",
         "hours",
+        "kinds",
         "last",
         "late",
-        "mean",
-        "n",
         "networks",
         "new_agents",
         "new_networks",
         "res",
         "spaces",
         "window",
+        "wkinds",
+        "zones",
     )
 
     def __init__(self) -> None:
+        super().__init__()
         self.window: int = -1  # index of the open window (time // window)
-        self.counts = array("d", bytes(8 * 6))  # the six count features
+        self.counts = array("d", bytes(8 * N_COUNTS))  # the count features
+        self.acts = 0  # ACTS bits of the open window
         self.spaces: set[str] = _EMPTY  # type: ignore[assignment]
         self.res: set[str] = _EMPTY  # type: ignore[assignment]
         self.new_agents: set[int] = _EMPTY  # type: ignore[assignment]
         self.new_networks: set[int] = _EMPTY  # type: ignore[assignment]
         self.last: tuple[str, str, str, str] = ("", "", "", "")  # auditID, stage, ip, agent
-        self.n = 0  # windows learnt
-        self.mean = array("d", bytes(8 * N_FEATURES))
-        self.dev = array("d", bytes(8 * N_FEATURES))
         self.hours = 0  # bit h set: active in hour h (UTC) in some learnt window
         self.agents = array("I")
         self.networks = array("I")
+        self.zones = array("I")  # namespaces it used (hashes, at most _MAX_KNOWN)
+        self.kinds = array("I")  # resource types it used
+        self.wkinds = array("I")  # resource types it wrote
+        self.done = 0  # ACTS bits it ever made
+        self.done_n = 0  # windows learnt since `done` is kept (0 after a v1 migration)
         self.late = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -168,6 +368,7 @@ class PrincipalState:
             "v": STATE_VERSION,
             "window": self.window,
             "counts": list(self.counts),
+            "acts": self.acts,
             "spaces": sorted(self.spaces),
             "res": sorted(self.res),
             "new_agents": sorted(self.new_agents),
@@ -179,36 +380,71 @@ class PrincipalState:
             "hours": self.hours,
             "agents": list(self.agents),
             "networks": list(self.networks),
+            "zones": list(self.zones),
+            "kinds": list(self.kinds),
+            "wkinds": list(self.wkinds),
+            "done": self.done,
+            "done_n": self.done_n,
             "late": self.late,
         }
 
     @classmethod
     def from_json(cls, value: Any) -> PrincipalState:
-        """Rebuild from :meth:`to_json`; raises :class:`StateFormatError`."""
-        if not isinstance(value, dict) or value.get("v") != STATE_VERSION:
-            raise StateFormatError(f"not a v{STATE_VERSION} principal state: {value!r:.80}")
+        """Rebuild from :meth:`to_json` (a v1 state is migrated: its baseline kept for the
+        features both versions have, its sensitive-action memory started afresh); raises
+        :class:`StateFormatError`."""
+        version = value.get("v") if isinstance(value, dict) else None
+        if version not in (1, STATE_VERSION):
+            raise StateFormatError(f"not a v1 or v{STATE_VERSION} principal state: {value!r:.80}")
+        assert isinstance(value, dict)
         try:
-            s = cls()
-            s.window = int(value["window"])
-            s.counts = array("d", value["counts"])
-            s.spaces = set(value["spaces"]) or _EMPTY  # type: ignore[assignment]
-            s.res = set(value["res"]) or _EMPTY  # type: ignore[assignment]
-            s.new_agents = set(value["new_agents"]) or _EMPTY  # type: ignore[assignment]
-            s.new_networks = set(value["new_networks"]) or _EMPTY  # type: ignore[assignment]
-            a, b, c, d = (str(v) for v in value["last"])
-            s.last = (a, b, c, d)
-            s.n = int(value["n"])
-            s.mean = array("d", value["mean"])
-            s.dev = array("d", value["dev"])
-            s.hours = int(value["hours"])
-            s.agents = array("I", value["agents"])
-            s.networks = array("I", value["networks"])
-            s.late = int(value["late"])
+            s = cls._common(value)
+            if version == 1:
+                s._migrate_v1(value)
+            else:
+                s.counts = array("d", value["counts"])
+                s.acts = int(value["acts"])
+                s.mean = array("d", value["mean"])
+                s.dev = array("d", value["dev"])
+                s.zones = array("I", value["zones"])
+                s.kinds = array("I", value["kinds"])
+                s.wkinds = array("I", value["wkinds"])
+                s.done = int(value["done"])
+                s.done_n = int(value["done_n"])
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise StateFormatError(f"bad principal state: {exc}") from exc
-        if len(s.mean) != N_FEATURES or len(s.dev) != N_FEATURES or len(s.counts) != 6:
+        if len(s.mean) != N_FEATURES or len(s.dev) != N_FEATURES or len(s.counts) != N_COUNTS:
             raise StateFormatError("principal state has the wrong number of features")
         return s
+
+    @classmethod
+    def _common(cls, value: dict[str, Any]) -> PrincipalState:
+        s = cls()
+        s.window = int(value["window"])
+        s.spaces = set(value["spaces"]) or _EMPTY  # type: ignore[assignment]
+        s.res = set(value["res"]) or _EMPTY  # type: ignore[assignment]
+        s.new_agents = set(value["new_agents"]) or _EMPTY  # type: ignore[assignment]
+        s.new_networks = set(value["new_networks"]) or _EMPTY  # type: ignore[assignment]
+        a, b, c, d = (str(v) for v in value["last"])
+        s.last = (a, b, c, d)
+        s.n = int(value["n"])
+        s.hours = int(value["hours"])
+        s.agents = array("I", value["agents"])
+        s.networks = array("I", value["networks"])
+        s.late = int(value["late"])
+        return s
+
+    def _migrate_v1(self, value: dict[str, Any]) -> None:
+        """Map a v1 state's features onto this version's (the open window's counts too)."""
+        old_mean, old_dev = list(value["mean"]), list(value["dev"])
+        old_counts = list(value["counts"])
+        if len(old_mean) != len(_V1_FEATURES) or len(old_counts) != 6:
+            raise StateFormatError("v1 principal state has the wrong number of features")
+        for j, name in enumerate(_V1_FEATURES):
+            i = _INDEX[name]
+            self.mean[i], self.dev[i] = float(old_mean[j]), float(old_dev[j])
+            if j < 6:
+                self.counts[i] = float(old_counts[j])
 
     def add(self, event: dict[str, Any]) -> None:
         """Account one event to the open window."""
@@ -221,18 +457,33 @@ class PrincipalState:
             resource = ref.get("resource")
             sub = ref.get("subresource")
             ns = ref.get("namespace")
-        if resource == "secrets" and verb in _READS:
-            c[1] += 1
-        elif resource == "pods" and sub in _SESSIONS:
-            c[2] += 1
+        acts = 0
         if verb in _WRITES:
-            c[3] += 1
-            if resource in _RBAC:
+            c[1] += 1
+            acts = self._write_acts(verb, resource, sub)
+        if resource == "secrets":
+            if verb == "get":
+                c[2] += 1
+                acts |= A_SECRET_READ
+            elif verb in _LISTS:
+                c[2] += 1
+                c[3] += 1
+                acts |= A_SECRET_LIST
+        elif sub is not None:
+            if sub in _SESSIONS and resource == "pods":
                 c[4] += 1
+                acts |= A_SESSION
+            elif sub == "proxy":
+                acts |= A_PROXY
+        if verb in _LISTS and not ns and resource in _NAMESPACED:
+            c[8] += 1
+            acts |= A_CLUSTER_LIST
         status = event.get("responseStatus")
         if status.__class__ is dict and status.get("code") in (401, 403):
-            c[5] += 1
-        if ns.__class__ is str and len(self.spaces) < _MAX_DISTINCT:
+            c[7] += 1
+            acts |= A_DENIED
+        self.acts |= acts
+        if ns.__class__ is str and ns and len(self.spaces) < _MAX_DISTINCT:
             if self.spaces is _EMPTY:
                 self.spaces = set()
             self.spaces.add(ns)
@@ -241,6 +492,35 @@ class PrincipalState:
                 self.res = set()
             self.res.add(resource)
         self._note_origin(event)
+
+    def _write_acts(self, verb: Any, resource: Any, sub: Any) -> int:
+        """Count a write's security features; its ACTS bits."""
+        c = self.counts
+        acts = 0
+        if verb == "delete" or verb == "deletecollection":
+            c[9] += 1
+            acts = A_DELETE
+        if resource.__class__ is str and len(self.wkinds) < _MAX_KNOWN:
+            h = _h(resource)
+            if h not in self.wkinds:
+                acts |= A_NEW_WRITE  # never in `done`: each new type is a first
+                self.wkinds.append(h)
+        if resource in _RBAC:
+            c[5] += 1
+            return acts | A_RBAC
+        if resource in _ADMISSION:
+            c[5] += 1
+            return acts | A_ADMISSION
+        if (resource == "serviceaccounts" and sub == "token") or (
+            resource == "certificatesigningrequests" and verb == "create"
+        ):
+            c[6] += 1
+            return acts | A_TOKEN
+        if resource == "secrets":
+            return acts | A_SECRET_WRITE
+        if resource in _WORKLOADS and sub is None:
+            return acts | A_WORKLOAD
+        return acts
 
     def _note_origin(self, event: dict[str, Any]) -> None:
         """Account the event's user agent and source network; remember it as the last one."""
@@ -266,12 +546,15 @@ class PrincipalState:
 
     def features(self, hour: int) -> list[float]:
         """The open window's feature vector (order of :data:`FEATURES`)."""
-        odd = 1.0 if self.n and not (self.hours >> hour) & 1 else 0.0
         known = self.n > 0
+        odd = 1.0 if known and not (self.hours >> hour) & 1 else 0.0
+        settled = self.n >= _SETTLED  # a young identity's every namespace and kind is new
         return [
             *self.counts,
             float(len(self.spaces)),
             float(len(self.res)),
+            _novel(self.spaces, self.zones) if settled else 0.0,
+            _novel(self.res, self.kinds) if settled else 0.0,
             float(len(self.new_agents)) if known else 0.0,
             float(len(self.new_networks)) if known else 0.0,
             odd,
@@ -279,30 +562,40 @@ class PrincipalState:
 
     def learn(self, x: list[float], hour: int, alpha: float) -> None:
         """Fold a closed window into the baseline and reset the accumulator."""
-        if self.n == 0:
-            for i, v in enumerate(x):
-                self.mean[i] = v
-        else:
-            a = max(alpha, 1.0 / (self.n + 1))  # plain average while young
-            for i, v in enumerate(x):
-                kind = FEATURES[i][2]
-                scale = self.dev[i] + _FLOOR[kind]
-                clipped = min(v, self.mean[i] + 3 * scale)
-                d = clipped - self.mean[i]
-                self.mean[i] += a * d
-                self.dev[i] += a * (abs(d) - self.dev[i])
-        self.n += 1
+        self.fold(x, alpha)
         self.hours |= 1 << hour
+        self.done |= self.acts & ~A_NEW_WRITE
+        self.done_n += 1
         for ah in self.new_agents:
             _remember(self.agents, ah, _MAX_AGENTS)
         for nh in self.new_networks:
             _remember(self.networks, nh, _MAX_NETWORKS)
-        for i in range(6):
+        _learn_names(self.zones, self.spaces)
+        _learn_names(self.kinds, self.res)
+        for i in range(N_COUNTS):
             self.counts[i] = 0.0
+        self.acts = 0
         self.spaces = _EMPTY  # type: ignore[assignment]
         self.res = _EMPTY  # type: ignore[assignment]
         self.new_agents = _EMPTY  # type: ignore[assignment]
         self.new_networks = _EMPTY  # type: ignore[assignment]
+
+
+def _novel(names: set[str], known: array[int]) -> float:
+    """How many of ``names`` are not in ``known`` (0 once ``known`` is full: a broad
+    identity, for which a new name is no news)."""
+    if len(known) >= _MAX_KNOWN:
+        return 0.0
+    return float(sum(1 for n in names if _h(n) not in known))
+
+
+def _learn_names(known: array[int], names: set[str]) -> None:
+    for n in names:
+        if len(known) >= _MAX_KNOWN:
+            return
+        h = _h(n)
+        if h not in known:
+            known.append(h)
 
 
 def _remember(known: array[int], value: int, cap: int) -> None:
@@ -313,23 +606,150 @@ def _remember(known: array[int], value: int, cap: int) -> None:
         known.pop(0)
 
 
-def score(state: PrincipalState, x: list[float]) -> tuple[float, list[tuple[int, float]]]:
-    """Window score and the positive per-feature z's, largest first (pure).
+# -- judging a window ------------------------------------------------------------------------------
 
-    >>> s = PrincipalState(); s.n = 20; s.mean[1] = 1.0; s.dev[1] = 0.5
-    >>> x = [0.0] * N_FEATURES; x[1] = 31.0
+
+def deviations(base: Baseline, x: list[float]) -> list[float]:
+    """Positive z per feature against ``base``: a security count against its usual scaled
+    by the volume ratio r of the identity's other requests (deviation by the root of r),
+    context features capped at 3 (pure).
+
+    >>> b = Baseline(); b.n = 20; b.mean[0] = 10.0; b.mean[2] = 2.0; b.dev[2] = 0.5
+    >>> x = [0.0] * N_FEATURES; x[0] = 33.0; x[2] = 6.0     # 3x the volume, 3x the secrets
+    >>> z = deviations(b, x); round(z[0], 1), round(z[2], 1)
+    (3.0, 0.0)
+    >>> x[0], x[2] = 38.0, 30.0                  # the same other requests, 28 more secrets
+    >>> round(deviations(b, x)[2], 1)
+    18.7
+    """
+    mean, dev = base.mean, base.dev
+    out = [0.0] * N_FEATURES
+    for i, v in enumerate(x):
+        if v <= mean[i]:
+            continue  # only increases count (a quiet window is no attack)
+        if _KINDS[i] == "security":
+            ratio = _ratio(mean, x, i)
+            # counts spread like a Poisson's: the deviation grows as the root of the ratio
+            z = (v - mean[i] * ratio) / (dev[i] * math.sqrt(ratio) + 1.0)
+        else:
+            z = min((v - mean[i]) / (dev[i] + _FLOORS[i]), _CONTEXT_CAP)
+        if z > 0:
+            out[i] = z
+    return out
+
+
+def _ratio(mean: array[float], x: list[float], i: int) -> float:
+    """How many times its usual volume the identity's *other* requests are (1 to 100): a
+    kubelet with three times the pods makes three times the pod reads, so three times the
+    secret reads are expected; a sweep of secrets alone leaves the other requests as usual."""
+    return min(max((x[0] - x[i]) / (max(mean[0] - mean[i], 0.0) + 1.0), 1.0), 100.0)
+
+
+def usual(base: Baseline, x: list[float], i: int) -> float:
+    """The usual value of feature ``i`` for a window like ``x`` (security: volume-scaled)."""
+    if _KINDS[i] != "security":
+        return base.mean[i]
+    return base.mean[i] * _ratio(base.mean, x, i)
+
+
+def score(base: Baseline, x: list[float]) -> tuple[float, list[tuple[int, float]]]:
+    """Window score (root of the sum of squared z's) and the positive z's, largest first.
+
+    >>> s = Baseline(); s.n = 20; s.mean[2] = 1.0; s.dev[2] = 0.5
+    >>> x = [0.0] * N_FEATURES; x[2] = 31.0
     >>> total, top = score(s, x)
     >>> round(total, 1), [(FEATURES[i][0], round(z, 1)) for i, z in top]
     (20.0, [('secret_reads', 20.0)])
     """
-    zs: list[tuple[int, float]] = []
-    for i, v in enumerate(x):
-        kind = FEATURES[i][2]
-        z = (v - state.mean[i]) / (state.dev[i] + _FLOOR[kind])
-        if z > 0:
-            zs.append((i, min(z, _NOVELTY_CAP) if kind == "novelty" else z))
-    zs.sort(key=lambda p: -p[1])
-    return math.sqrt(sum(z * z for _, z in zs)), zs
+    return _total(deviations(base, x))
+
+
+def _total(z: list[float]) -> tuple[float, list[tuple[int, float]]]:
+    zs = sorted(((i, v) for i, v in enumerate(z) if v > 0), key=lambda p: -p[1])
+    return math.sqrt(sum(v * v for _, v in zs)), zs
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How one closed window was judged."""
+
+    level: str | None  # low | medium | high, or None (no alert)
+    basis: str  # own | peers | own+peers | none
+    total: float
+    zs: list[tuple[int, float]]  # positive z's, largest first
+    firsts: int  # ACTS bits made for the first time (workload service accounts)
+    capped: str  # why the level was held at low ("" when it was not)
+
+
+def judge(
+    state: PrincipalState,
+    peers: Baseline | None,
+    role: str,
+    x: list[float],
+    cfg: AnomalySettings,
+) -> Verdict:
+    """Judge a closed window of ``state`` (before it is learnt) against its own baseline
+    and its peers'; see the module docstring (pure)."""
+    warm = state.n >= cfg.warmup
+    peers_warm = peers is not None and peers.n >= cfg.warmup
+    ref: Baseline = state
+    if warm:
+        z, basis = deviations(state, x), "own"
+        if role in SYSTEM_ROLES and peers_warm:
+            assert peers is not None
+            z = [min(a, b) for a, b in zip(z, deviations(peers, x), strict=True)]
+            basis = "own+peers"
+    elif peers_warm:
+        assert peers is not None
+        z, basis, ref = deviations(peers, x), "peers", peers
+    else:
+        return Verdict(None, "none", 0.0, [], 0, "")
+    total, zs = _total(z)
+    level = _security_level(ref, x, z, total, cfg)
+    firsts = 0
+    if role == "workload-sa" and warm and state.done_n >= cfg.warmup:
+        firsts = state.acts & ~state.done
+        if firsts:
+            level = _first_level(firsts, x, level)
+    capped = ""
+    if not warm and level is not None:
+        level, capped = "low", f"warm-up: {state.n} of {cfg.warmup} windows learnt"
+    elif level is None and total >= cfg.low_threshold:
+        level, capped = "low", "only volume, breadth, novelty or hour deviated"
+    return Verdict(level, basis, total, zs, firsts, capped)
+
+
+def _security_level(
+    ref: Baseline, x: list[float], z: list[float], total: float, cfg: AnomalySettings
+) -> str | None:
+    """medium or high when a security feature departs enough, else None."""
+    strong = [i for i in SECURITY if z[i] >= cfg.threshold]
+    top = max(strong, key=z.__getitem__, default=None)
+    if top is None or x[top] - usual(ref, x, top) < cfg.min_excess:
+        return None
+    new_origin = x[_INDEX["new_networks"]] > 0 or x[_INDEX["new_agents"]] > 0
+    if len(strong) >= 2 or new_origin or total >= cfg.high_threshold:
+        return "high"
+    return "medium"
+
+
+def _first_level(firsts: int, x: list[float], level: str | None) -> str:
+    """A workload service account's first sensitive action: medium, high when it comes
+    from a new network or agent, or with another first or a security deviation."""
+    new_origin = x[_INDEX["new_networks"]] > 0 or x[_INDEX["new_agents"]] > 0
+    several = firsts & (firsts - 1) != 0
+    if level is not None or (firsts & _ALARMING_FIRSTS and (new_origin or several)):
+        return "high"
+    return "medium"
+
+
+def acts_words(bits: int) -> list[str]:
+    """The :data:`ACTS` named by ``bits``.
+
+    >>> acts_words(A_SECRET_LIST | A_DENIED)
+    ['secret list/watch', 'refused request']
+    """
+    return [name for i, name in enumerate(ACTS) if bits >> i & 1]
 
 
 def principal_context(key: str, last: tuple[str, str, str, str]) -> dict[str, Any]:
@@ -351,27 +771,28 @@ def principal_context(key: str, last: tuple[str, str, str, str]) -> dict[str, An
     }
 
 
-def describe(state: PrincipalState, x: list[float], i: int, window: float) -> str:
-    """Plain words for one feature's departure ("reads of secrets 40x its usual rate").
+def describe(base: Baseline, x: list[float], i: int, window: float, *, scaled: bool = True) -> str:
+    """Plain words for one feature's departure ("reads of secrets 40x its usual rate"), the
+    usual of a security count scaled by the window's volume ratio unless ``scaled`` is false.
 
-    >>> s = PrincipalState(); s.mean[1] = 1.0
-    >>> x = [0.0] * N_FEATURES; x[1] = 40.0
-    >>> describe(s, x, 1, 300), describe(s, x, 0, 300)
+    >>> s = Baseline(); s.mean[2] = 1.0
+    >>> x = [0.0] * N_FEATURES; x[2] = 40.0
+    >>> describe(s, x, 2, 300), describe(s, x, 0, 300)
     ('reads of secrets 40x its usual rate', 'requests 0 in 5m, usually none')
     """
-    name, words, kind = FEATURES[i]
+    _, words, kind = FEATURES[i]
+    if kind == "time":
+        return words
     if kind == "novelty":
-        if name == "odd_hour":
-            return words
         return f"{int(x[i])} {words}"
-    usual = state.mean[i]
+    typical = usual(base, x, i) if scaled else base.mean[i]
     span = _span(window)
-    if usual < 0.05:
+    if typical < 0.05:
         return f"{words} {_num(x[i])} in {span}, usually none"
-    ratio = x[i] / usual
+    ratio = x[i] / typical
     if ratio >= 2:
         return f"{words} {ratio:.0f}x its usual rate"
-    return f"{words} {_num(x[i])} in {span}, usually {_num(usual)}"
+    return f"{words} {_num(x[i])} in {span}, usually {_num(round(typical, 1))}"
 
 
 def _num(v: float) -> str:
@@ -388,7 +809,9 @@ def _span(seconds: float) -> str:
 
 # -- population model (river HalfSpaceTrees) -----------------------------------------------------
 
-_LIMIT = math.log1p(10_000.0)
+_MAX_COUNT = 10_000.0
+_LIMIT = math.log1p(_MAX_COUNT)
+_NAMES = tuple(f[0] for f in FEATURES)
 
 
 def new_hst(settings: AnomalySettings) -> HalfSpaceTrees:
@@ -406,7 +829,10 @@ def new_hst(settings: AnomalySettings) -> HalfSpaceTrees:
 
 def hst_input(x: list[float]) -> dict[str, float]:
     """Feature dict for the HST (log1p, clipped to the fixed limits)."""
-    return {f[0]: min(math.log1p(max(v, 0.0)), _LIMIT) for f, v in zip(FEATURES, x, strict=True)}
+    return {
+        name: (math.log1p(v) if v < _MAX_COUNT else _LIMIT) if v > 0 else 0.0
+        for name, v in zip(_NAMES, x, strict=True)
+    }
 
 
 def hst_to_json(hst: HalfSpaceTrees) -> dict[str, Any]:
@@ -459,13 +885,22 @@ def hst_from_json(value: Any, settings: AnomalySettings) -> HalfSpaceTrees:
 
 # -- the model -------------------------------------------------------------------------------------
 
+_BASIS_WORDS = {
+    "own": "against its own history",
+    "peers": "against its peers",
+    "own+peers": "against its own history and its peers'",
+}
+
 
 class AnomalyModel:
-    """Per-principal states (LRU-bounded) plus the shared HST; feed it every event."""
+    """Per-principal states (LRU-bounded), peer baselines and the shared HST; feed it every
+    event."""
 
     def __init__(self, settings: AnomalySettings = AnomalySettings()) -> None:
         self.settings = settings
         self.principals: OrderedDict[str, PrincipalState] = OrderedDict()
+        self.peers: dict[str, Baseline] = {}  # "<cluster>|<group>" -> baseline
+        self.peers_dirty: set[str] = set()  # peer keys changed since `take_dirty_peers`
         self.hst = new_hst(settings)
         self.evicted = 0
         self.late = 0
@@ -515,6 +950,11 @@ class AnomalyModel:
                     alerts.append(alert)
         return alerts
 
+    def take_dirty_peers(self) -> set[str]:
+        """Peer keys changed since the last call (and forget them)."""
+        out, self.peers_dirty = self.peers_dirty, set()
+        return out
+
     def _close(self, key: str, state: PrincipalState) -> dict[str, Any] | None:
         if not state.counts[0]:
             return None
@@ -522,52 +962,81 @@ class AnomalyModel:
         start = state.window * cfg.window
         hour = hour_of_day(start)
         x = state.features(hour)
-        total, zs = score(state, x)
+        cluster, name = key.split("|", 1)
+        group, role = peer_group(name)
+        peer_key = f"{cluster}|{group}"
+        peers = self.peers.get(peer_key)
+        verdict = judge(state, peers, role, x, cfg)
         hx = hst_input(x)
-        pop = float(self.hst.score_one(hx))  # type: ignore[no-untyped-call]
+        pop = 0.0
+        young = state.n < cfg.warmup and cfg.population_threshold is not None
+        if verdict.level is not None or young:  # scored only when it is used (evidence)
+            pop = float(self.hst.score_one(hx))  # type: ignore[no-untyped-call]
         self.hst.learn_one(hx)  # type: ignore[no-untyped-call]
         self.windows_scored += 1
+        if (
+            verdict.level is None
+            and young
+            and cfg.population_threshold is not None
+            and pop >= cfg.population_threshold
+        ):
+            verdict = Verdict("low", "population", verdict.total, verdict.zs, 0, "warm-up")
         alert = None
-        top_count = next((i for i, _ in zs if FEATURES[i][2] != "novelty"), None)
-        excess = x[top_count] - state.mean[top_count] if top_count is not None else 0.0
-        warm = state.n >= cfg.warmup
-        if warm and total >= cfg.threshold and excess >= cfg.min_excess:
-            alert = self._alert(key, state, x, total, zs, pop, start, "baseline")
-        elif not warm and cfg.population_threshold is not None and pop >= cfg.population_threshold:
-            alert = self._alert(key, state, x, total, zs, pop, start, "population")
+        if verdict.level is not None:
+            ref = peers if verdict.basis == "peers" and peers is not None else state
+            alert = self._alert(key, state, ref, x, verdict, pop, start, group)
         state.learn(x, hour, cfg.alpha)
+        if peers is None:
+            peers = self.peers[peer_key] = Baseline()
+        peers.fold(x, cfg.peer_alpha)
+        self.peers_dirty.add(peer_key)
         return alert
 
     def _alert(
         self,
         key: str,
         state: PrincipalState,
+        ref: Baseline,
         x: list[float],
-        total: float,
-        zs: list[tuple[int, float]],
+        verdict: Verdict,
         pop: float,
         start: float,
-        basis: str,
+        group: str,
     ) -> dict[str, Any]:
         context = principal_context(key, state.last)
         name = context["user"]["username"]
         window = self.settings.window
-        reasons = [describe(state, x, i, window) for i, z in zs[:3] if z >= 2.0]
+        zs = verdict.zs
+        firsts = acts_words(verdict.firsts)
+        reasons = [f"first {a}" for a in firsts]
+        reasons += [describe(ref, x, i, window) for i, z in zs[:3] if z >= 2.0]
+        against = _BASIS_WORDS.get(verdict.basis, f"against the {verdict.basis} model")
+        if verdict.basis == "peers":
+            against += f" ({group})"
+        what = "first sensitive action" if firsts else "unusual activity"
         evidence = {
-            "score": round(total, 2),
+            "score": round(verdict.total, 2),
             "population_score": round(pop, 3),
-            "basis": basis,
+            "basis": verdict.basis,
+            "peer_group": group,
+            "first_time": firsts,
+            "capped": verdict.capped or None,
             "window": {"start": iso(start), "end": iso(start + window), "seconds": window},
             "features": {f[0]: v for f, v in zip(FEATURES, x, strict=True)},
-            "usual": {f[0]: round(m, 2) for f, m in zip(FEATURES, state.mean, strict=True)},
+            "usual": {f[0]: round(usual(ref, x, i), 2) for i, f in enumerate(FEATURES)},
             "top": [
-                {"feature": FEATURES[i][0], "z": round(z, 1), "why": describe(state, x, i, window)}
+                {
+                    "feature": FEATURES[i][0],
+                    "kind": FEATURES[i][2],
+                    "z": round(z, 1),
+                    "why": describe(ref, x, i, window),
+                }
                 for i, z in zs[:5]
             ],
             "windows_learnt": state.n,
         }
-        summary = f"{name}: unusual activity (score {total:.1f}): " + "; ".join(reasons)
-        return make_alert(
+        summary = f"{name}: {what} {against} (score {verdict.total:.1f}): " + "; ".join(reasons)
+        alert = make_alert(
             ANOMALY_DETECTOR,
             stable_id(ANOMALY_DETECTOR.id, key, str(state.window)),
             summary,
@@ -575,26 +1044,37 @@ class AnomalyModel:
             evidence,
             start + window,
         )
+        level = verdict.level or "low"
+        alert["severity"] = level
+        alert["rule"]["level"] = level
+        return alert
 
     # -- checkpoints -------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        """Everything as one JSON value (principals in LRU order, then the HST)."""
+        """Everything as one JSON value (principals in LRU order, peers, then the HST)."""
         return {
             "v": STATE_VERSION,
             "principals": [[k, s.to_json()] for k, s in self.principals.items()],
+            "peers": [[k, b.to_json()] for k, b in sorted(self.peers.items())],
             "hst": hst_to_json(self.hst),
         }
 
     @classmethod
     def from_json(cls, value: Any, settings: AnomalySettings = AnomalySettings()) -> AnomalyModel:
-        """Restore a model saved by :meth:`to_json`."""
-        if not isinstance(value, dict) or value.get("v") != STATE_VERSION:
+        """Restore a model saved by :meth:`to_json` (a v1 model: principals migrated, no
+        peers yet, a fresh HST)."""
+        version = value.get("v") if isinstance(value, dict) else None
+        if version not in (1, STATE_VERSION):
             raise StateFormatError("not a Klaxon anomaly model checkpoint")
+        assert isinstance(value, dict)
         model = cls(settings)
         for key, state in value.get("principals", []):
             model.principals[str(key)] = PrincipalState.from_json(state)
-        model.hst = hst_from_json(value.get("hst"), settings)
+        for key, peer in value.get("peers", []):
+            model.peers[str(key)] = Baseline.from_json(peer)
+        if version == STATE_VERSION:
+            model.hst = hst_from_json(value.get("hst"), settings)
         return model
 
     def observe_all(self, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -26,13 +26,13 @@ definition, shared by training, :func:`replay_windows` and the online model);
 >>> rng = np.random.default_rng(0)
 >>> base = np.zeros((400, N_FEATURES))           # 400 ordinary windows:
 >>> base[:, 0] = rng.poisson(20, 400)             # ~20 requests,
->>> base[:, 1] = rng.poisson(0.5, 400)            # a secret read now and then,
->>> base[:, 3] = rng.poisson(2, 400)              # a few writes,
->>> base[:, 5] = rng.poisson(0.2, 400)            # the odd refusal,
->>> base[:, 6] = rng.integers(1, 3, 400)          # 1-2 namespaces,
->>> base[:, 7] = rng.integers(1, 4, 400)          # 1-3 resource types
+>>> base[:, 2] = rng.poisson(0.5, 400)            # a secret read now and then,
+>>> base[:, 1] = rng.poisson(2, 400)              # a few writes,
+>>> base[:, 7] = rng.poisson(0.2, 400)            # the odd refusal,
+>>> base[:, 10] = rng.integers(1, 3, 400)         # 1-2 namespaces,
+>>> base[:, 11] = rng.integers(1, 4, 400)         # 1-3 resource types
 >>> model = train(base, n_estimators=50, seed=1)
->>> sweep = [300, 200, 0, 2, 0, 30, 20, 15, 0, 0, 0]  # reads secrets everywhere, refused often
+>>> sweep = [300, 2, 200, 0, 0, 0, 0, 30, 0, 0, 20, 15, 0, 0, 0, 0, 0]  # secrets everywhere
 >>> s = model.anomaly_score([base[0], sweep])
 >>> bool(s[0] < s[1]), model.anomalous([base[0], sweep]).tolist(), int(model.anomalous(base).sum())
 (True, [False, True], 0)
@@ -425,7 +425,7 @@ def contributions(
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> model = train(rng.normal(5, 1, size=(300, N_FEATURES)).clip(0), n_estimators=50)
-    >>> row = [5.0] * N_FEATURES; row[1] = 400.0
+    >>> row = [5.0] * N_FEATURES; row[2] = 400.0
     >>> c = contributions(model, [row], model.anomaly_score([row]))
     >>> FEATURES[int(np.argmax(c[0]))][0]
     'secret_reads'
@@ -452,12 +452,12 @@ def score_windows(
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> base = np.zeros((400, N_FEATURES))
-    >>> base[:, 0], base[:, 1] = rng.poisson(20, 400), rng.poisson(0.5, 400)
-    >>> base[:, 5], base[:, 6] = rng.poisson(0.2, 400), rng.integers(1, 3, 400)
+    >>> base[:, 0], base[:, 2] = rng.poisson(20, 400), rng.poisson(0.5, 400)
+    >>> base[:, 7], base[:, 10] = rng.poisson(0.2, 400), rng.integers(1, 3, 400)
     >>> model = train(base, n_estimators=50, seed=1)
-    >>> quiet = [20.0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]
-    >>> sweep = [300.0, 200, 0, 0, 0, 30, 20, 0, 0, 0, 0]
-    >>> usual = (20.0, 0.5, 0, 0, 0, 0.2, 1, 0, 0, 0, 0)
+    >>> quiet = [20.0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+    >>> sweep = [300.0, 0, 200, 0, 0, 0, 0, 30, 0, 0, 20, 0, 0, 0, 0, 0, 0]
+    >>> usual = (20.0, 0, 0.5, 0, 0, 0, 0, 0.2, 0, 0, 1, 0, 0, 0, 0, 0, 0)
     >>> closed = [ClosedWindow("c|bob", 9, 2700.0, x, usual, 20, ("a", "", "", ""))
     ...           for x in (quiet, sweep)]
     >>> alerts = score_windows(model, closed)
@@ -467,7 +467,7 @@ def score_windows(
     ...     print(reason)
     refused (401/403) requests 150x its usual rate
     reads of secrets 400x its usual rate
-    requests 15x its usual rate
+    distinct namespaces 20x its usual rate
     """
     if not windows:
         return []
@@ -493,7 +493,7 @@ def _offline_alert(
     ref.mean = array("d", w.usual if w.learnt else model.medians)
     x = w.features
     order = [int(i) for i in np.argsort(-why, kind="stable") if why[i] > 0]
-    words = [describe(ref, x, i, window) for i in order[:5]]
+    words = [describe(ref, x, i, window, scaled=False) for i in order[:5]]
     top = [
         {"feature": FEATURES[i][0], "contribution": round(float(why[i]), 3), "why": text}
         for i, text in zip(order, words, strict=False)

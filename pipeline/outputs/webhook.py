@@ -9,8 +9,10 @@ fields use the k8saudit plugin's ``ka.*`` names.
 >>> f = falco_event(example_alert())
 >>> f["priority"], f["rule"], f["source"], f["hostname"]
 ('Error', 'Privileged container created', 'k8s_audit', 'default')
->>> f["output_fields"]["ka.user.name"], f["tags"]
-('minikube-user', ['T1611', 'TA0004', 'k8s', 'klaxon'])
+>>> f["output_fields"]["ka.user.name"]
+'minikube-user'
+>>> f["tags"]
+['T1611', 'TA0004', 'attack.privilege-escalation', 'attack.t1611', 'k8s', 'klaxon']
 """
 
 from __future__ import annotations

@@ -3,11 +3,14 @@ its river HalfSpaceTrees) over every event of a partition, and the offline Isola
 (`StatefulOptions.offline_model`) that scores the same windows, all windows closed by one
 message or one tick in one batch (`detections.stateful.offline.score_windows`).
 
-Changelog kinds ``a`` (one principal, key ``<cluster>|<user>``) and ``h`` (the partition's
-HalfSpaceTrees, empty key). A principal whose window closed (a baseline change) or that is
-new is written with the message that changed it; one whose open window's counts alone
-changed every ``anomaly_checkpoint_every`` wall seconds (0, the default: with every message
-too); the trees every ``hst_checkpoint_every`` seconds (0: with every change).
+Changelog kinds ``a`` (one principal, key ``<cluster>|<user>``), ``p`` (one peer-group
+baseline, key ``<cluster>|<group>``, written with the message or tick that changed it) and
+``h`` (the partition's HalfSpaceTrees, empty key). Principal, peer and HST values carry a
+format version: a v1 principal (before peer baselines) is migrated, anything unreadable is
+reported by the processor and starts afresh. A principal whose window closed (a baseline
+change) or that is new is written with the message that changed it; one whose open window's
+counts alone changed every ``anomaly_checkpoint_every`` wall seconds (0, the default: with
+every message too); the trees every ``hst_checkpoint_every`` seconds (0: with every change).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from detections.stateful import AnomalyModel
-from detections.stateful.anomaly import PrincipalState, hst_from_json, hst_to_json
+from detections.stateful.anomaly import Baseline, PrincipalState, hst_from_json, hst_to_json
 from detections.stateful.offline import RecordingAnomalyModel, score_windows
 from pipeline.stateful.family import Alerts, Dumped, Family, Tick
 from pipeline.stateful.options import StatefulOptions
@@ -44,7 +47,11 @@ class Anomaly(Family[AnomalyState]):
 
     name = "anomaly"
     setting = "anomaly"
-    kinds: ClassVar[Mapping[str, str]] = {"a": "principal", "h": "the partition's HalfSpaceTrees"}
+    kinds: ClassVar[Mapping[str, str]] = {
+        "a": "principal",
+        "p": "peer-group baseline",
+        "h": "the partition's HalfSpaceTrees",
+    }
 
     @classmethod
     def is_enabled(cls, options: StatefulOptions) -> bool:
@@ -72,6 +79,10 @@ class Anomaly(Family[AnomalyState]):
             principal = principals.get(key)
             yield "a", key, None if principal is None else principal.to_json()
         state.touched = set()
+        peers = state.model.peers
+        for key in sorted(state.model.take_dirty_peers()):
+            peer = peers.get(key)
+            yield "p", key, None if peer is None else peer.to_json()
         scored = state.model.windows_scored
         if scored != state.hst_saved and (
             now is None or now - state.hst_saved_at >= opts.hst_checkpoint_every
@@ -86,6 +97,8 @@ class Anomaly(Family[AnomalyState]):
     def load(self, state: AnomalyState, kind: str, key: str, value: Any) -> None:
         if kind == "a":
             state.model.principals[key] = PrincipalState.from_json(value)
+        elif kind == "p":
+            state.model.peers[key] = Baseline.from_json(value)
         else:
             state.model.hst = hst_from_json(value, self.options.anomaly_settings)
 

@@ -67,7 +67,7 @@ def options_from_settings(settings: Settings) -> StatefulOptions:
 
     >>> o = options_from_settings(Settings(stateful_detectors=("anomaly",), idle_grace=5.0))
     >>> o.correlations, o.anomaly, o.idle_grace, o.anomaly_settings.threshold
-    (False, True, 5.0, 6.0)
+    (False, True, 5.0, 4.0)
     """
     from pipeline.stateful.registry import FAMILIES  # the families import this module
 

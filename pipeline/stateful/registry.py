@@ -33,7 +33,7 @@ def check_families(families: tuple[type[Family[Any]], ...]) -> dict[str, type[Fa
     kind letter (or take the meta key's) or a by-group field.
 
     >>> sorted(check_families(FAMILIES))
-    ['a', 'c', 'h', 'n', 's']
+    ['a', 'c', 'h', 'n', 'p', 's']
     >>> check_families((Silence, Silence))
     Traceback (most recent call last):
     ValueError: two stateful families are named 'silence'

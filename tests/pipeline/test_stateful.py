@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from detections import Engine, load_rules
@@ -203,11 +204,46 @@ def test_anomaly_baselines_survive_a_changelog_round_trip(ruleset: RuleSet) -> N
     log = dict(proc.changes(0))
     again = StatefulProcessor(ruleset, partitions=1, options=StatefulOptions(silence=False))
     again.load(0, log.items())
-    assert (
-        again.state(0, "anomaly").model.to_json()["principals"]
-        == proc.state(0, "anomaly").model.to_json()["principals"]
-    )
+    restored, original = again.state(0, "anomaly").model, proc.state(0, "anomaly").model
+    assert restored.to_json()["principals"] == original.to_json()["principals"]
+    assert restored.to_json()["peers"] == original.to_json()["peers"] != []
     assert again.applied(0, "events", 0)
+
+
+def test_a_v1_anomaly_checkpoint_loads_or_is_reported_and_reset(ruleset: RuleSet) -> None:
+    """A changelog written before peer baselines (state v1): its principals are migrated
+    (baseline kept), its HalfSpaceTrees is reported as unreadable and starts afresh, and the
+    worker keeps running."""
+    v1_principal = {
+        "v": 1,
+        "window": 5,
+        "counts": [3.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+        "spaces": ["shop"],
+        "res": ["secrets"],
+        "new_agents": [],
+        "new_networks": [],
+        "last": ["a1", "ResponseComplete", "10.0.0.1", "app/1"],
+        "n": 40,
+        "mean": [4.0, 1.0, 0.0, 0.5, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0],
+        "dev": [1.0, 0.5, 0.0, 0.5, 0.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0],
+        "hours": 3,
+        "agents": [1],
+        "networks": [2],
+        "late": 0,
+    }
+    v1_hst = {"v": 1, "params": {}, "masses": []}
+    log = [
+        (b"0|a|prod|alice", orjson.dumps(v1_principal)),
+        (b"0|h|", orjson.dumps(v1_hst)),
+    ]
+    proc = StatefulProcessor(ruleset, partitions=1, options=StatefulOptions(silence=False))
+    assert proc.load(0, log) == 1 and proc.errors == 1
+    alice = proc.state(0, "anomaly").model.principals["prod|alice"]
+    assert (alice.n, alice.mean[0], alice.mean[1], alice.mean[2]) == (40, 4.0, 0.5, 1.0)
+    assert alice.done_n == 0  # its sensitive-action memory starts afresh
+    events = [refused(i, user="alice", ip="10.0.0.1", t=T0 + 60 * i) for i in range(10)]
+    proc.process(events, [], 0, topic="events", offset=0)  # and the model runs on
+    assert proc.state(0, "anomaly").model.windows_scored > 0
 
 
 def test_on_the_sample_only_informational_base_rules_are_held_back() -> None:

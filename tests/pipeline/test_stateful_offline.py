@@ -104,7 +104,7 @@ def model() -> offline.IsolationModel:
     the tests send; within one hour, so that no window is a first-time hour: see the
     report on novelty features in ``docs/stateful.md``)."""
     rows = offline.replay_windows(traffic(seed=1, windows=8, users=BASE_USERS))
-    return offline.train([r.features for r in rows], n_estimators=60, seed=0)
+    return offline.train([r.features for r in rows], n_estimators=100, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -321,6 +321,37 @@ def test_every_dashboard_query_reads_a_metric_the_worker_or_intake_exposes(
     assert "no series yet" not in text  # this run exercised every series a panel reads
 
 
+@pytest.mark.slow
+def test_every_alerting_rule_of_the_chart_reads_an_exposed_metric(
+    observed: Observed, tmp_path: Path
+) -> None:
+    """The Helm chart's PrometheusRule (full values) against the live scrapes: every metric
+    its expressions name is one a worker or the intake exposes."""
+    from klaxon.dashboard_cli import metric_names, read_exposition
+    from tests.helm import CHART, need_helm
+
+    helm = need_helm(tmp_path / "helm-home")
+    objects = helm.template(CHART / "ci" / "full-values.yaml")
+    exprs = [
+        r["expr"]
+        for o in objects
+        if o["kind"] == "PrometheusRule"
+        for g in o["spec"]["groups"]
+        for r in g["rules"]
+    ]
+    exposed: set[str] = set()
+    for name, text in observed.expositions.items():
+        (tmp_path / f"{name}.prom").write_text(text)
+        exposed |= set(read_exposition(str(tmp_path / f"{name}.prom")))
+    assert len(exprs) >= 4
+    named: set[str] = set()
+    for expr in exprs:
+        names = metric_names(expr) - {"up"}  # `up`: Prometheus' own series of every target
+        assert names <= exposed, expr
+        named |= names
+    assert len(named) >= 4
+
+
 # -- readiness -----------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from detections.stateful.anomaly import (
+    N_FEATURES,
     AnomalyModel,
     AnomalySettings,
     PrincipalState,
@@ -141,7 +142,7 @@ def test_hst_checkpoint_restores_scores() -> None:
     """The HST rebuilt from seed plus saved masses scores exactly like the original."""
     hst = new_hst(AnomalySettings(hst_window=50))
     rng = random.Random(1)
-    rows = [hst_input([rng.expovariate(0.2) for _ in range(11)]) for _ in range(180)]
+    rows = [hst_input([rng.expovariate(0.2) for _ in range(N_FEATURES)]) for _ in range(180)]
     for r in rows:
         hst.learn_one(r)  # type: ignore[no-untyped-call]
     again = hst_from_json(json.loads(json.dumps(hst_to_json(hst))), AnomalySettings(hst_window=50))
@@ -203,3 +204,214 @@ def test_memory_is_bounded_with_100k_principals() -> None:
     print(f"anomaly: +{grown_mb:.0f} MB RSS for {len(m.principals)} principals")
     assert len(m.principals) == 100_000 and m.windows_scored == 100_000
     assert grown_mb < 400
+
+
+# -- security features, peers, warm-up, service accounts (issue 15) ---------------------------
+
+WEB = "system:serviceaccount:shop:web"
+#: Low alerts from a small score on, so that the tests see what was judged and how high.
+LOUD = AnomalySettings(window=60, warmup=5, lateness=0, low_threshold=2.5)
+RS_CONTROLLER = "system:serviceaccount:kube-system:replicaset-controller"
+
+
+def k8s(
+    t: float,
+    user: str,
+    verb: str,
+    resource_: str,
+    ns: str | None = "shop",
+    *,
+    sub: str | None = None,
+    ip: str = "10.244.1.7",
+    ua: str = "web/1.4",
+    code: int = 200,
+) -> dict[str, Any]:
+    """One canonical event with a namespace (None: cluster-wide), subresource and code."""
+    return {
+        "requestReceivedTimestamp": iso(t),
+        "user": {"username": user},
+        "verb": verb,
+        "objectRef": {"resource": resource_, "namespace": ns, "subresource": sub},
+        "userAgent": ua,
+        "sourceIPs": [ip],
+        "auditID": f"{user}-{verb}-{resource_}-{t}",
+        "stage": "ResponseComplete",
+        "responseStatus": {"code": code},
+        "cluster": "c1",
+    }
+
+
+def levels(alerts: list[dict[str, Any]]) -> list[str]:
+    return [a["severity"] for a in alerts]
+
+
+def controller_window(m: AnomalyModel, w: int, scale: int, user: str = RS_CONTROLLER) -> list[Any]:
+    """One minute of a replica-set controller: watches, pod creates and deletes, status
+    updates, a lease renewal - ``scale`` times its usual amount."""
+    out = []
+    t = T0 + 9 * 3600 + w * 60
+    for i in range(6 * scale):
+        out += m.observe(k8s(t + i * 0.1, user, "create", "pods", "shop", ua="kcm/1.31"))
+        out += m.observe(
+            k8s(t + i * 0.1 + 0.05, user, "update", "replicasets", "shop", sub="status")
+        )
+    for i in range(2 * scale):
+        out += m.observe(k8s(t + 30 + i * 0.1, user, "delete", "pods", "shop", ua="kcm/1.31"))
+    out += m.observe(k8s(t + 50, user, "list", "pods", None, ua="kcm/1.31"))
+    out += m.observe(k8s(t + 55, user, "update", "leases", "kube-system", ua="kcm/1.31"))
+    return out
+
+
+def test_a_scaled_out_controller_never_reaches_medium() -> None:
+    """A controller whose pod creates, deletes and status writes triple (a scale-out), then
+    grow tenfold, raises nothing above low: volume of a system identity is not an attack."""
+    m = AnomalyModel(LOUD)
+    for w in range(20):
+        assert controller_window(m, w, 1) == []
+    out = []
+    for w in range(20, 30):
+        out += controller_window(m, w, 3 if w < 25 else 10)
+    out += m.advance(T0 + DAY_S)
+    assert out and set(levels(out)) == {"low"}  # seen, and held at low
+    tops = [t for a in out for t in a["evidence"]["top"]]
+    assert all(t["z"] < LOUD.threshold for t in tops if t["kind"] == "security")
+    assert {a["evidence"]["top"][0]["kind"] for a in out} <= {"volume", "breadth"}
+
+
+def busy_kubelet_window(m: AnomalyModel, node: str, w: int, pods: int) -> list[Any]:
+    """One minute of a kubelet with ``pods`` pods: pod and secret gets per pod, token
+    requests, a node status update and a lease renewal."""
+    user, out = f"system:node:{node}", []
+    t = T0 + 9 * 3600 + w * 60
+    for p in range(pods):
+        ns = f"team{p % 4}"
+        for resource_, verb, sub in (
+            ("pods", "get", None),
+            ("secrets", "get", None),
+            ("configmaps", "get", None),
+            ("serviceaccounts", "create", "token"),
+        ):
+            out += m.observe(
+                k8s(
+                    t + p * 0.2,
+                    user,
+                    verb,
+                    resource_,
+                    ns,
+                    sub=sub,
+                    ip="10.0.1.5",
+                    ua="kubelet/1.31",
+                )
+            )
+    out += m.observe(k8s(t + 40, user, "patch", "nodes", None, sub="status", ip="10.0.1.5"))
+    out += m.observe(k8s(t + 45, user, "update", "leases", "kube-node-lease", ip="10.0.1.5"))
+    return out
+
+
+def test_a_busy_kubelet_and_a_new_node_never_reach_medium() -> None:
+    """A kubelet whose pods (and so its secret reads and token requests) go from 5 to 15 and
+    then 40, and a brand-new node judged against its peers, stay at low at most."""
+    m = AnomalyModel(LOUD)
+    for w in range(20):
+        assert busy_kubelet_window(m, "worker-1", w, 5) == []
+        assert busy_kubelet_window(m, "worker-2", w, 5) == []
+    out = []
+    for w in range(20, 30):
+        out += busy_kubelet_window(m, "worker-1", w, 15 if w < 25 else 40)
+        out += busy_kubelet_window(m, "worker-9", w, 12)  # a new node, warming up
+    out += m.advance(T0 + DAY_S)
+    assert out and set(levels(out)) == {"low"}
+    busy = [a for a in out if a["user"]["username"] == "system:node:worker-1"]
+    assert busy and all(a["evidence"]["basis"] == "own+peers" for a in busy)
+    new_node = [a for a in out if a["user"]["username"] == "system:node:worker-9"]
+    assert new_node and all(a["evidence"]["basis"] == "peers" for a in new_node)
+    assert all("against its peers (kubelets)" in a["summary"] for a in new_node)
+
+
+def web_window(m: AnomalyModel, w: int) -> list[Any]:
+    """One minute of a web app's service account: its config map and its own secret."""
+    t = T0 + 9 * 3600 + w * 60
+    out = m.observe(k8s(t, WEB, "get", "configmaps"))
+    out += m.observe(k8s(t + 1, WEB, "get", "secrets"))
+    out += m.observe(k8s(t + 2, WEB, "get", "configmaps"))
+    return out
+
+
+def test_a_workload_service_accounts_first_secret_sweep_from_a_new_network_alerts() -> None:
+    """The web app's token, stolen, lists secrets cluster-wide from an address it never
+    used: a high alert naming the first-time actions, the new network, and its own history
+    as the baseline, with the context of the last request."""
+    m = AnomalyModel(CFG)
+    for w in range(20):
+        assert web_window(m, w) == []
+    t = T0 + 9 * 3600 + 20 * 60
+    m.observe(k8s(t, WEB, "list", "secrets", None, ip="203.0.113.9", ua="kubectl/1.29"))
+    m.observe(
+        k8s(t + 2, WEB, "list", "secrets", "kube-system", ip="203.0.113.9", ua="kubectl/1.29")
+    )
+    (alert,) = m.advance(T0 + DAY_S)
+    Alert.model_validate(alert)
+    assert alert["severity"] == "high"
+    ev = alert["evidence"]
+    assert ev["basis"] == "own" and ev["peer_group"] == "serviceaccounts:shop"
+    assert {"secret list/watch", "cluster-wide list"} <= set(ev["first_time"])
+    assert ev["features"]["new_networks"] == 1
+    assert "first secret list/watch" in alert["summary"]
+    assert alert["source_ips"] == ["203.0.113.9"]
+
+
+def test_a_human_gets_more_room_than_a_service_account() -> None:
+    """The same two secret lists by a person who never listed secrets is no alert: humans
+    are judged on security deviations, not on firsts."""
+    m = AnomalyModel(CFG)
+    alice = "alice@example.com"
+    for w in range(20):
+        t = T0 + 9 * 3600 + w * 60
+        m.observe(k8s(t, alice, "get", "pods", ip="10.1.0.4", ua="kubectl/1.31"))
+        m.observe(k8s(t + 5, alice, "get", "deployments", ip="10.1.0.4", ua="kubectl/1.31"))
+    t = T0 + 9 * 3600 + 20 * 60
+    m.observe(k8s(t, alice, "list", "secrets", "shop", ip="10.1.0.4", ua="kubectl/1.31"))
+    m.observe(k8s(t + 2, alice, "list", "secrets", "web", ip="10.1.0.4", ua="kubectl/1.31"))
+    assert m.advance(T0 + DAY_S) == []
+
+
+def test_unusual_hour_and_volume_alone_stay_low() -> None:
+    """Five times the usual requests at 3 a.m. from the usual place is at most low."""
+    m = AnomalyModel(CFG)
+    for w in range(20):
+        web_window(m, w)
+    t = T0 + 3 * 3600
+    out = [a for i in range(15) for a in m.observe(k8s(t + i, WEB, "get", "configmaps"))]
+    out += m.advance(T0 + DAY_S)
+    assert set(levels(out)) <= {"low"}
+
+
+def test_warm_up_caps_a_young_service_account_at_low() -> None:
+    """Before ``warmup`` learnt windows, a secret sweep is judged against the service
+    accounts of its namespace (its peers), and is low at most."""
+    m = AnomalyModel(CFG)
+    api = "system:serviceaccount:shop:api"
+    for w in range(20):
+        t = T0 + 9 * 3600 + w * 60
+        m.observe(k8s(t, api, "get", "configmaps"))
+        m.observe(k8s(t + 1, api, "get", "secrets"))
+        if w < 3:
+            web_window(m, w)
+    t = T0 + 9 * 3600 + 20 * 60
+    for i in range(40):
+        m.observe(k8s(t + i, WEB, "list", "secrets", None, ip="203.0.113.9"))
+    (alert,) = m.advance(T0 + DAY_S)
+    assert alert["severity"] == "low" and alert["evidence"]["basis"] == "peers"
+    assert alert["evidence"]["capped"] == "warm-up: 3 of 5 windows learnt"
+    assert alert["evidence"]["top"][0]["kind"] == "security"
+
+
+def test_peer_baselines_survive_a_checkpoint() -> None:
+    """Peer baselines are part of the model's JSON and come back equal."""
+    m = AnomalyModel(CFG)
+    for w in range(8):
+        busy_kubelet_window(m, "worker-1", w, 3)
+    m.advance(T0 + DAY_S)
+    back = AnomalyModel.from_json(json.loads(json.dumps(m.to_json())), CFG)
+    assert back.to_json()["peers"] == m.to_json()["peers"]
+    assert list(back.peers) == ["c1|kubelets"] and back.peers["c1|kubelets"].n == 8

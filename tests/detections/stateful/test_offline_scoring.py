@@ -25,11 +25,11 @@ def sparse_rows(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = np.zeros((n, N_FEATURES))
     x[:, 0] = rng.poisson(20, n)
-    x[:, 1] = rng.poisson(0.5, n)
-    x[:, 3] = rng.poisson(2, n)
-    x[:, 5] = rng.poisson(0.2, n)
-    x[:, 6] = rng.integers(1, 3, n)
-    x[:, 7] = rng.integers(1, 4, n)
+    x[:, 2] = rng.poisson(0.5, n)  # secret reads
+    x[:, 1] = rng.poisson(2, n)  # writes
+    x[:, 7] = rng.poisson(0.2, n)  # refused
+    x[:, 10] = rng.integers(1, 3, n)  # namespaces
+    x[:, 11] = rng.integers(1, 4, n)  # resource types
     return x
 
 
@@ -103,7 +103,7 @@ def test_the_worker_rows_are_the_training_rows() -> None:
     got = sorted((c.principal, c.start, c.features) for c in closed)
     want = sorted((r.principal, r.start, r.features) for r in replayed)
     assert got == want
-    assert any(r[2][8] or r[2][9] for r in want)  # novelty features are exercised too
+    assert any(r[2][14] or r[2][15] for r in want)  # novelty features are exercised too
     assert model.take_closed() == []
 
 
@@ -122,8 +122,8 @@ def test_alerts_have_stable_ids_score_and_plain_words() -> None:
     """An alerting window gets id uuid5(detector|principal|window), its score, the
     threshold, and the features that raise its score the most, in words."""
     model = offline.train(sparse_rows(500, seed=5), n_estimators=40, seed=1)
-    sweep = [300.0, 200, 0, 2, 0, 30, 20, 15, 0, 0, 0]
-    usual = (20.0, 0.5, 0, 2, 0, 0.2, 1.5, 2, 0, 0, 0)
+    sweep = [300.0, 2, 200, 0, 0, 0, 0, 30, 0, 0, 20, 15, 0, 0, 0, 0, 0]
+    usual = (20.0, 2, 0.5, 0, 0, 0, 0, 0.2, 0, 0, 1.5, 2, 0, 0, 0, 0, 0)
     window = offline.ClosedWindow("prod|mallory", 7, 2100.0, sweep, usual, 30, ("a1", "", "", ""))
     (alert,) = offline.score_windows(model, [window])
     assert alert["id"] == stable_id(offline.OFFLINE_DETECTOR.id, "prod|mallory", "7")
@@ -134,7 +134,8 @@ def test_alerts_have_stable_ids_score_and_plain_words() -> None:
     assert "secret" in alert["summary"] and alert["summary"].startswith("mallory: unusual")
     assert alert["event_time"] == iso(2400.0) and alert["cluster"] == "prod"
     assert offline.score_windows(model, [window]) == [alert]  # deterministic
-    new = offline.ClosedWindow("prod|mallory", 7, 2100.0, sweep, (0.0,) * 11, 0, ("a", "", "", ""))
+    none = (0.0,) * N_FEATURES
+    new = offline.ClosedWindow("prod|mallory", 7, 2100.0, sweep, none, 0, ("a", "", "", ""))
     (fresh,) = offline.score_windows(model, [new])
     assert fresh["evidence"]["usual_basis"] == "population"
     assert fresh["evidence"]["usual"]["requests"] == model.medians[0]

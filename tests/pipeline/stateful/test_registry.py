@@ -18,10 +18,10 @@ from pipeline.stateful import (
 
 def test_changelog_kinds_are_unique_single_letters_and_not_the_meta_kind() -> None:
     kinds = [k for f in FAMILIES for k in f.kinds]
-    assert len(kinds) == len(set(kinds)) == 5
+    assert len(kinds) == len(set(kinds)) == 6
     assert META_KIND not in kinds
     assert all(len(k) == 1 and k != "|" for k in kinds)
-    assert sorted(kinds) == ["a", "c", "h", "n", "s"]  # the changelog format: never reuse one
+    assert sorted(kinds) == ["a", "c", "h", "n", "p", "s"]  # the changelog format: never reuse one
 
 
 def test_names_settings_and_by_group_fields_are_unique() -> None:
