@@ -166,6 +166,24 @@ def run_worker(
         log.close()
 
 
+def print_stages(stages: dict[str, float], cpu: dict[str, float], n: int) -> None:
+    """CPU µs per event by stage (the worker's own timers, `pipeline.stages`), and what no
+    timer covers: the rest of the event-loop thread (Faust's streams, producer I/O, timers)
+    and the other threads (Faust's Kafka consumer thread: fetching, unpacking records)."""
+    from pipeline.stages import STAGES
+
+    timed = stages.get("total", 0.0)
+    parts = [f"{k} {stages[k]:.1f}" for k in STAGES if stages.get(k, 0.0) >= 0.05]
+    print(f"stages      us/event: {', '.join(parts)}; timed {timed:.1f}")
+    if cpu:
+        loop, process = 1e6 * cpu["loop"] / n, 1e6 * cpu["process"] / n
+        print(
+            f"untimed     us/event: event loop rest {loop - timed:.1f} (Kafka in via Faust"
+            f" streams, producer I/O, timers), other threads {process - loop:.1f}"
+            " (Kafka consumer thread)"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench pipeline", description=__doc__)
     parser.add_argument("--events", type=int, default=50_000, help="events to load (50000)")
@@ -240,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f" {1e6 * cpu['process'] / n:.0f} us/event;"
                 f" broker {broker_cpu:.2f}s (whole worker run)"
             )
+        stages = snap.get("stages") or {}
+        if stages:
+            print_stages(stages, cpu, n)
         c = snap["counters"]
         if "handoff_hits" in c:
             print(

@@ -61,6 +61,7 @@ from pipeline.producer import Sender
 from pipeline.reload import EngineHolder, RuleWatcher
 from pipeline.sinks import AlertSink, KafkaTopicSink
 from pipeline.sources import RawPayload, RawTopicSource
+from pipeline.stages import StageTimes
 from pipeline.watchdog import Watchdog
 
 __all__ = ["Handlers", "Runtime", "install_agents", "unready_reasons", "write_status"]
@@ -97,6 +98,8 @@ class Runtime:
     #: Groups alerts before the sinks (set by `install_agents` from the settings).
     grouper: Grouper | None = None
     grouped_rules: Any = None  # the rule set the grouper's windows were taken from
+    #: CPU time per stage (`pipeline.stages`; ``stages`` in the status snapshot).
+    stages: StageTimes = field(default_factory=StageTimes)
 
 
 def group_alerts(
@@ -171,13 +174,18 @@ class Handlers:
                 partitions=rt.events_partitions,
                 cluster=raw.cluster or self.settings.cluster,
                 redaction=self.redaction,
+                times=rt.stages,
             )
         except Exception as exc:  # a bug, not bad input: the message still is not lost
             result = NormaliseResult(events_in=1)
             result.dead_letters.append(worker_error("normalise", exc, raw.payload, source))
+        times = rt.stages
+        times.events += result.normalised
+        sending = times.clock()
         refused = await self.sender.send(
             self.settings.topic_events, result.messages, result.dead_letters, source
         )
+        times.add("kafka_out_events", times.clock() - sending)
         rt.counters.add_normalise(
             events_in=result.events_in,
             normalised=result.normalised,
@@ -213,6 +221,7 @@ class Handlers:
                 engine,
                 rt.to_alert,
                 decoded=handoff.take(event.value) if handoff.max_events else None,
+                times=rt.stages,
             )
         except Exception as exc:  # a bug, not bad input: the message still is not lost
             result = DetectResult(errors=1)
@@ -221,18 +230,24 @@ class Handlers:
                 rt.stateful.abandon(msg)
         if rt.metrics is not None:
             rt.metrics.detected(result, time.perf_counter() - started)
+        times = rt.stages
+        grouping = times.clock()
         result.alerts = group_alerts(rt, result.alerts, result.latest, msg.partition)
+        sending = times.clock()
+        times.add("grouping", sending - grouping)
         refused = 0
         for sink in rt.sinks:
             refused += await sink.send(result.alerts, source)
         await self.sender.send(self.settings.topic_deadletter, [], result.dead_letters, source)
+        finishing = times.clock()
+        times.add("kafka_out_alerts", finishing - sending)
         rt.counters.add_detect(
             events=result.events,
             alerts=len(result.alerts) - refused,
             dead=len(result.dead_letters) + refused,
         )
         if rt.stateful is not None:  # its alerts, then its state
-            await rt.stateful.finish(msg)
+            await rt.stateful.finish(msg)  # times its own output (it may await delivery)
         self.ledger.done(msg.topic, msg.partition, msg.offset)
         rt.progress.mark(msg.topic, msg.partition, msg.offset)
 
@@ -458,4 +473,5 @@ def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
     snapshot["metrics_url"] = rt.metrics_url
     if rt.grouper is not None:  # matches, sent, updates, folded, overflow (rate limit)
         snapshot["grouping"] = dict(rt.grouper.stats)
+    snapshot["stages"] = rt.stages.per_event()  # CPU µs per normalised event, by stage
     return snapshot

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.tables import TableManager
 
 from pipeline.config import Settings, WorkerOptions
 from pipeline.errors import DeliveryError
@@ -129,6 +130,17 @@ class ReadOffsets(defaultdict[Any, "int | None"]):
         return super().__getitem__(tp)
 
 
+class PromptTableManager(TableManager):  # type: ignore[misc,unused-ignore]  # faust is untyped
+    """Faust's table manager without the one-second sleep it starts with (to let tables be
+    declared late: ours are all declared by `pipeline.agents.install_agents` before the app
+    starts, and Faust refuses any declared later). A second of every start-up."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
+
+
 class KlaxonApp(faust.App):  # type: ignore[misc,unused-ignore]  # faust is untyped
     """`faust.App` whose producer's ``flush`` also checks the `DeliveryGuard`."""
 
@@ -209,6 +221,7 @@ def create_app(
         topic_disable_leader=True,
         table_standby_replicas=0,
         store="memory://",
+        TableManager=PromptTableManager,
         datadir=str(settings.data_dir / "faust"),
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=opts.session_timeout,

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import orjson
 
 from pipeline.routing import event_key, group_by_partition
+from pipeline.stages import StageTimes
 from schemas.deadletter import dead_letter
 from schemas.normalize import decode_payload
 from schemas.redact import NO_PATTERNS, Redaction
@@ -239,8 +240,11 @@ def normalise_message(
     cluster: str,
     max_bytes: int = MAX_MESSAGE_BYTES,
     redaction: Redaction = NO_PATTERNS,
+    times: StageTimes | None = None,
 ) -> NormaliseResult:
     """Decode one raw message and route its events; never raises on bad input.
+
+    ``times``: where the decode, redact, route and encode stages' CPU time is added.
 
     >>> r = normalise_message(b" \\n", Source("raw", 0, 1), partitions=4, cluster="c")
     >>> (r.events_in, r.normalised, r.filtered, r.messages, r.dead_letters)
@@ -251,6 +255,8 @@ def normalise_message(
         result.events_in = 1
         result.filtered = {EMPTY_MESSAGE: 1}
         return result
+    clock = times.clock if times is not None else _no_clock
+    started = clock()
     try:
         decoded = decode_payload(payload, cluster=cluster, redaction=redaction)
     except Exception as exc:  # a normaliser bug must not stop the stream: keep the bytes
@@ -266,14 +272,26 @@ def normalise_message(
         dead_letter_bytes(r.reason, r.original, source) for r in decoded.rejected
     ]
     rejected: list[tuple[str, dict[str, Any]]] = []
-    for part, group in sorted(group_by_partition(decoded.events, partitions).items()):
+    decoded_at = clock()
+    groups = sorted(group_by_partition(decoded.events, partitions).items())
+    routed_at = clock()
+    for part, group in groups:
         result.messages.extend(
             encode_events_messages(group, part, max_bytes=max_bytes, rejected=rejected)
         )
+    if times is not None:
+        times.add("decode", decoded_at - started - decoded.redact_ns)
+        times.add("redact", decoded.redact_ns)
+        times.add("route", routed_at - decoded_at)
+        times.add("encode", clock() - routed_at)
     for reason, event in rejected:
         result.normalised -= 1
         result.dead_letters.append(dead_letter_bytes(reason, _dump(event), source))
     return result
+
+
+def _no_clock() -> int:
+    return 0
 
 
 def decode_events_message(value: bytes | None) -> list[dict[str, Any]] | str:
@@ -307,14 +325,20 @@ def detect_message(
     to_alert: Callable[[Any], dict[str, Any]],
     *,
     decoded: list[dict[str, Any]] | None = None,
+    times: StageTimes | None = None,
 ) -> DetectResult:
     """Evaluate one events message; malformed messages and failing events become dead letters.
 
     The whole batch goes to ``engine.evaluate_batch``; only if that raises are the events
     retried one by one, so one poisonous event costs its own dead letter, not its batch's
     alerts. ``decoded``: the message's events, already parsed (`pipeline.handoff`).
+    ``times``: where the parse, engine and alert-build stages' CPU time is added (an engine
+    that knows its own stages, `pipeline.tables.BoundEngine`, moves its share out of
+    ``engine``).
     """
     result = DetectResult()
+    clock = times.clock if times is not None else _no_clock
+    started = clock()
     events = decode_events_message(value) if decoded is None else decoded
     if isinstance(events, str):
         result.errors = 1
@@ -331,6 +355,7 @@ def detect_message(
     result.events = len(good)
     stamps = [t for e in good if (t := e.get("stageTimestamp")).__class__ is str]
     result.latest = max(stamps) if stamps else None  # same format (Z, microseconds): sortable
+    parsed_at = clock()
     try:
         matches = list(engine.evaluate_batch(good))
     except Exception:
@@ -342,6 +367,7 @@ def detect_message(
                 result.errors += 1
                 reason = f"detection error: {describe_error(exc)}"
                 result.dead_letters.append(dead_letter_bytes(reason, _dump(event), source))
+    evaluated_at = clock()
     for match in matches:
         try:
             alert = to_alert(match)
@@ -353,6 +379,10 @@ def detect_message(
             matched = getattr(match, "event", None)
             reason = f"alert error: {describe_error(exc)}"
             result.dead_letters.append(dead_letter_bytes(reason, _dump(matched), source))
+    if times is not None:
+        times.add("parse", parsed_at - started)
+        times.add("engine", evaluated_at - parsed_at)
+        times.add("alert_build", clock() - evaluated_at)
     return result
 
 

@@ -41,7 +41,8 @@ import orjson
 from detections.alert import add_labels
 from pipeline.errors import WorkerError
 from pipeline.processing import Outgoing, Source
-from pipeline.producer import aiokafka_producer
+from pipeline.producer import aiokafka_producer, send_now
+from pipeline.stages import StageTimes
 from pipeline.stateful import StatefulOptions, StatefulProcessor, options_from_settings
 from pipeline.topics import STATE_TABLE, changelog_topic, rekey_topic
 
@@ -69,6 +70,8 @@ class BoundEngine:
         `StatefulShell.finish`. Called again per event if the whole batch raised."""
         matches = self.engine.evaluate_batch(events)
         shell = self.shell
+        times = shell.times
+        started = times.clock() if times is not None else 0
         alerts = shell.processor.process(
             events,
             matches,
@@ -80,7 +83,12 @@ class BoundEngine:
         )
         if alerts:
             shell.pending.setdefault(self.partition, []).extend(alerts)
-        return shell.processor.suppress(matches)
+        kept = shell.processor.suppress(matches)
+        if times is not None:  # detect_message counts the whole call as engine time
+            spent = times.clock() - started
+            times.add("stateful", spent)
+            times.add("engine", -spent)
+        return kept
 
 
 class StatefulShell:
@@ -117,6 +125,8 @@ class StatefulShell:
         self.busy: set[int] = set()  # partitions with a message between bind and finish
         self.pending: dict[int, list[dict[str, Any]]] = {}
         self.alerts = 0
+        #: The worker's stage timers (`pipeline.stages`), when it keeps them.
+        self.times: StageTimes | None = getattr(rt, "stages", None)
 
     # -- partitions --------------------------------------------------------------------------
 
@@ -205,6 +215,8 @@ class StatefulShell:
         app = self.app
         guard = app.delivery
         refused = 0
+        clock = self.times.clock if self.times is not None else _no_clock
+        started, spent = clock(), 0
         grouper = getattr(self.rt, "grouper", None)
         if alerts and grouper is not None:  # incidents (stateful alerts are not grouped)
             try:
@@ -223,19 +235,26 @@ class StatefulShell:
                 ]
                 for sink in self.rt.sinks:
                     refused += await sink.send(out, source)
-            send = aiokafka_producer(app).send
+            producer = aiokafka_producer(app)
+            send = producer.send
             waits = []
-            for rec in self.processor.take_rekeyed(partition):
-                fut = await send(self.topic_rekey, rec.value, key=rec.key, partition=rec.partition)
+            for rec in self.processor.take_rekeyed(partition):  # waited for: no linger
+                fut = await send_now(
+                    producer, self.topic_rekey, rec.value, key=rec.key, partition=rec.partition
+                )
                 guard.track(fut)
                 waits.append(fut)
+            spent += clock() - started  # waiting for the broker is not CPU of a stage
             if waits:
                 await asyncio.gather(*waits)
             if alerts:
                 for sink in self.rt.sinks:
                     await sink.flush()
+            started = clock()
             for key, value in self.processor.changes(partition, self.clock()):
                 guard.track(await send(self.changelog, value, key=key, partition=partition))
+            if self.times is not None:
+                self.times.add("stateful_out", spent + clock() - started)
         except Exception as exc:  # the state must not get ahead of what was delivered
             self.rt.counters.send_errors += 1
             guard.poison(exc)
@@ -246,6 +265,10 @@ class StatefulShell:
             self.alerts += len(alerts) - refused
             self.rt.counters.alerts += len(alerts) - refused
             self.rt.counters.detect_dead_lettered += refused
+
+
+def _no_clock() -> int:
+    return 0
 
 
 def install_stateful(

@@ -9,9 +9,11 @@ rule edits are logged and the running engine is kept (`pipeline.reload`).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from pipeline.reload import EngineHolder, RuleWatcher, engine_builder, fingerpri
 __all__ = [
     "GC_GEN0_THRESHOLD",
     "configure_logging",
+    "preload",
     "prepare",
     "run_worker",
     "serve_telemetry",
@@ -179,10 +182,29 @@ def serve_telemetry(app: KlaxonApp, rt: Runtime, loop: asyncio.AbstractEventLoop
     logging.getLogger("klaxon.worker").info("metrics, health: %s/metrics", server.url)
 
 
+def preload(settings: Settings) -> threading.Thread | None:
+    """Import what the first message will need but start-up does not (river, with scipy:
+    about a second, for the online anomaly model) in a background thread, while the main
+    thread mostly waits on the broker (topics, group join, table recovery). A module being
+    imported is locked: a first message that comes sooner waits for it, nothing more.
+
+    >>> preload(Settings(stateful_detectors=("silence",))) is None
+    True
+    """
+    if "anomaly" not in settings.stateful_detectors:
+        return None
+    thread = threading.Thread(
+        target=importlib.import_module, args=("river.anomaly",), name="klaxon-preload", daemon=True
+    )
+    thread.start()
+    return thread
+
+
 def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) -> int:
     """Run a worker until SIGINT/SIGTERM; returns the exit code (1 after a crash)."""
     import faust
 
+    preload(settings)
     configure_logging()
     log = logging.getLogger("klaxon.worker")
     try:

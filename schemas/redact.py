@@ -790,6 +790,28 @@ def _annotation_hint(annotations: Any) -> bool:
     return False
 
 
+#: Verdicts of `_query_hint` by query string (queries repeat: ``timeout=5s``, ``limit=500``).
+_QUERY_HINTS: dict[str, bool] = {}
+#: Entries kept before the cache is emptied (watch queries carry ever-new resource versions).
+_QUERY_HINTS_MAX = 4096
+
+
+def _query_hint(query: str) -> bool:
+    """Whether a query string contains a `_URI_HINTS` literal (any case), remembered.
+
+    >>> _query_hint("timeout=5s"), _query_hint("access_TOKEN=x"), _query_hint("timeout=5s")
+    (False, True, False)
+    """
+    hit = _QUERY_HINTS.get(query)
+    if hit is None:
+        lower = query.lower()
+        hit = any(h in lower for h in _URI_HINTS)
+        if len(_QUERY_HINTS) >= _QUERY_HINTS_MAX:
+            _QUERY_HINTS.clear()
+        _QUERY_HINTS[query] = hit
+    return hit
+
+
 def _needs_by_metadata(event: dict[str, Any], policy: Redaction) -> bool:
     """The body-free part of `needs_redaction` (a few dict lookups)."""
     ref = event.get("objectRef")
@@ -810,8 +832,7 @@ def _needs_by_metadata(event: dict[str, Any], policy: Redaction) -> bool:
         query = uri.partition("?")[2]
         if "command=" in query:  # exec/attach command lines: rare, always looked at
             return True
-        lower = query.lower()
-        if any(h in lower for h in _URI_HINTS) or (policy and policy.hits(query.encode())):
+        if _query_hint(query) or (policy and policy.hits(query.encode())):
             return True
     ann = event.get("annotations")
     if policy and ann.__class__ is dict and policy.hits(orjson.dumps(ann)):
