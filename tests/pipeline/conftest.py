@@ -123,12 +123,14 @@ async def _read_topic(bootstrap: str, topic: str, partitions: int) -> list[Any]:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
     )
-    await consumer.start()
+    # Each step bounded: a broker that stops answering fails here, naming the step, instead
+    # of hanging the test run.
+    await asyncio.wait_for(consumer.start(), 30)
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
+        await asyncio.wait_for(consumer.seek_to_beginning(*tps), 30)
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), 30)
         out: list[Any] = []
         pending = {tp for tp in tps if ends[tp] > 0}
         deadline = time.monotonic() + 30

@@ -143,7 +143,8 @@ async def running(
 ) -> AsyncIterator[Hook]:
     """A receiver on a free port writing to ``settings``' topics (created here)."""
     bootstrap = settings.bootstrap_servers or ""
-    await ensure_topics(bootstrap, settings)
+    # Every step bounded, so a broker that stops answering fails the test at that step.
+    await asyncio.wait_for(ensure_topics(bootstrap, settings), 60)
     config = WebhookConfig(
         cluster=CLUSTER,
         port=0,
@@ -159,15 +160,15 @@ async def running(
         probe_interval=0.3,
     )  # fmt: skip
     source = WebhookSource(config, writer)
-    await writer.start()
+    await asyncio.wait_for(writer.start(), 60)
     await source.start()
     try:
         if wait_ready:
             assert await writer.wait_ready(30), writer.last_error
         yield Hook(source, writer, settings, certs)
     finally:
-        await source.stop()
-        await writer.stop()
+        await asyncio.wait_for(source.stop(), 60)
+        await asyncio.wait_for(writer.stop(), 60)
 
 
 # -- payloads ------------------------------------------------------------------------------
