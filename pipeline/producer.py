@@ -14,7 +14,7 @@ from pipeline.app import KlaxonApp
 from pipeline.metrics import Counters
 from pipeline.processing import Outgoing, Source, dead_letter_bytes
 
-__all__ = ["Sender", "aiokafka_producer", "send_now", "too_large"]
+__all__ = ["Sender", "aiokafka_producer", "too_large"]
 
 log = logging.getLogger("klaxon.worker")
 
@@ -23,20 +23,6 @@ def aiokafka_producer(app: KlaxonApp) -> Any:
     """The started ``AIOKafkaProducer`` inside Faust's producer (raises if not started)."""
     producer: Any = app.producer
     return producer._ensure_producer()
-
-
-async def send_now(
-    producer: Any, topic: str, value: bytes, *, key: bytes | None, partition: int
-) -> Any:
-    """Queue one record as a batch of its own, closed, so the sender takes it at once instead
-    of letting it linger (``producer_linger``, 5 ms) for company; returns its delivery future.
-    For outputs the caller waits on before going on (the stateful by-group records). A record
-    a batch cannot hold goes through the ordinary ``send`` (which raises what it raises)."""
-    batch = producer.create_batch()
-    if batch.append(key=key, value=value, timestamp=None) is None:
-        return await producer.send(topic, value, key=key, partition=partition)
-    batch.close()
-    return await producer.send_batch(batch, topic, partition=partition)
 
 
 class Sender:

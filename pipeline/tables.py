@@ -41,7 +41,7 @@ import orjson
 from detections.alert import add_labels
 from pipeline.errors import WorkerError
 from pipeline.processing import Outgoing, Source
-from pipeline.producer import aiokafka_producer, send_now
+from pipeline.producer import aiokafka_producer
 from pipeline.stages import StageTimes
 from pipeline.stateful import StatefulOptions, StatefulProcessor, options_from_settings
 from pipeline.topics import STATE_TABLE, changelog_topic, rekey_topic
@@ -238,10 +238,8 @@ class StatefulShell:
             producer = aiokafka_producer(app)
             send = producer.send
             waits = []
-            for rec in self.processor.take_rekeyed(partition):  # waited for: no linger
-                fut = await send_now(
-                    producer, self.topic_rekey, rec.value, key=rec.key, partition=rec.partition
-                )
+            for rec in self.processor.take_rekeyed(partition):
+                fut = await send(self.topic_rekey, rec.value, key=rec.key, partition=rec.partition)
                 guard.track(fut)
                 waits.append(fut)
             spent += clock() - started  # waiting for the broker is not CPU of a stage
