@@ -251,13 +251,11 @@ def _file(args: argparse.Namespace) -> int:
     return _run_intake("file", "the follower writes to Kafka", args, file_config_from_args, _follow)
 
 
-async def _follow(
-    config: FileConfig, settings: Settings, bootstrap: str, args: argparse.Namespace
-) -> None:
-    from pipeline.sources.file import FileSource
+def _raw_writer(settings: Settings, bootstrap: str, args: argparse.Namespace) -> RawTopicWriter:
+    """The raw-topic writer both intakes use, from their shared Kafka flags."""
     from pipeline.sources.writer import RawTopicWriter
 
-    writer = RawTopicWriter(
+    return RawTopicWriter(
         bootstrap,
         settings.topic_raw,
         settings.topic_deadletter,
@@ -265,6 +263,14 @@ async def _follow(
         idempotent=args.idempotent,
         client_options=settings.kafka_security.client_kwargs(),
     )
+
+
+async def _follow(
+    config: FileConfig, settings: Settings, bootstrap: str, args: argparse.Namespace
+) -> None:
+    from pipeline.sources.file import FileSource
+
+    writer = _raw_writer(settings, bootstrap, args)
     source = FileSource(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -428,16 +434,8 @@ async def _serve(
     config: WebhookConfig, settings: Settings, bootstrap: str, args: argparse.Namespace
 ) -> None:
     from pipeline.sources.webhook import WebhookSource
-    from pipeline.sources.writer import RawTopicWriter
 
-    writer = RawTopicWriter(
-        bootstrap,
-        settings.topic_raw,
-        settings.topic_deadletter,
-        timeout=args.kafka_timeout,
-        idempotent=args.idempotent,
-        client_options=settings.kafka_security.client_kwargs(),
-    )
+    writer = _raw_writer(settings, bootstrap, args)
     source = WebhookSource(config, writer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
