@@ -136,12 +136,7 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
     # text or number -> its rules with `present`: one dict hit per value after warm-up.
     by_number: dict[int, frozenset[int]] = {}
     by_text: dict[str, frozenset[int]] = {}
-
-    def of_text(v: str) -> frozenset[int]:
-        found = classify(v) | present if present else classify(v)
-        if len(by_text) < MEMO_ENTRIES and len(v) <= MEMO_MAX_TEXT:
-            by_text[v] = found
-        return found
+    of_text = _memo_miss(classify, present, by_text)
 
     # Top-level and two-key fields are read inline (the probe is asked when a dict is not there).
     key = path if "." not in path else None
@@ -309,18 +304,28 @@ def _sibling_hits(
     return general(event, cache)
 
 
-def _sibling(
-    path: str, classify: Classifier, present: frozenset[int]
-) -> tuple[str, dict[str, frozenset[int]], Callable[[str], frozenset[int]], Lookup]:
-    """One field of :func:`sibling_lookup`: its key, memo (results include ``present``),
-    the memo's miss handler and the general lookup."""
-    by_text: dict[str, frozenset[int]] = {}
+def _memo_miss(
+    classify: Classifier, present: frozenset[int], by_text: dict[str, frozenset[int]]
+) -> Callable[[str], frozenset[int]]:
+    """What a lookup does when ``by_text`` lacks a text: classify it, add ``present``, and
+    remember the result (bounded like every memo here)."""
 
     def of_text(x: str) -> frozenset[int]:
         found = classify(x) | present if present else classify(x)
         if len(by_text) < MEMO_ENTRIES and len(x) <= MEMO_MAX_TEXT:
             by_text[x] = found
         return found
+
+    return of_text
+
+
+def _sibling(
+    path: str, classify: Classifier, present: frozenset[int]
+) -> tuple[str, dict[str, frozenset[int]], Callable[[str], frozenset[int]], Lookup]:
+    """One field of :func:`sibling_lookup`: its key, memo (results include ``present``),
+    the memo's miss handler and the general lookup."""
+    by_text: dict[str, frozenset[int]] = {}
+    of_text = _memo_miss(classify, present, by_text)
 
     return path.rpartition(".")[2], by_text, of_text, _general(path, classify, present)
 
