@@ -204,6 +204,7 @@ class Engine:
         #: trust condition -> (field, code its lookup reports when the condition may hold)
         self._decided: dict[tuple[Any, ...], tuple[str, int]] = {}
         self._made: dict[tuple[Any, ...], Lookup] = {}
+        self._textwise: dict[int, bool] = {}  # id(FieldMatch) -> has a text test
         self._selections = 0
         if use_index:
             self._build_guards()
@@ -362,7 +363,6 @@ class Engine:
         blockers on the ``looked``-up fields holds. Only comparisons whose text test is
         exactly the comparison count."""
         facts: list[tuple[FieldMatch, bool]] = []
-        lists = self.ruleset.lists
         c = self.compiled[n]
         if guarded and c.guard and len(c.guard) == 1:
             kind, _path, fm = c.guard[0]
@@ -370,7 +370,7 @@ class Engine:
                 kind == "test"
                 and isinstance(fm, FieldMatch)
                 and _exact_blocker(fm)
-                and text_test(fm.modifiers, fm.values, lists) is not None
+                and self._text_wise(fm)
             ):
                 facts.append((fm, True))
         paths = set(looked) & self._blocks.get(n, set())
@@ -379,10 +379,19 @@ class Engine:
                 fm.path in paths
                 and _exact_blocker(fm)
                 and all(fm is not f for f, _ in facts)
-                and text_test(fm.modifiers, fm.values, lists) is not None
+                and self._text_wise(fm)
             ):
                 facts.append((fm, False))
         return facts
+
+    def _text_wise(self, fm: FieldMatch) -> bool:
+        """Whether ``fm`` has a text test; memoized, since building one compiles its
+        patterns and every plan (one per verb and resource seen) asks again."""
+        known = self._textwise.get(id(fm))
+        if known is None:
+            test = text_test(fm.modifiers, fm.values, self.ruleset.lists)
+            known = self._textwise[id(fm)] = test is not None
+        return known
 
     @classmethod
     def from_paths(

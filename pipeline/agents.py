@@ -374,7 +374,10 @@ class GroupIdle:
 
 
 async def flush_sinks(app: KlaxonApp, rt: Runtime) -> None:
-    """The producer (events, dead letters, the alert topic), then every other sink."""
+    """The stateful detectors' pending state changes, the producer (events, dead letters,
+    the alert topic, the state), then every other sink."""
+    if rt.stateful is not None:
+        await rt.stateful.write_state()
     await app.producer.flush()
     for sink in rt.sinks:
         await sink.flush()

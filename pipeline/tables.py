@@ -22,10 +22,16 @@ like the others).
 
 The detect agent calls `StatefulShell.bind` (an engine wrapper: the stateless matches go
 to the processor, base-rule matches are filtered out) and, after sending the message's
-stateless alerts, `StatefulShell.finish`, which writes in this order: stateful alerts and
-by-group messages (awaiting their delivery when there are any), then the state changes
-and the meta key. A crash between the two steps can repeat an alert (same id), never lose
-one; the meta key makes a re-read message not count twice.
+stateless alerts, `StatefulShell.finish`, which sends the stateful alerts and by-group
+messages and awaits their delivery when there are any. The state changes and the meta key
+are written later, once per offset commit (`StatefulShell.write_state`, called by the
+commit's flush before any input offset is committed, and before partitions are given up):
+a key changed by a thousand messages between two commits is written once, not a thousand
+times. So the changelog is never behind a committed offset (what was committed is in the
+state written before it) and never ahead of a delivered alert (a partition with a message
+between `bind` and `finish` is written when that message is finished). A crash between the
+state write and the commit can repeat an alert (same id), never lose one; the meta key
+makes a re-read message not count twice.
 """
 
 from __future__ import annotations
@@ -122,9 +128,19 @@ class StatefulShell:
         self.topic_events = settings.topic_events
         self.topic_rekey = rekey_topic(settings)
         self.loaded: set[int] = set()
-        self.busy: set[int] = set()  # partitions with a message between bind and finish
+        #: Messages between bind and finish, per partition (the detect and by-group agents).
+        self.busy: dict[int, int] = {}
+        #: Partitions whose state changed since their last changelog write.
+        self.dirty: set[int] = set()
+        #: `write_state` waiting for a busy partition's message to finish.
+        self.waiting: dict[int, asyncio.Future[None]] = {}
+        #: By-group sends not yet known delivered, and partitions with stateful alerts not
+        #: yet flushed through the sinks: both settled before the partition's state is written.
+        self.unacked: dict[int, list[asyncio.Future[Any]]] = {}
+        self.unflushed: set[int] = set()
         self.pending: dict[int, list[dict[str, Any]]] = {}
         self.alerts = 0
+        self.state_writes = 0  # changelog records sent
         #: The worker's stage timers (`pipeline.stages`), when it keeps them.
         self.times: StageTimes | None = getattr(rt, "stages", None)
 
@@ -142,12 +158,31 @@ class StatefulShell:
             log.info("stateful: partition %d restored from %d changelog keys", partition, used)
 
     def reset(self) -> None:
-        """Forget every partition (called on rebalance)."""
+        """Forget every partition (called on rebalance, after `write_state`)."""
         for p in list(self.processor.parts):
             self.processor.drop(p)
         self.loaded.clear()
         self.pending.clear()
         self.busy.clear()
+        self.dirty.clear()
+        self.unacked.clear()
+        self.unflushed.clear()
+        for fut in self.waiting.values():
+            if not fut.done():
+                fut.set_result(None)
+        self.waiting.clear()
+
+    def _enter(self, partition: int) -> None:
+        self.busy[partition] = self.busy.get(partition, 0) + 1
+
+    def _leave(self, partition: int) -> bool:
+        """Mark one message of ``partition`` finished; True if `write_state` awaits it."""
+        left = self.busy.get(partition, 0) - 1
+        if left > 0:
+            self.busy[partition] = left
+            return False
+        self.busy.pop(partition, None)
+        return partition in self.waiting
 
     def owned(self) -> list[int]:
         """Events partitions assigned to this worker, if the tables are ready."""
@@ -168,55 +203,86 @@ class StatefulShell:
             self.engine = engine
             self.processor.set_rules(engine.ruleset)
         self.ensure_loaded(message.partition)
-        self.busy.add(message.partition)
+        self._enter(message.partition)
         return BoundEngine(self, engine, message)
 
     def abandon(self, message: Any) -> None:
         """Forget what a message whose processing raised left behind (its alerts included:
         the message became a dead letter)."""
-        self.pending.pop(message.partition, None)
-        self.busy.discard(message.partition)
+        partition = message.partition
+        self.pending.pop(partition, None)
+        if self._leave(partition):  # `write_state` looks at the partition again
+            fut = self.waiting.pop(partition)
+            if not fut.done():
+                fut.set_result(None)
 
     async def finish(self, message: Any) -> None:
-        """Emit the message's stateful alerts and by-group messages, then its state."""
+        """Emit the message's stateful alerts and by-group messages (its state is written
+        by the next `write_state`)."""
         partition = message.partition
         try:
             await self.emit(partition, self.pending.pop(partition, []))
         finally:
-            self.busy.discard(partition)
+            await self._settle(partition)
+
+    async def _settle(self, partition: int) -> None:
+        """One message of ``partition`` is finished: if `write_state` waits for it, write
+        the partition's state now, before another message can make it busy again."""
+        if not self._leave(partition):
+            return
+        fut = self.waiting[partition]
+        try:
+            written = await self._write(partition)
+        except BaseException as exc:
+            self.waiting.pop(partition, None)
+            if not fut.done():
+                fut.set_exception(exc)
+            raise
+        if written:  # else busy again meanwhile: that message's `finish` writes it
+            self.waiting.pop(partition, None)
+            if not fut.done():
+                fut.set_result(None)
 
     async def on_rekeyed(self, event: Any) -> None:
         """One by-group message."""
         msg = event.message
         self.ensure_loaded(msg.partition)
-        self.busy.add(msg.partition)
+        self._enter(msg.partition)
         try:
             alerts = self.processor.process_rekeyed(
                 event.value, msg.partition, topic=msg.topic, offset=msg.offset, now=self.clock()
             )
             await self.emit(msg.partition, alerts)
         finally:
-            self.busy.discard(msg.partition)
+            await self._settle(msg.partition)
         self.rt.progress.mark(msg.topic, msg.partition, msg.offset)
 
     async def tick(self) -> None:
-        """The watermark timer: judge what the watermarks passed, on idle partitions too."""
+        """The watermark timer: judge what the watermarks passed, on idle partitions too,
+        and write the state of every partition that changed (so at most once a second)."""
         for partition in self.owned():
             if partition in self.busy:
                 continue
             self.ensure_loaded(partition)
-            await self.emit(partition, self.processor.tick(partition, self.clock()))
+            self._enter(partition)  # a commit's `write_state` waits for the alerts' delivery
+            try:
+                await self.emit(partition, self.processor.tick(partition, self.clock()))
+            finally:
+                await self._settle(partition)
+            if partition in self.dirty and partition not in self.busy:
+                await self._write(partition)  # an idle partition's state is written too
 
     # -- output ------------------------------------------------------------------------------
 
     async def emit(self, partition: int, alerts: Sequence[dict[str, Any]]) -> None:
-        """Alerts (through every sink) and by-group messages first, delivered, then the
-        state changes: the state never gets ahead of what was delivered."""
+        """Queue alerts (through every sink) and by-group messages; the partition's state
+        changes are left for `_write`, which first waits for their delivery (the state never
+        gets ahead of what was delivered), so no message waits for a broker round trip."""
         app = self.app
         guard = app.delivery
         refused = 0
         clock = self.times.clock if self.times is not None else _no_clock
-        started, spent = clock(), 0
+        started = clock()
         grouper = getattr(self.rt, "grouper", None)
         if alerts and grouper is not None:  # incidents (stateful alerts are not grouped)
             try:
@@ -235,34 +301,81 @@ class StatefulShell:
                 ]
                 for sink in self.rt.sinks:
                     refused += await sink.send(out, source)
-            producer = aiokafka_producer(app)
-            send = producer.send
-            waits = []
+                self.unflushed.add(partition)
+            send = aiokafka_producer(app).send
             for rec in self.processor.take_rekeyed(partition):
                 fut = await send(self.topic_rekey, rec.value, key=rec.key, partition=rec.partition)
                 guard.track(fut)
-                waits.append(fut)
-            spent += clock() - started  # waiting for the broker is not CPU of a stage
-            if waits:
-                await asyncio.gather(*waits)
-            if alerts:
-                for sink in self.rt.sinks:
-                    await sink.flush()
-            started = clock()
-            for key, value in self.processor.changes(partition, self.clock()):
-                guard.track(await send(self.changelog, value, key=key, partition=partition))
+                self.unacked.setdefault(partition, []).append(fut)
+            self.dirty.add(partition)
             if self.times is not None:
-                self.times.add("stateful_out", spent + clock() - started)
+                self.times.add("stateful_out", clock() - started)
         except Exception as exc:  # the state must not get ahead of what was delivered
-            self.rt.counters.send_errors += 1
-            guard.poison(exc)
-            log.critical("cannot produce stateful output, stopping the worker: %r", exc)
-            await app.crash(exc)
+            await self._failed(exc)
             raise
         if alerts:
             self.alerts += len(alerts) - refused
             self.rt.counters.alerts += len(alerts) - refused
             self.rt.counters.detect_dead_lettered += refused
+
+    async def write_state(self, timeout: float | None = None) -> None:
+        """Send the state changes of every partition changed since its last write (then
+        the meta key), each key once. A partition with a message between `bind` and
+        `finish` is written by `finish`, which this awaits (``timeout``: at most that many
+        seconds, then `TimeoutError`). Raises, after poisoning the delivery guard, if a
+        record cannot be queued."""
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[None]] = []
+        for partition in sorted(self.dirty):
+            if partition in self.busy or not await self._write(partition):
+                fut = self.waiting.get(partition)
+                if fut is None:
+                    fut = self.waiting[partition] = loop.create_future()
+                waits.append(fut)
+        if waits:
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+            if any(p not in self.busy for p in self.dirty):  # an abandoned message
+                await self.write_state(timeout)
+
+    async def _write(self, partition: int) -> bool:
+        """Wait for the partition's by-group messages and alerts to be delivered, then send
+        its state changes; False (still dirty) if a message made it busy meanwhile."""
+        try:
+            while True:
+                waits = self.unacked.pop(partition, [])
+                flush = partition in self.unflushed
+                self.unflushed.discard(partition)
+                if not waits and not flush:
+                    break
+                if waits:
+                    await asyncio.gather(*waits)
+                if flush:
+                    for sink in self.rt.sinks:
+                        await sink.flush()
+            if partition in self.busy:
+                return False
+            self.dirty.discard(partition)
+            if partition not in self.processor.parts:
+                return True
+            clock = self.times.clock if self.times is not None else _no_clock
+            started = clock()
+            send = aiokafka_producer(self.app).send
+            track = self.app.delivery.track
+            for key, value in self.processor.changes(partition, self.clock()):
+                track(await send(self.changelog, value, key=key, partition=partition))
+                self.state_writes += 1
+        except Exception as exc:  # its input must not be committed
+            await self._failed(exc)
+            raise
+        if self.times is not None:
+            self.times.add("stateful_out", clock() - started)
+        return True
+
+    async def _failed(self, exc: Exception) -> None:
+        self.rt.counters.send_errors += 1
+        self.app.delivery.poison(exc)
+        log.critical("cannot produce stateful output, stopping the worker: %r", exc)
+        await self.app.crash(exc)
 
 
 def _no_clock() -> int:
@@ -313,6 +426,10 @@ def install_stateful(
         await shell.tick()
 
     async def on_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
+        try:  # the partitions' last changes, before they are forgotten
+            await shell.write_state(timeout=10.0)
+        except Exception as exc:  # the next owner re-reads from the last commit
+            log.warning("state write before a rebalance failed: %r", exc)
         shell.reset()
 
     app.on_partitions_revoked.connect(on_rebalance)
