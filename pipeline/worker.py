@@ -9,7 +9,6 @@ rule edits are logged and the running engine is kept (`pipeline.reload`).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import sys
@@ -183,19 +182,20 @@ def serve_telemetry(app: KlaxonApp, rt: Runtime, loop: asyncio.AbstractEventLoop
 
 
 def preload(settings: Settings) -> threading.Thread | None:
-    """Import what the first message will need but start-up does not (river, with scipy:
-    about a second, for the online anomaly model) in a background thread, while the main
-    thread mostly waits on the broker (topics, group join, table recovery). A module being
-    imported is locked: a first message that comes sooner waits for it, nothing more.
+    """Import what the first message will need but start-up does not (river's
+    HalfSpaceTrees, for the online anomaly model: `detections.stateful.anomaly.hst_class`)
+    in a background thread, while the main thread mostly waits on the broker (topics, group
+    join, table recovery). The loader is locked: a first message that comes sooner waits for
+    it, nothing more.
 
     >>> preload(Settings(stateful_detectors=("silence",))) is None
     True
     """
     if "anomaly" not in settings.stateful_detectors:
         return None
-    thread = threading.Thread(
-        target=importlib.import_module, args=("river.anomaly",), name="klaxon-preload", daemon=True
-    )
+    from detections.stateful.anomaly import hst_class
+
+    thread = threading.Thread(target=hst_class, name="klaxon-preload", daemon=True)
     thread.start()
     return thread
 
