@@ -184,7 +184,7 @@ _EMPTY: tuple[Any, ...] = ()
 #: Separates the fields of `PrincipalState.last`: a lone surrogate, which no string decoded
 #: by orjson (the pipeline's events) can contain.
 _SEP = "\udfff"
-_NO_LAST = _SEP * 3
+_NO_LAST = _SEP * 2
 _MAX_AGENTS = 8  # remembered per principal
 _MAX_NETWORKS = 16
 _MAX_KNOWN = 64  # namespaces / resource types remembered per principal
@@ -345,6 +345,7 @@ class PrincipalState(Baseline):
 
     __slots__ = (
         "acts",
+        "agent",
         "agents",
         "counts",
         "done",
@@ -374,9 +375,10 @@ class PrincipalState(Baseline):
         self.res: Names = _EMPTY
         self.new_agents: Hashes = _EMPTY
         self.new_networks: Hashes = _EMPTY
-        # the last event's auditID, stage, source IP and user agent in one string (one object
-        # instead of five): `last_event`
+        # the last event's auditID, stage and source IP in one string (one object instead of
+        # four) and its user agent (interned: shared by the principals that use it)
         self.last = _NO_LAST
+        self.agent = ""
         self.hours = 0  # bit h set: active in hour h (UTC) in some learnt window
         self.agents = array("I")
         self.networks = array("I")
@@ -450,8 +452,9 @@ class PrincipalState(Baseline):
         s.res = _small({sys.intern(str(v)) for v in value["res"]})
         s.new_agents = _small({int(v) for v in value["new_agents"]})
         s.new_networks = _small({int(v) for v in value["new_networks"]})
-        a, b, c, d = (str(v).replace(_SEP, "") for v in value["last"])
-        s.last = f"{a}{_SEP}{b}{_SEP}{c}{_SEP}{d}"
+        a, b, c, d = (str(v) for v in value["last"])
+        s.last = f"{a.replace(_SEP, '')}{_SEP}{b.replace(_SEP, '')}{_SEP}{c.replace(_SEP, '')}"
+        s.agent = sys.intern(d)
         s.n = int(value["n"])
         s.hours = int(value["hours"])
         s.agents = array("I", value["agents"])
@@ -560,12 +563,14 @@ class PrincipalState(Baseline):
             if nh not in self.networks and nh not in self.new_networks:
                 self.new_networks = _with(self.new_networks, nh)
         audit_id, stage = event.get("auditID") or "", event.get("stage") or ""
-        self.last = f"{audit_id}{_SEP}{stage}{_SEP}{ip}{_SEP}{agent_s}"
+        self.last = f"{audit_id}{_SEP}{stage}{_SEP}{ip}"
+        if agent_s != self.agent:
+            self.agent = sys.intern(agent_s)
 
     def last_event(self) -> tuple[str, str, str, str]:
         """(auditID, stage, source IP, user agent) of the last event accounted."""
-        audit_id, stage, ip, agent = self.last.split(_SEP, 3)
-        return audit_id, stage, ip, agent
+        audit_id, stage, ip = self.last.split(_SEP, 2)
+        return audit_id, stage, ip, self.agent
 
     def features(self, hour: int) -> list[float]:
         """The open window's feature vector (order of :data:`FEATURES`)."""
