@@ -19,6 +19,9 @@ latency``).
    least-squares slope printed (MB per hour), so a leak shows as a trend, not a guess.
    ``--principals N`` spreads the background over N distinct principals (default: the
    sample's own), e.g. 100,000 to measure the memory that much per-principal state costs.
+   The soak sends no markers (a fixed population: each marker is an identity never seen
+   before, 50 a second, whose state is kept like any identity's, so they grow the state by
+   design); ``--soak-markers`` sends them, to measure that growth.
 
 A figure measured here is for this machine and the broker beside the worker on its 2 cores
 (the producer, the broker, the worker and this consumer share them); say so when quoting it.
@@ -113,8 +116,9 @@ class Load:
             line = line.replace(b"PPPPPPP", f"{n % self.principals:07d}".encode(), 1)
         return line
 
-    async def run(self, rate: float, seconds: float) -> float:
-        """Produce at ``rate`` events/s for ``seconds``; returns the rate achieved."""
+    async def run(self, rate: float, seconds: float, *, markers: bool = True) -> float:
+        """Produce at ``rate`` events/s for ``seconds`` (one marker per message unless
+        ``markers`` is false); returns the rate achieved."""
         per_tick = max(1, round(rate * _TICK))
         start = time.perf_counter()
         sent = 0
@@ -125,11 +129,12 @@ class Load:
                 await asyncio.sleep(due - now)
             lines = [self._line(self.events + k) for k in range(per_tick)]
             self.events += per_tick
-            marker = _marker(self.markers, time.time())
-            self.sent_at[f"1a7e0c10-0000-4000-8000-{self.markers:012d}"] = time.time()
-            self.markers += 1
-            await self.producer.send(self.topic, b"\n".join([*lines, marker]), key=b"bench")
-            sent += per_tick + 1
+            if markers:
+                lines.append(_marker(self.markers, time.time()))
+                self.sent_at[f"1a7e0c10-0000-4000-8000-{self.markers:012d}"] = time.time()
+                self.markers += 1
+            await self.producer.send(self.topic, b"\n".join(lines), key=b"bench")
+            sent += len(lines)
             tick += 1
         await self.producer.flush()
         return sent / (time.perf_counter() - start)
@@ -255,7 +260,8 @@ async def _one_rate(
 async def _soak(args: argparse.Namespace, load: Load, worker: Any) -> None:
     samples: list[tuple[float, float]] = []
     start = time.time()
-    task = asyncio.create_task(load.run(args.soak_rate, args.soak))
+    markers0 = load.markers
+    task = asyncio.create_task(load.run(args.soak_rate, args.soak, markers=args.soak_markers))
     while not task.done():
         samples.append((time.time() - start, _rss_mb(worker.pid)))
         await asyncio.sleep(min(10.0, max(0.5, args.soak / 60)))
@@ -266,6 +272,7 @@ async def _soak(args: argparse.Namespace, load: Load, worker: Any) -> None:
         f" {samples[-1][1]:.0f} MB (peak {peak:.0f}), slope"
         f" {_slope_per_hour(samples):+.1f} MB/hour over {len(samples)} samples;"
         f" {load.events:,} events, principals {args.principals or 'as in the sample'}"
+        f" + {load.markers - markers0:,} new ones (markers)"
     )
 
 
@@ -283,6 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--soak-rate", type=float, default=5000.0, help="events/s of the soak")
     parser.add_argument(
         "--principals", type=int, default=0, help="distinct principals in the background"
+    )
+    parser.add_argument(
+        "--soak-markers",
+        action="store_true",
+        help="the soak also sends a marker (a new principal) per message",
     )
     args = parser.parse_args(argv)
 

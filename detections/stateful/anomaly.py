@@ -181,9 +181,9 @@ _MAX_DISTINCT = 64  # per window
 #: least 216 bytes, a tuple of one 48, and a window has one or two), a set beyond.
 _SMALL = 8
 _EMPTY: tuple[Any, ...] = ()
-#: Separates the fields of `PrincipalState.last`: a lone surrogate, which no string decoded
-#: by orjson (the pipeline's events) can contain.
-_SEP = "\udfff"
+#: Separates the fields of `PrincipalState.last` (stage, source IP, auditID): an ASCII
+#: character keeps the string at one byte a character; the stage and IP never hold it.
+_SEP = "\x00"
 _NO_LAST = _SEP * 2
 _MAX_AGENTS = 8  # remembered per principal
 _MAX_NETWORKS = 16
@@ -453,7 +453,7 @@ class PrincipalState(Baseline):
         s.new_agents = _small({int(v) for v in value["new_agents"]})
         s.new_networks = _small({int(v) for v in value["new_networks"]})
         a, b, c, d = (str(v) for v in value["last"])
-        s.last = f"{a.replace(_SEP, '')}{_SEP}{b.replace(_SEP, '')}{_SEP}{c.replace(_SEP, '')}"
+        s.last = f"{b.replace(_SEP, '')}{_SEP}{c.replace(_SEP, '')}{_SEP}{a}"
         s.agent = sys.intern(d)
         s.n = int(value["n"])
         s.hours = int(value["hours"])
@@ -563,13 +563,16 @@ class PrincipalState(Baseline):
             if nh not in self.networks and nh not in self.new_networks:
                 self.new_networks = _with(self.new_networks, nh)
         audit_id, stage = event.get("auditID") or "", event.get("stage") or ""
-        self.last = f"{audit_id}{_SEP}{stage}{_SEP}{ip}"
+        last = f"{stage}{_SEP}{ip}{_SEP}{audit_id}"
+        if last.count(_SEP) != 2:  # a NUL in a field (none from the API server): not in these
+            last = f"{str(stage).replace(_SEP, '')}{_SEP}{ip.replace(_SEP, '')}{_SEP}{audit_id}"
+        self.last = last
         if agent_s != self.agent:
             self.agent = sys.intern(agent_s)
 
     def last_event(self) -> tuple[str, str, str, str]:
         """(auditID, stage, source IP, user agent) of the last event accounted."""
-        audit_id, stage, ip = self.last.split(_SEP, 2)
+        stage, ip, audit_id = self.last.split(_SEP, 2)
         return audit_id, stage, ip, self.agent
 
     def features(self, hour: int) -> list[float]:

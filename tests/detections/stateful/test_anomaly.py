@@ -466,3 +466,6 @@ def test_the_last_event_is_kept_field_for_field() -> None:
     assert state.to_json()["last"] == list(state.last_event())
     restored = PrincipalState.from_json(json.loads(json.dumps(state.to_json())))
     assert restored.last_event() == state.last_event()
+    odd = {**k8s(T0 + 1, "alice", "get", "pods", ip="10.0.0.1\x00x"), "auditID": "a\x00b"}
+    m.observe(odd)
+    assert state.last_event() == ("a\x00b", "ResponseComplete", "10.0.0.1x", "web/1.4")
