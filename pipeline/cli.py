@@ -83,6 +83,22 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         " max.message.bytes (default %(default)s)",
     )
     parser.add_argument(
+        "--events-batch",
+        type=int,
+        default=d.events_batch,
+        metavar="N",
+        help="join consecutive raw messages' events messages per partition up to N events"
+        " (default %(default)s)",
+    )
+    parser.add_argument(
+        "--events-linger",
+        type=float,
+        default=d.events_linger,
+        metavar="S",
+        help="... sending what waits once the oldest waited S seconds; 0 sends one events"
+        " message per raw message and partition (default %(default)s)",
+    )
+    parser.add_argument(
         "--idempotent",
         action="store_true",
         help="idempotent producer (Apache Kafka with acks=all; Tansu refuses it)",
@@ -114,6 +130,8 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         stall_after=float(args.stall_after),
         stall_exit=float(args.stall_exit),
         max_message_bytes=int(args.max_message_bytes),
+        events_batch=max(1, int(args.events_batch)),
+        events_linger=max(0.0, float(args.events_linger)),
         idempotent=bool(args.idempotent),
     )
 
