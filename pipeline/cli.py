@@ -161,6 +161,14 @@ def _register_worker(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         metavar="HOST:PORT[,...]",
         help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)",
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes in this group (0: one per core); each gets the metrics"
+        " port + i, status file NAME-i.EXT and its own data dir (default %(default)s)",
+    )
     _add_worker_flags(p)
     p.set_defaults(func=_worker)
 
@@ -177,6 +185,16 @@ def _worker(args: argparse.Namespace) -> int:
     except PipelineError as exc:
         print(f"klaxon worker: {exc}", file=sys.stderr)
         return 2
+    if args.processes != 1:
+        from pipeline.supervise import process_count, supervise
+
+        return supervise(
+            list(args.command_line),
+            process_count(args.processes),
+            metrics_address=settings.metrics_address,
+            status_file=args.status_file,
+            data_dir=str(settings.data_dir),
+        )
     return run_worker(settings, options_from_args(args), bootstrap=bootstrap)
 
 

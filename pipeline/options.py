@@ -23,7 +23,7 @@ class WorkerOptions:
     stream_buffer_maxsize: int = 256
     max_poll_records: int = 200
     producer_linger: float = 0.005
-    fetch_max_wait: float = 0.1
+    fetch_max_wait: float = 0.05
     handoff_events: int = 20_000
     #: Events messages of consecutive raw messages are joined per partition up to this many
     #: events (`pipeline.coalesce`) ...
