@@ -884,6 +884,46 @@ def redact_if_needed(event: dict[str, Any], policy: Redaction = NO_PATTERNS) -> 
                 _scan_body(body, flags, policy)
 
 
+def redact_events(events: list[dict[str, Any]], policy: Redaction = NO_PATTERNS) -> None:
+    """`redact_if_needed` on each event of a batch (the normaliser's hot path).
+
+    Most events have no body: for them the test of `_needs_by_metadata` is inlined (a few
+    dict lookups, the policy asked once per batch) and nothing else runs.
+    """
+    extra = bool(policy)
+    hints = _QUERY_HINTS
+    for ev in events:
+        get = ev.get
+        if get("requestObject") is not None or get("responseObject") is not None:
+            redact_if_needed(ev, policy)
+            continue
+        ref = get("objectRef")
+        if ref.__class__ is dict:
+            res = ref.get("resource")
+            if (res.__class__ is str and res in _SENSITIVE_RESOURCES) or ref.get(
+                "subresource"
+            ) == "token":
+                _redact_metadata(ev, policy)
+                continue
+        uri = get("requestURI")
+        if uri.__class__ is str and "?" in uri:
+            query = uri.partition("?")[2]
+            hit = hints.get(query)
+            if (
+                "command=" in query
+                or hit
+                or (hit is None and _query_hint(query))
+                or (extra and policy.hits(query.encode()))
+            ):
+                _redact_metadata(ev, policy)
+                continue
+        ann = get("annotations")
+        if ann.__class__ is dict and (
+            (extra and policy.hits(orjson.dumps(ann))) or _annotation_hint(ann)
+        ):
+            _redact_metadata(ev, policy)
+
+
 def _redact_metadata(event: dict[str, Any], policy: Redaction) -> None:
     """Secret/ConfigMap/token shapes in bodies, the request URI and annotations."""
     ref = event.get("objectRef")
