@@ -143,13 +143,28 @@ def _redact_value(value: Any) -> Any:
     return placeholder(value)
 
 
+#: Verdicts of `is_credential_name` by name (ConfigMap keys and query parameter names recur).
+_CREDENTIAL_NAMES: dict[str, bool] = {}
+#: Entries kept before that cache is emptied (names are attacker-controlled: bounded).
+_CREDENTIAL_NAMES_MAX = 4096
+
+
 def is_credential_name(name: str) -> bool:
-    """Whether a key or parameter name looks like it names a credential.
+    """Whether a key or parameter name looks like it names a credential (remembered).
 
     >>> [is_credential_name(k) for k in ("DB_PASSWORD", "tls.key", "awsSecretAccessKey",
     ...                                   "ui.properties", "keyspace", "Corefile")]
     [True, True, True, False, False, False]
     """
+    hit = _CREDENTIAL_NAMES.get(name)
+    if hit is None:
+        if len(_CREDENTIAL_NAMES) >= _CREDENTIAL_NAMES_MAX:
+            _CREDENTIAL_NAMES.clear()
+        hit = _CREDENTIAL_NAMES[name] = _judge_name(name)
+    return hit
+
+
+def _judge_name(name: str) -> bool:
     words = _NONALNUM.split(_CAMEL.sub(r"\1_\2", name).lower())
     if any(w in _CRED_WORDS for w in words):
         return True
@@ -185,6 +200,9 @@ def _sub_group(pattern: Any, text: str, group: int) -> str:
 def redact_text(text: str) -> str:
     """Redact credential-looking parts of free text, leaving the rest readable.
 
+    Each pattern runs only when a literal it needs is there (ConfigMap values are mostly
+    plain configuration, and each RE2 call costs microseconds).
+
     >>> redact_text("aws_access_key_id = AKIAABCDEFGHIJKLMNOP\\ncolor=purple")
     'aws_access_key_id = [REDACTED sha256:457643f44d19]\\ncolor=purple'
     >>> redact_text("db: postgres://app:s3cret@db:5432/x")
@@ -199,10 +217,35 @@ def redact_text(text: str) -> str:
         out = _sub_group(_JWT, out, 1)
     if "://" in out:
         out = _sub_group(_URL_CREDS, out, 2)
-    out = _sub_group(_BEARER, out, 2)
-    out = _sub_group(_ASSIGNMENT, out, 2)
-    out = _sub_group(_AWS_KEY_ID, out, 1)
+    if _may_contain(out, ("bearer", "basic")):
+        out = _sub_group(_BEARER, out, 2)
+    if _may_contain(out, _ASSIGNMENT_WORDS):
+        out = _sub_group(_ASSIGNMENT, out, 2)
+    if any(prefix in out for prefix in _AWS_PREFIXES):
+        out = _sub_group(_AWS_KEY_ID, out, 1)
     return out
+
+
+#: The prefixes `_AWS_KEY_ID` matches start with.
+_AWS_PREFIXES = ("AKIA", "ASIA", "ABIA", "ACCA", "AIDA", "AROA")
+#: Literals one of which every `_ASSIGNMENT` match contains (in any case).
+_ASSIGNMENT_WORDS = ("pass", "pwd", "secret", "token", "key", "credential")
+
+
+def _may_contain(text: str, words: tuple[str, ...]) -> bool:
+    """Whether a case-insensitive pattern needing one of `words` (lower-case ASCII) may match
+    `text`: always for non-ASCII text, since RE2 folds ``ſ`` with ``s`` and ``K`` (Kelvin)
+    with ``k``; else whether one of the words is in it, in any case.
+
+    >>> _may_contain("Bearer x", ("bearer",)), _may_contain("color=blue", ("key",))
+    (True, False)
+    >>> _may_contain("baſic", ("basic",))
+    True
+    """
+    if not text.isascii():
+        return True
+    lower = text.lower()
+    return any(w in lower for w in words)
 
 
 def redact_tokens(text: str) -> str:

@@ -20,6 +20,8 @@ from schemas.redact import (
     needs_redaction,
     placeholder,
     redact_event,
+    redact_events,
+    redact_if_needed,
     redact_in_place,
     redact_text,
 )
@@ -486,3 +488,35 @@ def test_pack_fixtures_fire_the_same_after_redaction() -> None:
             if hit != (case.expect == "hit"):
                 wrong.append(f"{rule.file}: {case.name}")
     assert wrong == []
+
+
+def test_batch_redaction_is_event_by_event_redaction() -> None:
+    """`redact_events` (the normaliser's batch) changes exactly what `redact_if_needed` does,
+    with and without operator patterns, on events with and without bodies."""
+    from bench.engine import make_events
+
+    events = [*planted.planted_events(), *make_events(400, mix="bodies")]
+    for policy in (Redaction(), Redaction.compile([planted.OPERATOR_PATTERN])):
+        batch = copy.deepcopy(events)
+        one_by_one = copy.deepcopy(events)
+        redact_events(batch, policy)
+        for ev in one_by_one:
+            redact_if_needed(ev, policy)
+        assert orjson.dumps(batch) == orjson.dumps(one_by_one)
+        assert batch != events  # the batch did redact something
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("Authorization: BEARER abcdef123", True),
+        ("auth: baſic abcdef123", True),  # RE2 folds the long s: non-ASCII text is searched
+        ("user_AIDAABCDEFGHIJKLMNOP", False),  # no word boundary before it
+        ("id AIDAABCDEFGHIJKLMNOP", True),
+        ("DB_PASSWORD: hunter2", True),
+        ("color=purple\nsize: 3", False),
+    ],
+)
+def test_text_patterns_run_whenever_they_could_match(text: str, redacted: bool) -> None:
+    """`redact_text` skips a pattern only when a literal it needs is absent."""
+    assert (redact_text(text) != text) is redacted
