@@ -790,12 +790,36 @@ def _body_context(body: Any) -> str | None:
     return None
 
 
+#: Redacted query strings by query, without operator patterns (``watch=true``,
+#: ``limit=500`` and exec command lines recur); short queries only, emptied when full.
+_REDACTED_QUERIES: dict[str, str] = {}
+_REDACTED_QUERIES_MAX = 4096
+_REMEMBERED_QUERY_LENGTH = 256
+
+
 def _redact_uri(uri: str, policy: Redaction = NO_PATTERNS) -> str:
     """Credential query parameters, exec/attach command lines (``command=`` values, decoded,
     redacted as one command line, encoded again) and credentials inside other query values."""
     path, sep, query = uri.partition("?")
     if not sep:
         return uri
+    if policy or len(query) > _REMEMBERED_QUERY_LENGTH:
+        new_query = _redact_query(query, policy)
+    else:
+        remembered = _REDACTED_QUERIES.get(query)
+        if remembered is None:
+            if len(_REDACTED_QUERIES) >= _REDACTED_QUERIES_MAX:
+                _REDACTED_QUERIES.clear()
+            remembered = _REDACTED_QUERIES[query] = _redact_query(query, policy)
+        new_query = remembered
+    out = f"{path}?{new_query}"
+    if "earer" in out or "EARER" in out:
+        out = _sub_group(_BEARER, out, 2)
+    return out
+
+
+def _redact_query(query: str, policy: Redaction) -> str:
+    """`_redact_uri` of the query string (after ``?``)."""
     parts = query.split("&")
     commands: list[tuple[int, str]] = []
     for i, part in enumerate(parts):
@@ -817,10 +841,7 @@ def _redact_uri(uri: str, policy: Redaction = NO_PATTERNS) -> str:
             new = policy.apply(new) if policy else new
             if new != text:
                 parts[i] = f"command={quote(new, safe='')}"
-    out = f"{path}?{'&'.join(parts)}"
-    if "earer" in out or "EARER" in out:
-        out = _sub_group(_BEARER, out, 2)
-    return out
+    return "&".join(parts)
 
 
 def _annotation_hint(annotations: Any) -> bool:

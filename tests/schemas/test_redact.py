@@ -520,3 +520,22 @@ def test_batch_redaction_is_event_by_event_redaction() -> None:
 def test_text_patterns_run_whenever_they_could_match(text: str, redacted: bool) -> None:
     """`redact_text` skips a pattern only when a literal it needs is absent."""
     assert (redact_text(text) != text) is redacted
+
+
+def test_remembered_query_redaction_is_the_computed_one() -> None:
+    """Query strings are redacted once and remembered; a second event with the same query
+    gets the same result, and operator patterns still apply to queries already seen."""
+    uri = (
+        "/api/v1/namespaces/a/pods/p/exec"
+        "?command=mysql&command=--password%3DHunter22&token=abc&watch=1"
+    )
+    first = {"verb": "create", "requestURI": uri, "objectRef": {"resource": "pods"}}
+    second = copy.deepcopy(first)
+    redact_in_place(first)
+    redact_in_place(second)
+    assert first["requestURI"] == second["requestURI"] != uri
+    assert "Hunter22" not in first["requestURI"] and "token=abc" not in first["requestURI"]
+    marked = {"verb": "get", "requestURI": "/api/v1/pods?labelSelector=ACME-7f3a9c0d1e2b4a68"}
+    redact_in_place(copy.deepcopy(marked))  # remembered without operator patterns
+    redact_in_place(marked, Redaction.compile([planted.OPERATOR_PATTERN]))
+    assert planted.OPERATOR_SECRET not in marked["requestURI"]
