@@ -71,7 +71,7 @@ SENSITIVE_KINDS = frozenset(
 # Lower-case literals that may announce a credential in a query string (a few `in` tests on
 # a short string are cheaper than any regex call).
 _URI_HINTS = (
-    "token", "bearer", "basic", "auth", "passw", "secret", "key", "credential", "sig",
+    "token", "bearer", "basic", "auth", "pass", "pwd", "secret", "key", "credential", "sig",
     "eyj", "akia", "asia", "aiza", "private", "@", "%40",
 )  # fmt: skip
 

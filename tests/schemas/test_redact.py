@@ -267,6 +267,14 @@ def test_credentials_in_request_uri_and_annotations_are_redacted() -> None:
     assert ev["annotations"]["authorization.k8s.io/decision"] == "allow"
 
 
+@pytest.mark.parametrize("name", ["pwd", "pass", "PASS", "passwd", "password", "db_pwd"])
+def test_every_password_parameter_name_is_redacted(name: str) -> None:
+    """Short password names (`pwd`, `pass`) too, not only the ones spelling `passw`."""
+    ev = decoded(audit("pods", verb="get", requestURI=f"/api/v1/pods?{name}=MARKPW1&watch=1"))
+    assert_gone(ev, "MARKPW1")
+    assert ev["requestURI"].endswith("&watch=1")
+
+
 def test_exec_command_parameters_are_not_redacted() -> None:
     """Rules need exec commands: `command=` values are left alone."""
     uri = "/api/v1/namespaces/d/pods/p/exec?command=sh&command=-c&command=id&stdin=true"
