@@ -827,6 +827,64 @@ def new_hst(settings: AnomalySettings) -> HalfSpaceTrees:
     )
 
 
+#: Tree templates by (seed, height, trees, limits): the trees river would grow at a new
+#: HST's first `learn_one`, and its random generator's state afterwards.
+_PLANTED: dict[tuple[Any, ...], tuple[list[Any], Any]] = {}
+
+
+def plant_trees(hst: HalfSpaceTrees) -> None:
+    """Give a tree-less HST (fresh, not yet learnt from) the trees it would grow itself.
+
+    River grows them from the seed at the first `learn_one` (about 17 ms for the default
+    settings, once per partition); the same seed, limits and height always grow the same
+    trees, so they are grown once per process and copied (about 4 ms), with zero masses and
+    the random generator left where growing them leaves it. Only for an HST whose first
+    `learn_one` gets every feature of :func:`hst_input` (the limits are over all of them).
+    """
+    if hst.trees:
+        return
+    limits = tuple(sorted(hst.limits.items()))
+    key = (hst.seed, hst.height, hst.n_trees, limits)
+    template = _PLANTED.get(key)
+    if template is None:
+        from river.anomaly import HalfSpaceTrees
+
+        grown = HalfSpaceTrees(
+            n_trees=hst.n_trees, height=hst.height, limits=dict(limits), seed=hst.seed
+        )
+        grown.learn_one({name: 0.0 for name, _ in limits})  # type: ignore[no-untyped-call]
+        template = _PLANTED[key] = (grown.trees, grown.rng.getstate())
+    trees, rng_state = template
+    nodes: list[list[Any]] = [[] for _ in trees]
+    hst._tree_nodes = nodes
+    hst.trees = [_clone(tree, out) for tree, out in zip(trees, nodes, strict=True)]
+    hst.rng.setstate(rng_state)
+
+
+def _clone(tree: Any, out: list[Any]) -> Any:
+    """A copy of a padded tree with zero masses; its nodes appended to ``out`` in the
+    depth-first order of river's ``iter_dfs``."""
+    from river.tree.padded import PaddedBranch, PaddedLeaf
+
+    new = object.__new__
+
+    def copy(node: Any) -> Any:
+        if node.__class__ is PaddedBranch:
+            branch = new(PaddedBranch)
+            out.append(branch)
+            left, right = node.children
+            branch.children = (copy(left), copy(right))
+            branch.feature, branch.threshold = node.feature, node.threshold
+            branch.l_mass = branch.r_mass = 0
+            return branch
+        leaf: Any = new(PaddedLeaf)
+        out.append(leaf)
+        leaf.r_mass = leaf.l_mass = 0
+        return leaf
+
+    return copy(tree)
+
+
 def hst_input(x: list[float]) -> dict[str, float]:
     """Feature dict for the HST (log1p, clipped to the fixed limits)."""
     return {
@@ -868,6 +926,7 @@ def hst_from_json(value: Any, settings: AnomalySettings) -> HalfSpaceTrees:
         raise StateFormatError(f"HST checkpoint parameters {params} differ from the settings")
     masses = value.get("masses") or []
     if masses:
+        plant_trees(hst)
         hst.learn_one(hst_input([0.0] * N_FEATURES))  # type: ignore[no-untyped-call]
         nodes = hst._tree_nodes
         if [len(t) for t in nodes] != [len(t) for t in masses]:
@@ -972,6 +1031,8 @@ class AnomalyModel:
         young = state.n < cfg.warmup and cfg.population_threshold is not None
         if verdict.level is not None or young:  # scored only when it is used (evidence)
             pop = float(self.hst.score_one(hx))  # type: ignore[no-untyped-call]
+        if not self.hst.trees:
+            plant_trees(self.hst)
         self.hst.learn_one(hx)  # type: ignore[no-untyped-call]
         self.windows_scored += 1
         if (
