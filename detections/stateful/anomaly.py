@@ -967,16 +967,20 @@ class AnomalyModel:
 
     def observe(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """Account one event; returns alerts for windows this event closed."""
-        t = event_time(event)
+        alert = self.observe_at(event, event_time(event), principal_key(event))
+        return [] if alert is None else [alert]
+
+    def observe_at(self, event: dict[str, Any], t: float | None, key: str) -> dict[str, Any] | None:
+        """:meth:`observe` with the event's `event_time` and `principal_key` already known
+        (the pipeline computes them once per event); the alert of the window it closed."""
         user = event.get("user")
         name = user.get("username") if user.__class__ is dict else None
         if t is None or name.__class__ is not str:
-            return []
-        key = principal_key(event)
+            return None
         w = int(t // self.settings.window)
         principals = self.principals
         state = principals.get(key)
-        alerts: list[dict[str, Any]] = []
+        alert = None
         if state is None:
             state = PrincipalState()
             state.window = w
@@ -988,15 +992,13 @@ class AnomalyModel:
             principals.move_to_end(key)
             if w > state.window:
                 alert = self._close(key, state)
-                if alert is not None:
-                    alerts.append(alert)
                 state.window = w
             elif w < state.window:
                 state.late += 1
                 self.late += 1
-                return alerts
+                return None
         state.add(event)
-        return alerts
+        return alert
 
     def advance(self, now: float) -> list[dict[str, Any]]:
         """Close every open window that ended before ``now - lateness`` (event time)."""

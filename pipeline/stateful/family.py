@@ -22,7 +22,7 @@ switched-off family's state is kept or deleted as its `rebuild` decides):
 `set_rules`              compile a (reloaded) rule set; `rule_ids`: base rules whose matches
                          `on_match` gets; `rules_held_back` / `rules_published`: suppression
 `new_state` `rebuild`    an empty state; the state kept over a rule reload
-`on_events`              every events message (with the newest event time per cluster)
+`on_events`              every events message (its event times, the newest per cluster)
 `on_match`               one stateless match of one of its `rule_ids`
 `take_rekeyed`           by-group payloads per destination partition; `on_rekeyed` gets one
 `on_tick`                the watermark timer (`Tick`)
@@ -214,9 +214,15 @@ class Family(Generic[S]):
     # -- input -------------------------------------------------------------------------------
 
     def on_events(
-        self, state: S, events: Sequence[dict[str, Any]], newest: dict[str, float], alerts: Alerts
+        self,
+        state: S,
+        events: Sequence[dict[str, Any]],
+        times: Sequence[float | None],
+        newest: dict[str, float],
+        alerts: Alerts,
     ) -> None:
-        """One events message; ``newest``: its largest event time per cluster."""
+        """One events message; ``times``: each event's `event_time` (None: it has none),
+        computed once for every family; ``newest``: the largest event time per cluster."""
 
     def on_match(self, state: S, match: Match, alerts: Alerts) -> None:
         """One stateless match of a rule in `rule_ids` (matches in message order)."""
