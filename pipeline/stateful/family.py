@@ -61,6 +61,7 @@ S = TypeVar("S")
 Alerts = list[dict[str, Any]]
 #: What `Family.dump` yields: ``(kind, key, JSON-able value or None for a deletion)``.
 Dumped = tuple[str, str, Any]
+_MISSING: Any = object()
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class TrackedStore(MutableMapping[str, Any]):
     >>> s["b"] = 2; del s["a"]
     >>> sorted(s.take_dirty()), s.take_dirty(), dict(s)
     (['a', 'b'], set(), {'b': 2})
+    >>> s.pop("b"), s.pop("x", 0), s.take_dirty()
+    (2, 0, {'b'})
     """
 
     def __init__(self, data: Iterable[tuple[str, Any]] = ()) -> None:
@@ -126,6 +129,16 @@ class TrackedStore(MutableMapping[str, Any]):
     def get(self, key: str, default: Any = None) -> Any:
         """``dict.get`` without the ABC's try/except (hot path)."""
         return self.data.get(key, default)
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        """``dict.pop`` (a change when the key was there) without the ABC's two lookups."""
+        data = self.data
+        if key in data:
+            self.dirty.add(key)
+            return data.pop(key)
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
 
     def take_dirty(self) -> set[str]:
         """The keys changed since the last call (and forget them)."""
