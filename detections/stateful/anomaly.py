@@ -967,20 +967,23 @@ class AnomalyModel:
 
     def observe(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """Account one event; returns alerts for windows this event closed."""
-        alert = self.observe_at(event, event_time(event), principal_key(event))
+        alert, _ = self.observe_at(event, event_time(event), principal_key(event))
         return [] if alert is None else [alert]
 
-    def observe_at(self, event: dict[str, Any], t: float | None, key: str) -> dict[str, Any] | None:
+    def observe_at(
+        self, event: dict[str, Any], t: float | None, key: str
+    ) -> tuple[dict[str, Any] | None, bool]:
         """:meth:`observe` with the event's `event_time` and `principal_key` already known
-        (the pipeline computes them once per event); the alert of the window it closed."""
+        (the pipeline computes them once per event): the alert of the window it closed, and
+        whether the principal's baseline may have changed (a new principal, a closed window,
+        or no principal under ``key``) rather than only its open window's counts."""
+        principals = self.principals
         user = event.get("user")
         name = user.get("username") if user.__class__ is dict else None
         if t is None or name.__class__ is not str:
-            return None
+            return None, key not in principals
         w = int(t // self.settings.window)
-        principals = self.principals
         state = principals.get(key)
-        alert = None
         if state is None:
             state = PrincipalState()
             state.window = w
@@ -988,17 +991,20 @@ class AnomalyModel:
             if len(principals) > self.settings.max_principals:
                 principals.popitem(last=False)
                 self.evicted += 1
+            state.add(event)
+            return None, True
+        principals.move_to_end(key)
+        if w > state.window:
+            alert = self._close(key, state)
+            state.window = w
+            state.add(event)
+            return alert, True
+        if w < state.window:
+            state.late += 1
+            self.late += 1
         else:
-            principals.move_to_end(key)
-            if w > state.window:
-                alert = self._close(key, state)
-                state.window = w
-            elif w < state.window:
-                state.late += 1
-                self.late += 1
-                return None
-        state.add(event)
-        return alert
+            state.add(event)
+        return None, False
 
     def advance(self, now: float) -> list[dict[str, Any]]:
         """Close every open window that ended before ``now - lateness`` (event time)."""

@@ -121,22 +121,18 @@ class Anomaly(Family[AnomalyState]):
         alerts: Alerts,
     ) -> None:
         model = state.model
-        principals = model.principals
         observe = model.observe_at
         urgent, lazy = state.touched, state.lazy
         for event, t in zip(events, times, strict=True):
             key = principal_key(event)
-            before = principals.get(key)
-            window = before.window if before is not None else None
             try:
-                alert = observe(event, t, key)
+                alert, changed = observe(event, t, key)
             except Exception as exc:
                 self.ctx.error("anomaly", exc)
                 continue
             if alert is not None:
                 alerts.append(alert)
-            # an existing principal is moved, never evicted, by its own event
-            if before is None or before.window != window:
+            if changed:
                 urgent.add(key)  # new principal or a closed window: the baseline changed
             elif key not in urgent:
                 lazy.add(key)  # only the open window's counts: checkpointed periodically
