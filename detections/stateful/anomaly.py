@@ -55,6 +55,7 @@ requests 8x its usual rate
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from array import array
@@ -216,6 +217,7 @@ class AnomalySettings:
     seed: int = 42
 
 
+@functools.lru_cache(maxsize=8192)  # names recur: resource types, namespaces
 def _h(text: str) -> int:
     return zlib.crc32(text.encode("utf-8", "surrogatepass"))
 
@@ -224,6 +226,18 @@ def _network(ip: str) -> str:
     if ":" in ip:
         return ":".join(ip.split(":")[:4])
     return ip.rsplit(".", 1)[0]
+
+
+@functools.lru_cache(maxsize=8192)  # every event has one; a cluster has few distinct ones
+def _agent_hash(agent: str) -> int:
+    """The remembered form of a user agent: its product's hash."""
+    return _h(ua_product(agent))
+
+
+@functools.lru_cache(maxsize=8192)
+def _network_hash(ip: str) -> int:
+    """The remembered form of a source IP: its network's hash."""
+    return _h(_network(ip))
 
 
 def peer_group(username: str) -> tuple[str, str]:
@@ -528,7 +542,7 @@ class PrincipalState(Baseline):
         agent_s = ""
         if agent.__class__ is str:
             agent_s = agent
-            ah = _h(ua_product(agent))
+            ah = _agent_hash(agent)
             if ah not in self.agents and len(self.new_agents) < _MAX_DISTINCT:
                 if self.new_agents is _EMPTY:
                     self.new_agents = set()
@@ -537,7 +551,7 @@ class PrincipalState(Baseline):
         ip = ""
         if ips.__class__ is list and ips and ips[0].__class__ is str:
             ip = ips[0]
-            nh = _h(_network(ip))
+            nh = _network_hash(ip)
             if nh not in self.networks and len(self.new_networks) < _MAX_DISTINCT:
                 if self.new_networks is _EMPTY:
                     self.new_networks = set()
