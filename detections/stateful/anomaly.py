@@ -55,6 +55,7 @@ requests 8x its usual rate
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from array import array
@@ -216,6 +217,7 @@ class AnomalySettings:
     seed: int = 42
 
 
+@functools.lru_cache(maxsize=8192)  # names recur: resource types, namespaces
 def _h(text: str) -> int:
     return zlib.crc32(text.encode("utf-8", "surrogatepass"))
 
@@ -224,6 +226,18 @@ def _network(ip: str) -> str:
     if ":" in ip:
         return ":".join(ip.split(":")[:4])
     return ip.rsplit(".", 1)[0]
+
+
+@functools.lru_cache(maxsize=8192)  # every event has one; a cluster has few distinct ones
+def _agent_hash(agent: str) -> int:
+    """The remembered form of a user agent: its product's hash."""
+    return _h(ua_product(agent))
+
+
+@functools.lru_cache(maxsize=8192)
+def _network_hash(ip: str) -> int:
+    """The remembered form of a source IP: its network's hash."""
+    return _h(_network(ip))
 
 
 def peer_group(username: str) -> tuple[str, str]:
@@ -528,7 +542,7 @@ class PrincipalState(Baseline):
         agent_s = ""
         if agent.__class__ is str:
             agent_s = agent
-            ah = _h(ua_product(agent))
+            ah = _agent_hash(agent)
             if ah not in self.agents and len(self.new_agents) < _MAX_DISTINCT:
                 if self.new_agents is _EMPTY:
                     self.new_agents = set()
@@ -537,7 +551,7 @@ class PrincipalState(Baseline):
         ip = ""
         if ips.__class__ is list and ips and ips[0].__class__ is str:
             ip = ips[0]
-            nh = _h(_network(ip))
+            nh = _network_hash(ip)
             if nh not in self.networks and len(self.new_networks) < _MAX_DISTINCT:
                 if self.new_networks is _EMPTY:
                     self.new_networks = set()
@@ -827,6 +841,64 @@ def new_hst(settings: AnomalySettings) -> HalfSpaceTrees:
     )
 
 
+#: Tree templates by (seed, height, trees, limits): the trees river would grow at a new
+#: HST's first `learn_one`, and its random generator's state afterwards.
+_PLANTED: dict[tuple[Any, ...], tuple[list[Any], Any]] = {}
+
+
+def plant_trees(hst: HalfSpaceTrees) -> None:
+    """Give a tree-less HST (fresh, not yet learnt from) the trees it would grow itself.
+
+    River grows them from the seed at the first `learn_one` (about 17 ms for the default
+    settings, once per partition); the same seed, limits and height always grow the same
+    trees, so they are grown once per process and copied (about 4 ms), with zero masses and
+    the random generator left where growing them leaves it. Only for an HST whose first
+    `learn_one` gets every feature of :func:`hst_input` (the limits are over all of them).
+    """
+    if hst.trees:
+        return
+    limits = tuple(sorted(hst.limits.items()))
+    key = (hst.seed, hst.height, hst.n_trees, limits)
+    template = _PLANTED.get(key)
+    if template is None:
+        from river.anomaly import HalfSpaceTrees
+
+        grown = HalfSpaceTrees(
+            n_trees=hst.n_trees, height=hst.height, limits=dict(limits), seed=hst.seed
+        )
+        grown.learn_one({name: 0.0 for name, _ in limits})  # type: ignore[no-untyped-call]
+        template = _PLANTED[key] = (grown.trees, grown.rng.getstate())
+    trees, rng_state = template
+    nodes: list[list[Any]] = [[] for _ in trees]
+    hst._tree_nodes = nodes
+    hst.trees = [_clone(tree, out) for tree, out in zip(trees, nodes, strict=True)]
+    hst.rng.setstate(rng_state)
+
+
+def _clone(tree: Any, out: list[Any]) -> Any:
+    """A copy of a padded tree with zero masses; its nodes appended to ``out`` in the
+    depth-first order of river's ``iter_dfs``."""
+    from river.tree.padded import PaddedBranch, PaddedLeaf
+
+    new = object.__new__
+
+    def copy(node: Any) -> Any:
+        if node.__class__ is PaddedBranch:
+            branch = new(PaddedBranch)
+            out.append(branch)
+            left, right = node.children
+            branch.children = (copy(left), copy(right))
+            branch.feature, branch.threshold = node.feature, node.threshold
+            branch.l_mass = branch.r_mass = 0
+            return branch
+        leaf: Any = new(PaddedLeaf)
+        out.append(leaf)
+        leaf.r_mass = leaf.l_mass = 0
+        return leaf
+
+    return copy(tree)
+
+
 def hst_input(x: list[float]) -> dict[str, float]:
     """Feature dict for the HST (log1p, clipped to the fixed limits)."""
     return {
@@ -868,6 +940,7 @@ def hst_from_json(value: Any, settings: AnomalySettings) -> HalfSpaceTrees:
         raise StateFormatError(f"HST checkpoint parameters {params} differ from the settings")
     masses = value.get("masses") or []
     if masses:
+        plant_trees(hst)
         hst.learn_one(hst_input([0.0] * N_FEATURES))  # type: ignore[no-untyped-call]
         nodes = hst._tree_nodes
         if [len(t) for t in nodes] != [len(t) for t in masses]:
@@ -908,16 +981,23 @@ class AnomalyModel:
 
     def observe(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """Account one event; returns alerts for windows this event closed."""
-        t = event_time(event)
+        alert, _ = self.observe_at(event, event_time(event), principal_key(event))
+        return [] if alert is None else [alert]
+
+    def observe_at(
+        self, event: dict[str, Any], t: float | None, key: str
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """:meth:`observe` with the event's `event_time` and `principal_key` already known
+        (the pipeline computes them once per event): the alert of the window it closed, and
+        whether the principal's baseline may have changed (a new principal, a closed window,
+        or no principal under ``key``) rather than only its open window's counts."""
+        principals = self.principals
         user = event.get("user")
         name = user.get("username") if user.__class__ is dict else None
         if t is None or name.__class__ is not str:
-            return []
-        key = principal_key(event)
+            return None, key not in principals
         w = int(t // self.settings.window)
-        principals = self.principals
         state = principals.get(key)
-        alerts: list[dict[str, Any]] = []
         if state is None:
             state = PrincipalState()
             state.window = w
@@ -925,19 +1005,20 @@ class AnomalyModel:
             if len(principals) > self.settings.max_principals:
                 principals.popitem(last=False)
                 self.evicted += 1
+            state.add(event)
+            return None, True
+        principals.move_to_end(key)
+        if w > state.window:
+            alert = self._close(key, state)
+            state.window = w
+            state.add(event)
+            return alert, True
+        if w < state.window:
+            state.late += 1
+            self.late += 1
         else:
-            principals.move_to_end(key)
-            if w > state.window:
-                alert = self._close(key, state)
-                if alert is not None:
-                    alerts.append(alert)
-                state.window = w
-            elif w < state.window:
-                state.late += 1
-                self.late += 1
-                return alerts
-        state.add(event)
-        return alerts
+            state.add(event)
+        return None, False
 
     def advance(self, now: float) -> list[dict[str, Any]]:
         """Close every open window that ended before ``now - lateness`` (event time)."""
@@ -972,6 +1053,8 @@ class AnomalyModel:
         young = state.n < cfg.warmup and cfg.population_threshold is not None
         if verdict.level is not None or young:  # scored only when it is used (evidence)
             pop = float(self.hst.score_one(hx))  # type: ignore[no-untyped-call]
+        if not self.hst.trees:
+            plant_trees(self.hst)
         self.hst.learn_one(hx)  # type: ignore[no-untyped-call]
         self.windows_scored += 1
         if (
