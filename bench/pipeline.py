@@ -1,6 +1,7 @@
 """Pipeline throughput: the bare-consumer ceiling versus a real worker, on one broker.
 
-``python -m bench pipeline [--events N] [--kafka] [--rules PATH]``
+``python -m bench pipeline [--events N] [--batch N] [--kafka] [--rules PATH] [--workers N]
+[--worker-arg ARG ...] [--profile OUT]``
 
 1. Start a broker (embedded Tansu; ``--kafka``: Apache Kafka from ``.cache/kafka/lib``) and
    create fresh topics.
@@ -14,6 +15,9 @@
    (the alert record's timestamp).
 
 Prints both rates and their ratio. Start-up time (group join) is reported separately.
+``--workers N`` starts N worker processes in one consumer group at once (partitions >= N):
+the rate is then N events over the first message any of them took to the last any
+processed, and the CPU is theirs together.
 """
 
 from __future__ import annotations
@@ -115,55 +119,119 @@ def _cpu_seconds(pids: Sequence[int]) -> float:
 
 
 def run_worker(
-    settings: Settings, workdir: Path, n: int, timeout: float, profile: Path | None = None
-) -> dict[str, Any]:
-    """Start a worker on the loaded topics; return its final status snapshot.
+    settings: Settings,
+    workdir: Path,
+    n: int,
+    timeout: float,
+    profile: Path | None = None,
+    extra: Sequence[str] = (),
+    count: int = 1,
+) -> list[dict[str, Any]]:
+    """Start ``count`` workers (one consumer group) on the loaded topics; return each one's
+    final status snapshot once together they have processed all ``n`` events.
 
-    With ``profile``, the worker runs under ``py-spy record --idle --threads`` (raw collapsed
-    stacks written there when it stops; idle frames show where the worker waits).
+    With ``profile``, the (first) worker runs under ``py-spy record --idle --threads``
+    (written there when it stops; idle frames show where the worker waits).
     """
     from pipeline.worker import settings_env
 
-    status = workdir / "status.json"
-    log = open(workdir / "worker.log", "wb")  # noqa: SIM115 - closed below
     env = {**os.environ, **settings_env(settings)}
-    argv = [sys.executable, "-m", "klaxon", "worker", "--status-file", str(status)]
-    argv += ["--health-interval", "0.25"]
-    if profile is not None:
-        spy = Path(sys.executable).with_name("py-spy")
-        argv = [str(spy), "record", "--idle", "--threads", "-r", "250", "-f", "speedscope"]
-        argv += ["-o", str(profile), "--", sys.executable, "-m", "klaxon", "worker"]
-        argv += ["--status-file", str(status), "--health-interval", "0.25"]
+    procs: list[tuple[subprocess.Popen[bytes], Path, Any]] = []
     started = time.time()
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    for i in range(count):
+        status = workdir / f"status-{i}.json"
+        log = open(workdir / f"worker-{i}.log", "wb")  # noqa: SIM115 - closed below
+        argv = [sys.executable, "-m", "klaxon", "worker", "--status-file", str(status)]
+        argv += ["--health-interval", "0.25", *extra]
+        if profile is not None and i == 0:
+            spy = Path(sys.executable).with_name("py-spy")
+            argv = [str(spy), "record", "--idle", "--threads", "-r", "250", "-f", "speedscope"]
+            argv += ["-o", str(profile), "--", sys.executable, "-m", "klaxon", "worker"]
+            argv += ["--status-file", str(status), "--health-interval", "0.25", *extra]
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs.append((proc, status, log))
     try:
         while True:
             time.sleep(0.25)
-            if proc.poll() is not None:
-                tail = (workdir / "worker.log").read_text(errors="replace")[-4000:]
-                raise SystemExit(f"worker exited {proc.returncode}; its log ends:\n{tail}")
-            try:
-                snap: dict[str, Any] = json.loads(status.read_text())
-            except (OSError, ValueError):
-                continue
-            c = snap["counters"]
-            if (
-                c["events_in"] >= n
-                and c["events_messages_in"] >= c["events_messages_out"]
-                and snap["lag_total"] == 0
-                and not snap.get("sends_in_flight")  # every alert acknowledged by the broker
-            ):
-                snap["worker_started_at"] = started
-                return snap
+            snaps = []
+            for i, (proc, status, _) in enumerate(procs):
+                if proc.poll() is not None:
+                    tail = (workdir / f"worker-{i}.log").read_text(errors="replace")[-4000:]
+                    raise SystemExit(f"worker {i} exited {proc.returncode}; its log ends:\n{tail}")
+                try:
+                    snaps.append(json.loads(status.read_text()))
+                except (OSError, ValueError):
+                    continue
+            if len(snaps) == count and _finished(snaps, n):
+                for snap in snaps:
+                    snap["worker_started_at"] = started
+                return snaps
             if time.time() - started > timeout:
-                raise SystemExit(f"worker did not finish in {timeout}s: {c}")
+                raise SystemExit(f"workers did not finish in {timeout}s")
     finally:
-        if profile is not None:
-            proc.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
-        else:
-            proc.terminate()
-        proc.wait(30)
-        log.close()
+        for proc, _, _log in procs:
+            if profile is not None:
+                proc.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+            else:
+                proc.terminate()
+        for proc, _, log in procs:
+            proc.wait(30)
+            log.close()
+
+
+def source_names(sources: int, partitions: int) -> list[str]:
+    """``sources`` cluster names whose raw partition keys land on different partitions
+    (as evenly as the count allows), so a bench with N sources loads N raw partitions.
+
+    >>> from pipeline.routing import partition_for
+    >>> sorted(partition_for(n.encode(), 4) for n in source_names(4, 4))
+    [0, 1, 2, 3]
+    """
+    from pipeline.routing import partition_for
+
+    names: list[str] = []
+    used: dict[int, int] = {}
+    j = 0
+    while len(names) < sources:
+        name = f"bench-{j}"
+        part = partition_for(name.encode(), partitions)
+        if used.get(part, 0) <= min(used.get(p, 0) for p in range(partitions)):
+            names.append(name)
+            used[part] = used.get(part, 0) + 1
+        j += 1
+    return names
+
+
+async def load_sources(
+    bootstrap: str, topic: str, n: int, batch: int, sources: int, partitions: int
+) -> Any:
+    """Produce the ``n`` bench events as ``sources`` replayed sources (clusters named by
+    `source_names`, each its own raw partition key: how several clusters' audit sinks spread
+    the raw topic); one source is one cluster, as `klaxon replay` sends one file."""
+    from replay.producer import ReplayStats, replay_events
+
+    if sources <= 1:
+        return await replay_events(events(n), bootstrap=bootstrap, topic=topic, max_events=batch)
+    started = time.perf_counter()
+    messages = size = 0
+    everything = list(events(n))
+    for i, name in enumerate(source_names(sources, partitions)):
+        stats = await replay_events(
+            everything[i::sources], bootstrap=bootstrap, topic=topic, max_events=batch, cluster=name
+        )
+        messages, size = messages + stats.messages, size + stats.bytes
+    return ReplayStats(n, messages, size, time.perf_counter() - started)
+
+
+def _finished(snaps: list[dict[str, Any]], n: int) -> bool:
+    """All ``n`` events read, every events message processed, no lag, nothing in flight."""
+    counters = [s["counters"] for s in snaps]
+    return (
+        sum(c["events_in"] for c in counters) >= n
+        and sum(c["events_messages_in"] for c in counters)
+        >= sum(c["events_messages_out"] for c in counters)
+        and all(s["lag_total"] == 0 and not s.get("sends_in_flight") for s in snaps)
+    )
 
 
 def print_stages(stages: dict[str, float], cpu: dict[str, float], n: int) -> None:
@@ -194,13 +262,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument(
+        "--sources",
+        type=int,
+        default=1,
+        help="replay the events as N clusters, each its own raw partition key (1)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes in one group (1; <= partitions)"
+    )
+    parser.add_argument(
         "--profile", type=Path, metavar="OUT", help="run the worker under py-spy, write OUT"
+    )
+    parser.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for `klaxon worker` (repeatable): --worker-arg=--events-linger=0",
     )
     args = parser.parse_args(argv)
 
     from pipeline.brokers import KafkaCluster, TansuBroker
     from pipeline.topics import ensure_topics
-    from replay.producer import replay_events
 
     broker: TansuBroker | KafkaCluster = KafkaCluster(1) if args.kafka else TansuBroker()
     kind = "Apache Kafka" if args.kafka else "Tansu"
@@ -216,8 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(ensure_topics(bootstrap, settings))
         n = args.events
         load = asyncio.run(
-            replay_events(
-                events(n), bootstrap=bootstrap, topic=settings.topic_raw, max_events=args.batch
+            load_sources(
+                bootstrap, settings.topic_raw, n, args.batch, args.sources, settings.partitions
             )
         )
         print(f"broker      {kind} at {bootstrap}, {settings.partitions} partitions")
@@ -228,47 +311,81 @@ def main(argv: Sequence[str] | None = None) -> int:
         ceil = asyncio.run(ceiling(bootstrap, settings.topic_raw, settings.partitions, n))
         print(f"ceiling     {ceil:,.0f} events/s (bare aiokafka getmany + orjson, 1 process)")
         broker_cpu = _cpu_seconds(getattr(broker, "pids", []))
-        snap = run_worker(settings, Path(tmp), n, args.timeout, args.profile)
+        snaps = run_worker(
+            settings, Path(tmp), n, args.timeout, args.profile, args.worker_arg, args.workers
+        )
         broker_cpu = _cpu_seconds(getattr(broker, "pids", [])) - broker_cpu
-        first, last = snap["first_message_at"], snap["last_message_at"]
-        rate = n / (last - first) if last > first else float("nan")
         alerts, last_alert = asyncio.run(
             last_alert_time(bootstrap, settings.topic_alerts, settings.partitions)
         )
-        e2e = n / (last_alert - first) if alerts and last_alert > first else float("nan")
-        print(
-            f"worker      {rate:,.0f} events/s processed (first -> last message,"
-            f" {snap['rules']} rules, {alerts} alerts)"
-        )
-        print(f"end-to-end  {e2e:,.0f} events/s (first raw message taken -> last alert written)")
-        print(
-            f"start-up    {first - snap['worker_started_at']:.1f}s (process start -> first message)"
-        )
-        print(
-            f"ratio       worker / ceiling = {rate / ceil:.2f},"
-            f" end-to-end / ceiling = {e2e / ceil:.2f}"
-        )
-        cpu = snap.get("cpu_s_first_to_last") or {}
-        if cpu and last > first:
-            wall = last - first
-            print(
-                f"cpu         worker {cpu['process']:.2f}s"
-                f" ({cpu['process'] / wall:.0%} of one core,"
-                f" event loop thread {cpu['loop']:.2f}s) over {wall:.2f}s;"
-                f" {1e6 * cpu['process'] / n:.0f} us/event;"
-                f" broker {broker_cpu:.2f}s (whole worker run)"
-            )
-        stages = snap.get("stages") or {}
-        if stages:
-            print_stages(stages, cpu, n)
-        c = snap["counters"]
-        if "handoff_hits" in c:
-            print(
-                f"handoff     {c['handoff_hits']} events messages taken parsed from the"
-                f" normalise agent, {c['handoff_misses']} parsed"
-            )
-        assert c["events_in"] == c["normalised"] + c["dead_lettered"] + sum(c["filtered"].values())
+        report(snaps, n, ceil, broker_cpu, alerts, last_alert)
     return 0
+
+
+def report(
+    snaps: list[dict[str, Any]],
+    n: int,
+    ceil: float,
+    broker_cpu: float,
+    alerts: int,
+    last_alert: float,
+) -> None:
+    """Print the workers' rates, ratios to the ceiling, CPU and (one worker) its stages."""
+    busy = [s for s in snaps if s.get("first_message_at") is not None]
+    first = min(s["first_message_at"] for s in busy)
+    last = max(s["last_message_at"] for s in busy)
+    snap = snaps[0]
+    rate = n / (last - first) if last > first else float("nan")
+    e2e = n / (last_alert - first) if alerts and last_alert > first else float("nan")
+    print(
+        f"worker      {rate:,.0f} events/s processed (first -> last message,"
+        f" {snap['rules']} rules, {alerts} alerts, {len(snaps)} worker process"
+        f"{'es' if len(snaps) > 1 else ''})"
+    )
+    print(f"end-to-end  {e2e:,.0f} events/s (first raw message taken -> last alert written)")
+    print(f"start-up    {first - snap['worker_started_at']:.1f}s (process start -> first message)")
+    print(
+        f"ratio       worker / ceiling = {rate / ceil:.2f}, end-to-end / ceiling = {e2e / ceil:.2f}"
+    )
+    if len(snaps) > 1:
+        for i, s in enumerate(snaps):
+            c = s["counters"]
+            print(
+                f"worker {i}    {c['events_in']} raw events, {c['events_messages_in']} events"
+                f" messages, CPU {(s.get('cpu_s_first_to_last') or {}).get('process', 0):.2f}s"
+            )
+    cpu = _sum_cpu(snaps)
+    if cpu and last > first:
+        wall = last - first
+        print(
+            f"cpu         worker {cpu['process']:.2f}s"
+            f" ({cpu['process'] / wall:.0%} of one core,"
+            f" event loop thread {cpu['loop']:.2f}s) over {wall:.2f}s;"
+            f" {1e6 * cpu['process'] / n:.0f} us/event;"
+            f" broker {broker_cpu:.2f}s (whole worker run)"
+        )
+    stages = snap.get("stages") or {}
+    if stages and len(snaps) == 1:
+        print_stages(stages, cpu, n)
+    c = snap["counters"]
+    if "handoff_hits" in c and len(snaps) == 1:
+        print(
+            f"handoff     {c['handoff_hits']} events messages taken parsed from the"
+            f" normalise agent, {c['handoff_misses']} parsed"
+        )
+    for s in snaps:
+        c = s["counters"]
+        assert c["events_in"] == (
+            c["normalised"] + c["dead_lettered"] + sum(c["filtered"].values())
+        )
+
+
+def _sum_cpu(snaps: list[dict[str, Any]]) -> dict[str, float]:
+    """CPU seconds (process, loop thread) over every worker's first -> last message."""
+    cpus = [s.get("cpu_s_first_to_last") or {} for s in snaps]
+    if not all(cpus):
+        return {}
+    return {k: sum(c[k] for c in cpus) for k in ("process", "loop")}
 
 
 if __name__ == "__main__":

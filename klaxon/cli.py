@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser(_command_in(args_list))
         args = parser.parse_args(args_list)
+        args.command_line = args_list  # as given (`klaxon worker --processes` repeats it)
         func = getattr(args, "func", None)
         if func is None:
             parser.print_help(sys.stderr)

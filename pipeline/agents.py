@@ -1,7 +1,10 @@
 """The worker's agents and timers, wired onto a `KlaxonApp` (thin shell over `processing`).
 
 - ``klaxon.normalise``: raw topic -> `processing.normalise_message` -> one events message
-  per partition of the ``cluster|user`` key, and dead letters.
+  per partition of the ``cluster|user`` key, and dead letters. Consecutive raw messages'
+  events messages are joined per partition (`pipeline.coalesce`: up to ``events_batch``
+  events, or ``events_linger`` seconds, then sent; the commit's flush sends what waits
+  before any raw offset is committed).
 - ``klaxon.detect``: events topic -> `processing.detect_message` with the current engine ->
   alerts (key = alert id) and dead letters.
 - timers: offset commits (`offsets.OffsetLedger`), rule hot reload (`reload.RuleWatcher`),
@@ -32,7 +35,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,12 +45,14 @@ import orjson
 from detections.grouping import Grouper
 from pipeline import logs
 from pipeline.app import KlaxonApp, WorkerOptions
+from pipeline.coalesce import EventsBuffer
 from pipeline.config import Settings
 from pipeline.errors import DeliveryError, WorkerStalled
 from pipeline.handoff import Handoff
 from pipeline.metrics import Counters, Progress, health_snapshot
 from pipeline.offsets import FaustPort, OffsetLedger
 from pipeline.processing import (
+    MAX_MESSAGE_BYTES,
     DetectResult,
     NormaliseResult,
     Outgoing,
@@ -100,6 +105,8 @@ class Runtime:
     grouped_rules: Any = None  # the rule set the grouper's windows were taken from
     #: CPU time per stage (`pipeline.stages`; ``stages`` in the status snapshot).
     stages: StageTimes = field(default_factory=StageTimes)
+    #: Sends the normalise agent's buffered events messages (set by `install_agents`).
+    flush_events: Callable[[], Awaitable[None]] | None = None
 
 
 def group_alerts(
@@ -150,6 +157,15 @@ class Handlers:
         self.settings = s = rt.settings
         self.redaction = s.redaction()
         self.sender = Sender(app, rt.counters, s.topic_deadletter, rt.options.max_message_bytes)
+        #: Events messages waiting to be joined (`pipeline.coalesce`), and the lock that
+        #: keeps their sends in order.
+        limit = min(MAX_MESSAGE_BYTES, rt.options.max_message_bytes)
+        self.buffer = EventsBuffer(
+            max_events=rt.options.events_batch, max_bytes=limit, clock=time.monotonic
+        )
+        self.sending = asyncio.Lock()
+        self._linger: asyncio.TimerHandle | None = None
+        self._lingering: asyncio.Future[None] | None = None
         if not rt.sinks:
             rt.sinks = [KafkaTopicSink(self.sender, s.topic_alerts)]
 
@@ -182,27 +198,83 @@ class Handlers:
         times = rt.stages
         times.events += result.normalised
         sending = times.clock()
-        refused = await self.sender.send(
-            self.settings.topic_events, result.messages, result.dead_letters, source
-        )
+        await self.sender.send(self.settings.topic_events, [], result.dead_letters, source)
         times.add("kafka_out_events", times.clock() - sending)
+        await self.send_events(result.messages, source)
         rt.counters.add_normalise(
             events_in=result.events_in,
             normalised=result.normalised,
             dead=len(result.dead_letters),
             filtered=result.filtered,
-            messages_out=len(result.messages) - refused,
+            messages_out=0,  # counted when sent (`send_events`)
         )
         if rt.metrics is not None:
             rt.metrics.normalised(result)
+        self.ledger.done(topic, partition, offset)  # its events may wait in the buffer:
+        rt.progress.mark(topic, partition, offset)  # the commit's flush sends them first
+
+    async def send_events(self, messages: list[Outgoing], source: Source) -> None:
+        """Events messages into the buffer (`pipeline.coalesce`); what it lets out, and
+        everything once ``events_linger`` seconds passed since the oldest, to the events
+        topic. One at a time: a partition's messages leave in the order they came."""
+        linger = self.rt.options.events_linger
+        async with self.sending:
+            buffer = self.buffer
+            if linger <= 0:
+                ready = messages
+            else:
+                ready = buffer.add_all(messages)
+                if buffer.since is not None and time.monotonic() - buffer.since >= linger:
+                    ready += buffer.drain()
+            if ready:
+                await self._send_events(ready, source)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Have `flush_events_due` run when the oldest buffered message's linger is over
+        (a loop callback, not a timer: nothing runs while the buffer is empty)."""
+        since = self.buffer.since
+        if since is None or self._linger is not None:
+            return
+        delay = max(0.0, since + self.rt.options.events_linger - time.monotonic())
+        self._linger = asyncio.get_running_loop().call_later(delay, self._linger_over)
+
+    def _linger_over(self) -> None:
+        self._linger = None
+        self._lingering = asyncio.ensure_future(self._flush_lingering())
+
+    async def _flush_lingering(self) -> None:
+        try:
+            await self.flush_events_due()
+        except Exception:  # the sender logged it and is stopping the worker
+            return
+        self._arm()  # what came meanwhile
+
+    async def flush_events(self) -> None:
+        """Send every buffered events message (linger over, and the commit's flush)."""
+        async with self.sending:
+            ready = self.buffer.drain()
+            if ready:
+                await self._send_events(ready, Source(self.settings.topic_raw, None, None))
+
+    async def flush_events_due(self) -> None:
+        """`flush_events` if the oldest buffered message waited ``events_linger`` seconds."""
+        since = self.buffer.since
+        if since is not None and time.monotonic() - since >= self.rt.options.events_linger:
+            await self.flush_events()
+
+    async def _send_events(self, ready: list[Outgoing], source: Source) -> None:
+        rt, times = self.rt, self.rt.stages
+        sending = times.clock()
+        refused = await self.sender.send(self.settings.topic_events, ready, [], source)
+        times.add("kafka_out_events", times.clock() - sending)
+        rt.counters.events_messages_out += len(ready) - refused
         handoff = rt.handoff
-        if handoff.max_events and result.messages:
+        if handoff.max_events:
             ours = self.consumed_events_partitions()
-            for out in result.messages:
+            for out in ready:
                 if out.events is not None and out.partition in ours:
                     handoff.put(out.value, out.events)
-        self.ledger.done(topic, partition, offset)
-        rt.progress.mark(topic, partition, offset)
 
     async def detect(self, event: Any) -> None:
         """One events message: alerts (stateless, then stateful with its state), dead letters."""
@@ -272,6 +344,7 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
         highwater=rt.port.highwater,
     )
     handlers = Handlers(app, rt, ledger)
+    rt.flush_events = handlers.flush_events
     if rt.metrics is not None:
         rt.metrics.wrap_sinks()  # the alert topic sink exists now
     from pipeline.tables import install_stateful
@@ -374,8 +447,10 @@ class GroupIdle:
 
 
 async def flush_sinks(app: KlaxonApp, rt: Runtime) -> None:
-    """The stateful detectors' pending state changes, the producer (events, dead letters,
-    the alert topic, the state), then every other sink."""
+    """The buffered events messages and the stateful detectors' pending state changes,
+    the producer (events, dead letters, the alert topic, the state), then every other sink."""
+    if rt.flush_events is not None:
+        await rt.flush_events()
     if rt.stateful is not None:
         await rt.stateful.write_state()
     await app.producer.flush()

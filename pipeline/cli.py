@@ -83,6 +83,22 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         " max.message.bytes (default %(default)s)",
     )
     parser.add_argument(
+        "--events-batch",
+        type=int,
+        default=d.events_batch,
+        metavar="N",
+        help="join consecutive raw messages' events messages per partition up to N events"
+        " (default %(default)s)",
+    )
+    parser.add_argument(
+        "--events-linger",
+        type=float,
+        default=d.events_linger,
+        metavar="S",
+        help="... sending what waits once the oldest waited S seconds; 0 sends one events"
+        " message per raw message and partition (default %(default)s)",
+    )
+    parser.add_argument(
         "--idempotent",
         action="store_true",
         help="idempotent producer (Apache Kafka with acks=all; Tansu refuses it)",
@@ -114,6 +130,8 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         stall_after=float(args.stall_after),
         stall_exit=float(args.stall_exit),
         max_message_bytes=int(args.max_message_bytes),
+        events_batch=max(1, int(args.events_batch)),
+        events_linger=max(0.0, float(args.events_linger)),
         idempotent=bool(args.idempotent),
     )
 
@@ -143,6 +161,14 @@ def _register_worker(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         metavar="HOST:PORT[,...]",
         help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)",
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes in this group (0: one per core); each gets the metrics"
+        " port + i, status file NAME-i.EXT and its own data dir (default %(default)s)",
+    )
     _add_worker_flags(p)
     p.set_defaults(func=_worker)
 
@@ -159,6 +185,16 @@ def _worker(args: argparse.Namespace) -> int:
     except PipelineError as exc:
         print(f"klaxon worker: {exc}", file=sys.stderr)
         return 2
+    if args.processes != 1:
+        from pipeline.supervise import process_count, supervise
+
+        return supervise(
+            list(args.command_line),
+            process_count(args.processes),
+            metrics_address=settings.metrics_address,
+            status_file=args.status_file,
+            data_dir=str(settings.data_dir),
+        )
     return run_worker(settings, options_from_args(args), bootstrap=bootstrap)
 
 

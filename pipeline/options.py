@@ -23,8 +23,13 @@ class WorkerOptions:
     stream_buffer_maxsize: int = 256
     max_poll_records: int = 200
     producer_linger: float = 0.005
-    fetch_max_wait: float = 0.1
+    fetch_max_wait: float = 0.05
     handoff_events: int = 20_000
+    #: Events messages of consecutive raw messages are joined per partition up to this many
+    #: events (`pipeline.coalesce`) ...
+    events_batch: int = 1000
+    #: ... or until the oldest waited this many seconds (0: one message per raw message).
+    events_linger: float = 0.02
     health_interval: float = 30.0
     reload_interval: float = 5.0
     #: Outputs larger than this become dead letters instead (Kafka's default topic limit is

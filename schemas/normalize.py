@@ -34,7 +34,7 @@ import orjson
 
 from schemas.audit import ACCEPTED_API_VERSIONS, CANONICAL_API_VERSION, STAGES
 from schemas.keys import DEFAULT_CLUSTER
-from schemas.redact import NO_PATTERNS, Redaction, redact_if_needed
+from schemas.redact import NO_PATTERNS, Redaction, redact_events
 
 GZIP_MAGIC = b"\x1f\x8b"
 #: Largest decompressed gzip payload accepted (bytes); guards against decompression bombs.
@@ -49,6 +49,10 @@ GKE_ORIGINAL_KEY = "gcpLogEntry"
 _STAGES = frozenset(STAGES)
 _OBJECT_FIELDS = ("user", "objectRef", "responseStatus", "annotations", "impersonatedUser")
 _STRING_FIELDS = ("requestURI", "userAgent")
+# The classes a field may have (absent fields read as None): set lookups, no isinstance.
+_OBJECT_OR_NONE = frozenset({dict, type(None)})
+_STRING_OR_NONE = frozenset({str, type(None)})
+_ARRAY_OR_NONE = frozenset({list, type(None)})
 _BOM = b"\xef\xbb\xbf"
 
 # google.rpc.Code -> HTTP status (https://github.com/googleapis/googleapis google/rpc/code.proto)
@@ -119,6 +123,25 @@ def _why_not_event(ev: dict[str, Any]) -> str:
         head = "not an audit event: missing " + ", ".join(missing)
         return "; ".join([head, *problems])
     return "malformed audit event: " + "; ".join(problems)
+
+
+def _why_malformed(ev: dict[str, Any]) -> str:
+    """The first field of a would-be event that breaks the contract (slow path only)."""
+    kind = ev.get("kind")
+    if kind is not None and kind != "Event":
+        return f"not an audit event: kind {kind!r}"[:160]
+    api_version = ev.get("apiVersion")
+    if api_version is not None and (
+        api_version.__class__ is not str or api_version not in ACCEPTED_API_VERSIONS
+    ):
+        return f"unsupported apiVersion {api_version!r}"[:160]
+    for name in _OBJECT_FIELDS:
+        if ev.get(name).__class__ not in _OBJECT_OR_NONE:
+            return f"malformed audit event: {name} is not an object"
+    for name in _STRING_FIELDS:
+        if ev.get(name).__class__ not in _STRING_OR_NONE:
+            return f"malformed audit event: {name} is not a string"
+    return "malformed audit event: sourceIPs is not an array"
 
 
 def _aks_cluster(resource_id: Any) -> str | None:
@@ -301,16 +324,20 @@ class _Decoder:
         self._count_filtered(reason)
 
     def _event(self, ev: Any, origin: Any, env_cluster: str | None) -> None:
-        """Validate and canonicalise one candidate event (the hot path; `decode` redacts)."""
+        """Validate and canonicalise one candidate event (the hot path; `decode` redacts).
+
+        One boolean expression over the event's fields decides the common case; the reason
+        of a failure is worked out only when there is one (`_why_malformed`)."""
         self.result.found += 1
         if ev.__class__ is not dict:
             self._reject(
                 f"not an audit event: JSON {_type_name(ev)}", ev if origin is None else origin
             )
             return
-        verb = ev.get("verb")
-        stage = ev.get("stage")
-        audit_id = ev.get("auditID")
+        get = ev.get
+        verb = get("verb")
+        stage = get("stage")
+        audit_id = get("auditID")
         if not (
             verb.__class__ is str
             and verb
@@ -321,41 +348,34 @@ class _Decoder:
         ):
             self._reject(_why_not_event(ev), ev if origin is None else origin)
             return
-        kind = ev.get("kind")
-        api_version = ev.get("apiVersion")
-        problem = None
-        if kind is not None and kind != "Event":
-            problem = f"not an audit event: kind {kind!r}"[:160]
-        elif api_version is not None and (
-            api_version.__class__ is not str or api_version not in ACCEPTED_API_VERSIONS
+        kind = get("kind")
+        api_version = get("apiVersion")
+        if not (
+            (kind is None or kind == "Event")
+            and (
+                api_version is None
+                or (api_version.__class__ is str and api_version in ACCEPTED_API_VERSIONS)
+            )
+            and get("user").__class__ in _OBJECT_OR_NONE
+            and get("objectRef").__class__ in _OBJECT_OR_NONE
+            and get("responseStatus").__class__ in _OBJECT_OR_NONE
+            and get("annotations").__class__ in _OBJECT_OR_NONE
+            and get("impersonatedUser").__class__ in _OBJECT_OR_NONE
+            and get("requestURI").__class__ in _STRING_OR_NONE
+            and get("userAgent").__class__ in _STRING_OR_NONE
+            and get("sourceIPs").__class__ in _ARRAY_OR_NONE
         ):
-            problem = f"unsupported apiVersion {api_version!r}"[:160]
-        else:
-            for name in _OBJECT_FIELDS:
-                value = ev.get(name)
-                if value is not None and value.__class__ is not dict:
-                    problem = f"malformed audit event: {name} is not an object"
-                    break
-            else:
-                for name in _STRING_FIELDS:
-                    value = ev.get(name)
-                    if value is not None and value.__class__ is not str:
-                        problem = f"malformed audit event: {name} is not a string"
-                        break
-                else:
-                    ips = ev.get("sourceIPs")
-                    if ips is not None and ips.__class__ is not list:
-                        problem = "malformed audit event: sourceIPs is not an array"
-        if problem is not None:
-            self._reject(problem, ev if origin is None else origin)
+            self._reject(_why_malformed(ev), ev if origin is None else origin)
             return
         if stage == "RequestReceived" and not self.keep_rr:
             self._count_filtered("stage:RequestReceived")
             return
-        ev["kind"] = "Event"
-        ev["apiVersion"] = CANONICAL_API_VERSION
+        if kind is None:
+            ev["kind"] = "Event"
+        if api_version != CANONICAL_API_VERSION:
+            ev["apiVersion"] = CANONICAL_API_VERSION
         if env_cluster is None:
-            own = ev.get("cluster")
+            own = get("cluster")
             env_cluster = own if own.__class__ is str and own else self.cluster
         ev["cluster"] = env_cluster
         self.result.events.append(ev)  # redacted by `decode`, all in one go
@@ -494,10 +514,8 @@ class _Decoder:
         """The payload's events, redacted in one pass at the end (timed: the worker reports
         redaction as a stage of its own)."""
         result = self._decode(payload)
-        policy = self.redaction
         started = thread_time_ns()
-        for ev in result.events:
-            redact_if_needed(ev, policy)
+        redact_events(result.events, self.redaction)
         result.redact_ns = thread_time_ns() - started
         return result
 
@@ -537,27 +555,37 @@ class _Decoder:
         return result
 
     def _lines(self, payload: bytes, whole_error: orjson.JSONDecodeError) -> None:
-        """JSON lines; a payload where no line parses is one bad document, not N bad lines."""
-        parsed: list[tuple[bytes, Any]] = []
-        any_ok = False
+        """JSON lines; a payload where no line parses is one bad document, not N bad lines.
+
+        One pass: lines that fail before the first good one wait in `pending` (they become
+        bad lines once a good one is seen, in their order); a plain event skips `dispatch`.
+        """
+        loads = orjson.loads
+        event = self._event
+        pending: list[tuple[bytes, orjson.JSONDecodeError]] | None = []
         for raw in payload.split(b"\n"):
             line = raw.strip()
             if not line:
                 continue
             try:
-                parsed.append((line, orjson.loads(line)))
-                any_ok = True
+                doc = loads(line)
             except orjson.JSONDecodeError as exc:
-                parsed.append((line, exc))
-        if not any_ok:
-            self.result.format = "json"
-            self._reject_item(f"invalid JSON: {whole_error}", payload)
-            return
-        for line, doc in parsed:
-            if isinstance(doc, orjson.JSONDecodeError):
-                self._reject_item(f"invalid JSON line: {doc}", line)
+                if pending is None:
+                    self._reject_item(f"invalid JSON line: {exc}", line)
+                else:
+                    pending.append((line, exc))
+                continue
+            if pending is not None:
+                for bad, error in pending:
+                    self._reject_item(f"invalid JSON line: {error}", bad)
+                pending = None
+            if doc.__class__ is dict and "verb" in doc and doc.get("kind") != "EventList":
+                event(doc, line, None)  # what `dispatch` would do, without its other checks
             else:
                 self.dispatch(doc, line)
+        if pending is not None:
+            self.result.format = "json"
+            self._reject_item(f"invalid JSON: {whole_error}", payload)
 
 
 def decode_payload(

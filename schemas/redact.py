@@ -71,7 +71,7 @@ SENSITIVE_KINDS = frozenset(
 # Lower-case literals that may announce a credential in a query string (a few `in` tests on
 # a short string are cheaper than any regex call).
 _URI_HINTS = (
-    "token", "bearer", "basic", "auth", "passw", "secret", "key", "credential", "sig",
+    "token", "bearer", "basic", "auth", "pass", "pwd", "secret", "key", "credential", "sig",
     "eyj", "akia", "asia", "aiza", "private", "@", "%40",
 )  # fmt: skip
 
@@ -143,13 +143,28 @@ def _redact_value(value: Any) -> Any:
     return placeholder(value)
 
 
+#: Verdicts of `is_credential_name` by name (ConfigMap keys and query parameter names recur).
+_CREDENTIAL_NAMES: dict[str, bool] = {}
+#: Entries kept before that cache is emptied (names are attacker-controlled: bounded).
+_CREDENTIAL_NAMES_MAX = 4096
+
+
 def is_credential_name(name: str) -> bool:
-    """Whether a key or parameter name looks like it names a credential.
+    """Whether a key or parameter name looks like it names a credential (remembered).
 
     >>> [is_credential_name(k) for k in ("DB_PASSWORD", "tls.key", "awsSecretAccessKey",
     ...                                   "ui.properties", "keyspace", "Corefile")]
     [True, True, True, False, False, False]
     """
+    hit = _CREDENTIAL_NAMES.get(name)
+    if hit is None:
+        if len(_CREDENTIAL_NAMES) >= _CREDENTIAL_NAMES_MAX:
+            _CREDENTIAL_NAMES.clear()
+        hit = _CREDENTIAL_NAMES[name] = _judge_name(name)
+    return hit
+
+
+def _judge_name(name: str) -> bool:
     words = _NONALNUM.split(_CAMEL.sub(r"\1_\2", name).lower())
     if any(w in _CRED_WORDS for w in words):
         return True
@@ -185,6 +200,9 @@ def _sub_group(pattern: Any, text: str, group: int) -> str:
 def redact_text(text: str) -> str:
     """Redact credential-looking parts of free text, leaving the rest readable.
 
+    Each pattern runs only when a literal it needs is there (ConfigMap values are mostly
+    plain configuration, and each RE2 call costs microseconds).
+
     >>> redact_text("aws_access_key_id = AKIAABCDEFGHIJKLMNOP\\ncolor=purple")
     'aws_access_key_id = [REDACTED sha256:457643f44d19]\\ncolor=purple'
     >>> redact_text("db: postgres://app:s3cret@db:5432/x")
@@ -199,10 +217,25 @@ def redact_text(text: str) -> str:
         out = _sub_group(_JWT, out, 1)
     if "://" in out:
         out = _sub_group(_URL_CREDS, out, 2)
-    out = _sub_group(_BEARER, out, 2)
-    out = _sub_group(_ASSIGNMENT, out, 2)
-    out = _sub_group(_AWS_KEY_ID, out, 1)
+    if out.isascii():
+        lower = out.lower()  # placeholders add none of these words: one lower() will do
+        bearer = "bearer" in lower or "basic" in lower
+        assignment = any(word in lower for word in _ASSIGNMENT_WORDS)
+    else:  # RE2 folds `ſ` with s and `K` (Kelvin sign) with k: search non-ASCII text
+        bearer = assignment = True
+    if bearer:
+        out = _sub_group(_BEARER, out, 2)
+    if assignment:
+        out = _sub_group(_ASSIGNMENT, out, 2)
+    if any(prefix in out for prefix in _AWS_PREFIXES):
+        out = _sub_group(_AWS_KEY_ID, out, 1)
     return out
+
+
+#: The prefixes `_AWS_KEY_ID` matches start with.
+_AWS_PREFIXES = ("AKIA", "ASIA", "ABIA", "ACCA", "AIDA", "AROA")
+#: Literals one of which every `_ASSIGNMENT` match contains (in any case).
+_ASSIGNMENT_WORDS = ("pass", "pwd", "secret", "token", "key", "credential")
 
 
 def redact_tokens(text: str) -> str:
@@ -747,12 +780,36 @@ def _body_context(body: Any) -> str | None:
     return None
 
 
+#: Redacted query strings by query, without operator patterns (``watch=true``,
+#: ``limit=500`` and exec command lines recur); short queries only, emptied when full.
+_REDACTED_QUERIES: dict[str, str] = {}
+_REDACTED_QUERIES_MAX = 4096
+_REMEMBERED_QUERY_LENGTH = 256
+
+
 def _redact_uri(uri: str, policy: Redaction = NO_PATTERNS) -> str:
     """Credential query parameters, exec/attach command lines (``command=`` values, decoded,
     redacted as one command line, encoded again) and credentials inside other query values."""
     path, sep, query = uri.partition("?")
     if not sep:
         return uri
+    if policy or len(query) > _REMEMBERED_QUERY_LENGTH:
+        new_query = _redact_query(query, policy)
+    else:
+        remembered = _REDACTED_QUERIES.get(query)
+        if remembered is None:
+            if len(_REDACTED_QUERIES) >= _REDACTED_QUERIES_MAX:
+                _REDACTED_QUERIES.clear()
+            remembered = _REDACTED_QUERIES[query] = _redact_query(query, policy)
+        new_query = remembered
+    out = f"{path}?{new_query}"
+    if "earer" in out or "EARER" in out:
+        out = _sub_group(_BEARER, out, 2)
+    return out
+
+
+def _redact_query(query: str, policy: Redaction) -> str:
+    """`_redact_uri` of the query string (after ``?``)."""
     parts = query.split("&")
     commands: list[tuple[int, str]] = []
     for i, part in enumerate(parts):
@@ -774,10 +831,7 @@ def _redact_uri(uri: str, policy: Redaction = NO_PATTERNS) -> str:
             new = policy.apply(new) if policy else new
             if new != text:
                 parts[i] = f"command={quote(new, safe='')}"
-    out = f"{path}?{'&'.join(parts)}"
-    if "earer" in out or "EARER" in out:
-        out = _sub_group(_BEARER, out, 2)
-    return out
+    return "&".join(parts)
 
 
 def _annotation_hint(annotations: Any) -> bool:
@@ -882,6 +936,46 @@ def redact_if_needed(event: dict[str, Any], policy: Redaction = NO_PATTERNS) -> 
             flags = _body_hints(body, policy)
             if flags:
                 _scan_body(body, flags, policy)
+
+
+def redact_events(events: list[dict[str, Any]], policy: Redaction = NO_PATTERNS) -> None:
+    """`redact_if_needed` on each event of a batch (the normaliser's hot path).
+
+    Most events have no body: for them the test of `_needs_by_metadata` is inlined (a few
+    dict lookups, the policy asked once per batch) and nothing else runs.
+    """
+    extra = bool(policy)
+    hints = _QUERY_HINTS
+    for ev in events:
+        get = ev.get
+        if get("requestObject") is not None or get("responseObject") is not None:
+            redact_if_needed(ev, policy)
+            continue
+        ref = get("objectRef")
+        if ref.__class__ is dict:
+            res = ref.get("resource")
+            if (res.__class__ is str and res in _SENSITIVE_RESOURCES) or ref.get(
+                "subresource"
+            ) == "token":
+                _redact_metadata(ev, policy)
+                continue
+        uri = get("requestURI")
+        if uri.__class__ is str and "?" in uri:
+            query = uri.partition("?")[2]
+            hit = hints.get(query)
+            if (
+                "command=" in query
+                or hit
+                or (hit is None and _query_hint(query))
+                or (extra and policy.hits(query.encode()))
+            ):
+                _redact_metadata(ev, policy)
+                continue
+        ann = get("annotations")
+        if ann.__class__ is dict and (
+            (extra and policy.hits(orjson.dumps(ann))) or _annotation_hint(ann)
+        ):
+            _redact_metadata(ev, policy)
 
 
 def _redact_metadata(event: dict[str, Any], policy: Redaction) -> None:

@@ -55,6 +55,7 @@ requests 8x its usual rate
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import math
@@ -228,6 +229,7 @@ class AnomalySettings:
     seed: int = 42
 
 
+@functools.lru_cache(maxsize=8192)  # names recur: resource types, namespaces
 def _h(text: str) -> int:
     return zlib.crc32(text.encode("utf-8", "surrogatepass"))
 
@@ -236,6 +238,18 @@ def _network(ip: str) -> str:
     if ":" in ip:
         return ":".join(ip.split(":")[:4])
     return ip.rsplit(".", 1)[0]
+
+
+@functools.lru_cache(maxsize=8192)  # every event has one; a cluster has few distinct ones
+def _agent_hash(agent: str) -> int:
+    """The remembered form of a user agent: its product's hash."""
+    return _h(ua_product(agent))
+
+
+@functools.lru_cache(maxsize=8192)
+def _network_hash(ip: str) -> int:
+    """The remembered form of a source IP: its network's hash."""
+    return _h(_network(ip))
 
 
 def peer_group(username: str) -> tuple[str, str]:
@@ -552,14 +566,14 @@ class PrincipalState(Baseline):
         agent_s = ""
         if agent.__class__ is str:
             agent_s = agent
-            ah = _h(ua_product(agent))
+            ah = _agent_hash(agent)
             if ah not in self.agents and ah not in self.new_agents:
                 self.new_agents = _with(self.new_agents, ah)
         ips = event.get("sourceIPs")
         ip = ""
         if ips.__class__ is list and ips and ips[0].__class__ is str:
             ip = ips[0]
-            nh = _h(_network(ip))
+            nh = _network_hash(ip)
             if nh not in self.networks and nh not in self.new_networks:
                 self.new_networks = _with(self.new_networks, nh)
         audit_id, stage = event.get("auditID") or "", event.get("stage") or ""
@@ -879,7 +893,7 @@ class _LazyModule(types.ModuleType):
 #: ``river.tree`` import every model they hold, ``river.utils`` numpy, SciPy and narwhals;
 #: with scikit-learn pulled in on the way, about 105 MB of RSS and a second of start-up.
 _RIVER_SKIPPED = ("river.utils", "river.tree", "river.anomaly")
-_HST_CLASS: list[type[HalfSpaceTrees]] = []
+_HST_CLASS: list[tuple[type[HalfSpaceTrees], types.ModuleType]] = []  # with river.tree.padded
 _HST_LOCK = threading.Lock()
 
 
@@ -895,16 +909,27 @@ def hst_class() -> type[HalfSpaceTrees]:
     >>> hst_class().__name__
     'HalfSpaceTrees'
     """
+    return _river()[0]
+
+
+def padded_nodes() -> tuple[Any, Any]:
+    """river's ``PaddedBranch`` and ``PaddedLeaf`` (the HST's nodes), from the modules
+    `hst_class` loaded."""
+    padded = _river()[1]
+    return padded.PaddedBranch, padded.PaddedLeaf
+
+
+def _river() -> tuple[type[HalfSpaceTrees], types.ModuleType]:
     with _HST_LOCK:
         if not _HST_CLASS:
             _HST_CLASS.append(_load_hst())
         return _HST_CLASS[0]
 
 
-def _load_hst() -> type[HalfSpaceTrees]:
+def _load_hst() -> tuple[type[HalfSpaceTrees], types.ModuleType]:
     loaded = sys.modules.get("river.anomaly")
     if loaded is not None and not isinstance(loaded, _LazyModule):
-        return loaded.HalfSpaceTrees  # type: ignore[no-any-return]
+        return loaded.HalfSpaceTrees, importlib.import_module("river.tree.padded")
     before = set(sys.modules)
     placed: list[str] = []
     try:
@@ -918,7 +943,8 @@ def _load_hst() -> type[HalfSpaceTrees]:
             sys.modules[name] = module
             placed.append(name)
         cls: type[HalfSpaceTrees] = importlib.import_module("river.anomaly.hst").HalfSpaceTrees
-    except ImportError:
+        padded = sys.modules["river.tree.padded"]
+    except (ImportError, KeyError):
         cls = None  # type: ignore[assignment]
     finally:
         for name in set(sys.modules) - before:
@@ -927,8 +953,8 @@ def _load_hst() -> type[HalfSpaceTrees]:
     if cls is None:
         from river.anomaly import HalfSpaceTrees
 
-        cls = HalfSpaceTrees
-    return cls
+        return HalfSpaceTrees, importlib.import_module("river.tree.padded")
+    return cls, padded
 
 
 def new_hst(settings: AnomalySettings) -> HalfSpaceTrees:
@@ -942,6 +968,64 @@ def new_hst(settings: AnomalySettings) -> HalfSpaceTrees:
         limits={f[0]: (0.0, _LIMIT) for f in FEATURES},
         seed=settings.seed,
     )
+
+
+#: Tree templates by (seed, height, trees, limits): the trees river would grow at a new
+#: HST's first `learn_one`, and its random generator's state afterwards.
+_PLANTED: dict[tuple[Any, ...], tuple[list[Any], Any]] = {}
+
+
+def plant_trees(hst: HalfSpaceTrees) -> None:
+    """Give a tree-less HST (fresh, not yet learnt from) the trees it would grow itself.
+
+    River grows them from the seed at the first `learn_one` (about 17 ms for the default
+    settings, once per partition); the same seed, limits and height always grow the same
+    trees, so they are grown once per process and copied (about 4 ms), with zero masses and
+    the random generator left where growing them leaves it. Only for an HST whose first
+    `learn_one` gets every feature of :func:`hst_input` (the limits are over all of them).
+    """
+    if hst.trees:
+        return
+    limits = tuple(sorted(hst.limits.items()))
+    key = (hst.seed, hst.height, hst.n_trees, limits)
+    template = _PLANTED.get(key)
+    if template is None:
+        HalfSpaceTrees = hst_class()
+
+        grown = HalfSpaceTrees(
+            n_trees=hst.n_trees, height=hst.height, limits=dict(limits), seed=hst.seed
+        )
+        grown.learn_one({name: 0.0 for name, _ in limits})  # type: ignore[no-untyped-call]
+        template = _PLANTED[key] = (grown.trees, grown.rng.getstate())
+    trees, rng_state = template
+    nodes: list[list[Any]] = [[] for _ in trees]
+    hst._tree_nodes = nodes
+    hst.trees = [_clone(tree, out) for tree, out in zip(trees, nodes, strict=True)]
+    hst.rng.setstate(rng_state)
+
+
+def _clone(tree: Any, out: list[Any]) -> Any:
+    """A copy of a padded tree with zero masses; its nodes appended to ``out`` in the
+    depth-first order of river's ``iter_dfs``."""
+    PaddedBranch, PaddedLeaf = padded_nodes()
+
+    new = object.__new__
+
+    def copy(node: Any) -> Any:
+        if node.__class__ is PaddedBranch:
+            branch = new(PaddedBranch)
+            out.append(branch)
+            left, right = node.children
+            branch.children = (copy(left), copy(right))
+            branch.feature, branch.threshold = node.feature, node.threshold
+            branch.l_mass = branch.r_mass = 0
+            return branch
+        leaf: Any = new(PaddedLeaf)
+        out.append(leaf)
+        leaf.r_mass = leaf.l_mass = 0
+        return leaf
+
+    return copy(tree)
 
 
 def hst_input(x: list[float]) -> dict[str, float]:
@@ -985,6 +1069,7 @@ def hst_from_json(value: Any, settings: AnomalySettings) -> HalfSpaceTrees:
         raise StateFormatError(f"HST checkpoint parameters {params} differ from the settings")
     masses = value.get("masses") or []
     if masses:
+        plant_trees(hst)
         hst.learn_one(hst_input([0.0] * N_FEATURES))  # type: ignore[no-untyped-call]
         nodes = hst._tree_nodes
         if [len(t) for t in nodes] != [len(t) for t in masses]:
@@ -1025,16 +1110,23 @@ class AnomalyModel:
 
     def observe(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """Account one event; returns alerts for windows this event closed."""
-        t = event_time(event)
+        alert, _ = self.observe_at(event, event_time(event), principal_key(event))
+        return [] if alert is None else [alert]
+
+    def observe_at(
+        self, event: dict[str, Any], t: float | None, key: str
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """:meth:`observe` with the event's `event_time` and `principal_key` already known
+        (the pipeline computes them once per event): the alert of the window it closed, and
+        whether the principal's baseline may have changed (a new principal, a closed window,
+        or no principal under ``key``) rather than only its open window's counts."""
+        principals = self.principals
         user = event.get("user")
         name = user.get("username") if user.__class__ is dict else None
         if t is None or name.__class__ is not str:
-            return []
-        key = principal_key(event)
+            return None, key not in principals
         w = int(t // self.settings.window)
-        principals = self.principals
         state = principals.get(key)
-        alerts: list[dict[str, Any]] = []
         if state is None:
             state = PrincipalState()
             state.window = w
@@ -1042,19 +1134,20 @@ class AnomalyModel:
             if len(principals) > self.settings.max_principals:
                 principals.popitem(last=False)
                 self.evicted += 1
+            state.add(event)
+            return None, True
+        principals.move_to_end(key)
+        if w > state.window:
+            alert = self._close(key, state)
+            state.window = w
+            state.add(event)
+            return alert, True
+        if w < state.window:
+            state.late += 1
+            self.late += 1
         else:
-            principals.move_to_end(key)
-            if w > state.window:
-                alert = self._close(key, state)
-                if alert is not None:
-                    alerts.append(alert)
-                state.window = w
-            elif w < state.window:
-                state.late += 1
-                self.late += 1
-                return alerts
-        state.add(event)
-        return alerts
+            state.add(event)
+        return None, False
 
     def advance(self, now: float) -> list[dict[str, Any]]:
         """Close every open window that ended before ``now - lateness`` (event time)."""
@@ -1089,6 +1182,8 @@ class AnomalyModel:
         young = state.n < cfg.warmup and cfg.population_threshold is not None
         if verdict.level is not None or young:  # scored only when it is used (evidence)
             pop = float(self.hst.score_one(hx))  # type: ignore[no-untyped-call]
+        if not self.hst.trees:
+            plant_trees(self.hst)
         self.hst.learn_one(hx)  # type: ignore[no-untyped-call]
         self.windows_scored += 1
         if (

@@ -380,9 +380,9 @@ def _check_unique_ids(loaded: list[tuple[NewTermsSpec, Document]], problems: lis
             first[spec.id] = (spec, doc)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~1 µs a match
 class TermObservation:
-    """One base-rule match reduced to its group key, term and time."""
+    """One base-rule match reduced to its group key, term and time (treat as read-only)."""
 
     key: str
     cluster: str
@@ -403,30 +403,39 @@ def _first(getter: Getter, event: dict[str, Any], cache: Cache) -> str | None:
 
 def observe(spec: NewTermsSpec, event: dict[str, Any]) -> TermObservation | None:
     """The observation for a matched event, or None (no time, group value or term value)."""
-    t = event_time(event)
+    return observe_at(spec, event, event_time(event))
+
+
+def observe_at(
+    spec: NewTermsSpec, event: dict[str, Any], t: float | None
+) -> TermObservation | None:
+    """:func:`observe` with the event's `event_time` already known (one per match, whatever
+    the number of detectors over its rule)."""
     if t is None:
         return None
     cache: Cache = {}
-    group = [_first(g, event, cache) for g in spec._group_getters]
+    group: list[str] = []
+    for g in spec._group_getters:
+        v = _first(g, event, cache)
+        if v is None:
+            return None
+        group.append(v)
     values: list[str] = []
     for getter, tf in spec._getters:
         v = _first(getter, event, cache)
         if v is None or v == "":
             return None
         values.append(tf(v) if tf is not None else v)
-    if any(g is None for g in group):
-        return None
     cluster = cluster_of(event)
-    gvals = tuple(g for g in group if g is not None)
     return TermObservation(
-        key=f"{spec.id}|{cluster}|" + orjson.dumps(list(gvals)).decode(),
-        cluster=cluster,
-        group=gvals,
-        values=tuple(values),
-        term=orjson.dumps(values).decode(),
-        time=t,
-        event_id=str(event.get("auditID") or ""),
-        event=event,
+        f"{spec.id}|{cluster}|{orjson.dumps(group).decode()}",
+        cluster,
+        tuple(group),
+        tuple(values),
+        orjson.dumps(values).decode(),
+        t,
+        str(event.get("auditID") or ""),
+        event,
     )
 
 
@@ -555,8 +564,10 @@ class NewTermsEngine:
             self._targets.get(match.rule.name, []) if match.rule.name else []
         )
         alerts: list[dict[str, Any]] = []
+        event = match.event
+        t = event_time(event) if specs else None
         for spec in specs:
-            obs = observe(spec, match.event)
+            obs = observe_at(spec, event, t)
             if obs is None:
                 self.unusable += 1
                 continue

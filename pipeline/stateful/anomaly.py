@@ -116,23 +116,23 @@ class Anomaly(Family[AnomalyState]):
         self,
         state: AnomalyState,
         events: Sequence[dict[str, Any]],
+        times: Sequence[float | None],
         newest: dict[str, float],
         alerts: Alerts,
     ) -> None:
         model = state.model
-        principals = model.principals
+        observe = model.observe_at
         urgent, lazy = state.touched, state.lazy
-        for event in events:
+        for event, t in zip(events, times, strict=True):
             key = principal_key(event)
-            before = principals.get(key)
-            window = before.window if before is not None else None
             try:
-                alerts.extend(model.observe(event))
+                alert, changed = observe(event, t, key)
             except Exception as exc:
                 self.ctx.error("anomaly", exc)
                 continue
-            after = principals.get(key)
-            if after is None or before is None or after.window != window:
+            if alert is not None:
+                alerts.append(alert)
+            if changed:
                 urgent.add(key)  # new principal or a closed window: the baseline changed
             elif key not in urgent:
                 lazy.add(key)  # only the open window's counts: checkpointed periodically

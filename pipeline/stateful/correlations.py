@@ -15,6 +15,7 @@ from detections.fields import resolve_alias
 from detections.rule import RuleSet
 from detections.stateful import correlation as corr
 from detections.stateful.correlation import CorrelationEngine, CorrelationSpec
+from detections.stateful.timeutil import event_time
 from pipeline.stateful.family import Alerts, Dumped, Family, Tick, TrackedStore
 
 __all__ = ["PRINCIPAL_FIELD", "CorrelationState", "Correlations", "co_partitioned"]
@@ -100,15 +101,17 @@ class Correlations(Family[CorrelationState]):
     def on_match(self, state: CorrelationState, match: Match, alerts: Alerts) -> None:
         engine = state.engine
         store = state.store
+        event = match.event
+        t = event_time(event)
         for spec, idx in self.targets[match.rule.id]:
             try:
-                obs = corr.observe(spec, idx, match.event)
+                obs = corr.observe_at(spec, idx, event, t)
                 if obs is None:
                     engine.unusable += 1
                     continue
                 if spec.id not in self.local:
                     dest = self.ctx.owner(obs.key)
-                    state.outbox.setdefault(dest, []).append([spec.id, idx, match.event])
+                    state.outbox.setdefault(dest, []).append([spec.id, idx, event])
                     continue
                 group, fired = corr.step(
                     spec, store.get(obs.key), obs, self.options.correlation, copy=False

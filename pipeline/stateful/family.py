@@ -22,7 +22,7 @@ switched-off family's state is kept or deleted as its `rebuild` decides):
 `set_rules`              compile a (reloaded) rule set; `rule_ids`: base rules whose matches
                          `on_match` gets; `rules_held_back` / `rules_published`: suppression
 `new_state` `rebuild`    an empty state; the state kept over a rule reload
-`on_events`              every events message (with the newest event time per cluster)
+`on_events`              every events message (its event times, the newest per cluster)
 `on_match`               one stateless match of one of its `rule_ids`
 `take_rekeyed`           by-group payloads per destination partition; `on_rekeyed` gets one
 `on_tick`                the watermark timer (`Tick`)
@@ -61,6 +61,7 @@ S = TypeVar("S")
 Alerts = list[dict[str, Any]]
 #: What `Family.dump` yields: ``(kind, key, JSON-able value or None for a deletion)``.
 Dumped = tuple[str, str, Any]
+_MISSING: Any = object()
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class TrackedStore(MutableMapping[str, Any]):
     >>> s["b"] = 2; del s["a"]
     >>> sorted(s.take_dirty()), s.take_dirty(), dict(s)
     (['a', 'b'], set(), {'b': 2})
+    >>> s.pop("b"), s.pop("x", 0), s.take_dirty()
+    (2, 0, {'b'})
     """
 
     def __init__(self, data: Iterable[tuple[str, Any]] = ()) -> None:
@@ -126,6 +129,16 @@ class TrackedStore(MutableMapping[str, Any]):
     def get(self, key: str, default: Any = None) -> Any:
         """``dict.get`` without the ABC's try/except (hot path)."""
         return self.data.get(key, default)
+
+    def pop(self, key: str, default: Any = _MISSING) -> Any:
+        """``dict.pop`` (a change when the key was there) without the ABC's two lookups."""
+        data = self.data
+        if key in data:
+            self.dirty.add(key)
+            return data.pop(key)
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
 
     def take_dirty(self) -> set[str]:
         """The keys changed since the last call (and forget them)."""
@@ -214,9 +227,15 @@ class Family(Generic[S]):
     # -- input -------------------------------------------------------------------------------
 
     def on_events(
-        self, state: S, events: Sequence[dict[str, Any]], newest: dict[str, float], alerts: Alerts
+        self,
+        state: S,
+        events: Sequence[dict[str, Any]],
+        times: Sequence[float | None],
+        newest: dict[str, float],
+        alerts: Alerts,
     ) -> None:
-        """One events message; ``newest``: its largest event time per cluster."""
+        """One events message; ``times``: each event's `event_time` (None: it has none),
+        computed once for every family; ``newest``: the largest event time per cluster."""
 
     def on_match(self, state: S, match: Match, alerts: Alerts) -> None:
         """One stateless match of a rule in `rule_ids` (matches in message order)."""

@@ -57,6 +57,9 @@ class PartitionState:
     meta_dirty: bool = False
 
 
+_NEVER = float("-inf")
+
+
 def _key(partition: int, kind: str, key: str = "") -> bytes:
     return f"{partition}|{kind}|{key}".encode()
 
@@ -227,21 +230,19 @@ class StatefulProcessor:
         if part is None:
             return []
         alerts: list[dict[str, Any]] = []
+        times = [event_time(event) for event in events]
         newest: dict[str, float] = {}  # per cluster
-        wm = part.wm
-        for event in events:
-            t = event_time(event)
-            if t is None:
-                continue
-            if wm is None or t > wm:
-                wm = t
-            c = cluster_of(event)
-            if t > newest.get(c, float("-inf")):
+        newest_get = newest.get
+        for event, t in zip(events, times, strict=True):
+            if t is not None and t > newest_get(c := cluster_of(event), _NEVER):
                 newest[c] = t
-        part.wm = wm
+        if newest:
+            t = max(newest.values())
+            if part.wm is None or t > part.wm:
+                part.wm = t
         states = part.states
         for family in self._on_events:
-            family.on_events(states[family.name], events, newest, alerts)
+            family.on_events(states[family.name], events, times, newest, alerts)
         routes = self._routes
         for match in matches:
             targets = routes.get(match.rule.id)

@@ -61,6 +61,7 @@ class Silence(Family[SilenceState]):
         self,
         state: SilenceState,
         events: Sequence[dict[str, Any]],
+        times: Sequence[float | None],
         newest: dict[str, float],
         alerts: Alerts,
     ) -> None:

@@ -306,7 +306,7 @@ def test_demo_table_row_shows_how_many_matches_a_grouped_alert_covers() -> None:
 
 
 def test_worker_consumer_fetch_wait_is_lowered_from_fausts_fixed_1500_ms() -> None:
-    """The Kafka consumer Faust builds waits at most 100 ms per fetch (Tansu waits it out)."""
+    """The Kafka consumer Faust builds waits at most 50 ms per fetch (Tansu waits it out)."""
     app = create_app(Settings(bootstrap_servers="127.0.0.1:1"))
 
     async def build() -> int:
@@ -315,7 +315,7 @@ def test_worker_consumer_fetch_wait_is_lowered_from_fausts_fixed_1500_ms() -> No
         wait: int = aio._fetch_max_wait_ms
         return wait
 
-    assert asyncio.run(build()) == 100
+    assert asyncio.run(build()) == 50
 
 
 def _grouping_runtime(holder: EngineHolder) -> tuple[Any, list[dict[str, Any]]]:

@@ -185,6 +185,23 @@ def test_bad_json_line_rejects_that_line_only() -> None:
     assert bad.original == b"{broken" and bad.reason.startswith("invalid JSON line")
 
 
+def test_bad_lines_are_rejected_in_their_order_around_good_ones() -> None:
+    """Bad lines before the first good one and after it are each rejected, in line order,
+    interleaved with the rejections of good JSON that is no event."""
+    payload = b"{a\n[1\n" + dumps(event(1)) + b'\n{"kind":0}\n{b\n' + dumps(event(2))
+    result = decode_payload(payload)
+    assert result.format == "jsonlines"
+    assert [e["auditID"] for e in result.events] == ["id-1", "id-2"]
+    assert [r.original for r in result.rejected] == [b"{a", b"[1", b'{"kind":0}', b"{b"]
+    assert [r.reason.split(":")[0] for r in result.rejected] == [
+        "invalid JSON line",
+        "invalid JSON line",
+        "not an audit event",
+        "invalid JSON line",
+    ]
+    assert_accounted(result)
+
+
 def test_unparseable_document_is_one_rejection() -> None:
     """A broken pretty-printed document is one bad item, not one per line."""
     payload = b'{\n  "auditID": "x",\n  "verb": \n}\n'

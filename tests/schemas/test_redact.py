@@ -20,6 +20,8 @@ from schemas.redact import (
     needs_redaction,
     placeholder,
     redact_event,
+    redact_events,
+    redact_if_needed,
     redact_in_place,
     redact_text,
 )
@@ -265,6 +267,14 @@ def test_credentials_in_request_uri_and_annotations_are_redacted() -> None:
     assert ev["annotations"]["authorization.k8s.io/decision"] == "allow"
 
 
+@pytest.mark.parametrize("name", ["pwd", "pass", "PASS", "passwd", "password", "db_pwd"])
+def test_every_password_parameter_name_is_redacted(name: str) -> None:
+    """Short password names (`pwd`, `pass`) too, not only the ones spelling `passw`."""
+    ev = decoded(audit("pods", verb="get", requestURI=f"/api/v1/pods?{name}=MARKPW1&watch=1"))
+    assert_gone(ev, "MARKPW1")
+    assert ev["requestURI"].endswith("&watch=1")
+
+
 def test_exec_command_parameters_are_not_redacted() -> None:
     """Rules need exec commands: `command=` values are left alone."""
     uri = "/api/v1/namespaces/d/pods/p/exec?command=sh&command=-c&command=id&stdin=true"
@@ -486,3 +496,54 @@ def test_pack_fixtures_fire_the_same_after_redaction() -> None:
             if hit != (case.expect == "hit"):
                 wrong.append(f"{rule.file}: {case.name}")
     assert wrong == []
+
+
+def test_batch_redaction_is_event_by_event_redaction() -> None:
+    """`redact_events` (the normaliser's batch) changes exactly what `redact_if_needed` does,
+    with and without operator patterns, on events with and without bodies."""
+    from bench.engine import make_events
+
+    events = [*planted.planted_events(), *make_events(400, mix="bodies")]
+    for policy in (Redaction(), Redaction.compile([planted.OPERATOR_PATTERN])):
+        batch = copy.deepcopy(events)
+        one_by_one = copy.deepcopy(events)
+        redact_events(batch, policy)
+        for ev in one_by_one:
+            redact_if_needed(ev, policy)
+        assert orjson.dumps(batch) == orjson.dumps(one_by_one)
+        assert batch != events  # the batch did redact something
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("Authorization: BEARER abcdef123", True),
+        ("auth: baſic abcdef123", True),  # RE2 folds the long s: non-ASCII text is searched
+        ("user_AIDAABCDEFGHIJKLMNOP", False),  # no word boundary before it
+        ("id AIDAABCDEFGHIJKLMNOP", True),
+        ("DB_PASSWORD: hunter2", True),
+        ("color=purple\nsize: 3", False),
+    ],
+)
+def test_text_patterns_run_whenever_they_could_match(text: str, redacted: bool) -> None:
+    """`redact_text` skips a pattern only when a literal it needs is absent."""
+    assert (redact_text(text) != text) is redacted
+
+
+def test_remembered_query_redaction_is_the_computed_one() -> None:
+    """Query strings are redacted once and remembered; a second event with the same query
+    gets the same result, and operator patterns still apply to queries already seen."""
+    uri = (
+        "/api/v1/namespaces/a/pods/p/exec"
+        "?command=mysql&command=--password%3DHunter22&token=abc&watch=1"
+    )
+    first = {"verb": "create", "requestURI": uri, "objectRef": {"resource": "pods"}}
+    second = copy.deepcopy(first)
+    redact_in_place(first)
+    redact_in_place(second)
+    assert first["requestURI"] == second["requestURI"] != uri
+    assert "Hunter22" not in first["requestURI"] and "token=abc" not in first["requestURI"]
+    marked = {"verb": "get", "requestURI": "/api/v1/pods?labelSelector=ACME-7f3a9c0d1e2b4a68"}
+    redact_in_place(copy.deepcopy(marked))  # remembered without operator patterns
+    redact_in_place(marked, Redaction.compile([planted.OPERATOR_PATTERN]))
+    assert planted.OPERATOR_SECRET not in marked["requestURI"]

@@ -23,6 +23,7 @@ from detections.stateful.anomaly import (
     hst_input,
     hst_to_json,
     new_hst,
+    plant_trees,
 )
 from detections.stateful.errors import StateFormatError
 from detections.stateful.timeutil import iso
@@ -154,6 +155,46 @@ def test_hst_checkpoint_restores_scores() -> None:
     assert before == after and max(before) > 0
     with pytest.raises(StateFormatError):
         hst_from_json(hst_to_json(hst), AnomalySettings(hst_window=50, seed=7))
+
+
+def _nodes(hst: Any) -> list[list[tuple[Any, ...]]]:
+    return [
+        [
+            (
+                type(n).__name__,
+                getattr(n, "feature", None),
+                getattr(n, "threshold", None),
+                n.l_mass,
+                n.r_mass,
+            )
+            for n in tree.iter_dfs()
+        ]
+        for tree in hst.trees
+    ]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [AnomalySettings(hst_window=50), AnomalySettings(hst_window=30, hst_height=5, seed=7)],
+)
+def test_planted_trees_are_the_trees_river_grows(settings: AnomalySettings) -> None:
+    """Copied trees (the first plant grows the template, the second copies it) have the
+    grown trees' splits, and learn and score exactly like them."""
+    rng = random.Random(3)
+    rows = [hst_input([rng.expovariate(0.2) for _ in range(N_FEATURES)]) for _ in range(150)]
+    grown, first, second = new_hst(settings), new_hst(settings), new_hst(settings)
+    plant_trees(first)
+    plant_trees(second)
+    scores: list[list[float]] = [[], [], []]
+    for r in rows:
+        for hst, out in zip((grown, first, second), scores, strict=True):
+            out.append(hst.score_one(r))  # type: ignore[no-untyped-call]
+            hst.learn_one(r)  # type: ignore[no-untyped-call]
+    assert scores[0] == scores[1] == scores[2] and max(scores[0]) > 0
+    assert _nodes(grown) == _nodes(first) == _nodes(second)
+    assert [list(t.iter_dfs()) for t in second.trees] == second._tree_nodes
+    assert grown.rng.getstate() == second.rng.getstate()
+    assert hst_to_json(grown) == hst_to_json(second)
 
 
 def test_bad_principal_state_is_rejected() -> None:

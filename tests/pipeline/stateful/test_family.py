@@ -60,6 +60,7 @@ class Tally(Family[TallyState]):
         self,
         state: TallyState,
         events: Sequence[dict[str, Any]],
+        times: Sequence[float | None],
         newest: dict[str, float],
         alerts: Alerts,
     ) -> None:
