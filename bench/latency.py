@@ -16,7 +16,8 @@ latency``).
    stamps it when it sends). Printed: p50, p99 and max, with the rate actually produced and
    the worker's CPU per event.
 3. ``--soak S``: one steady rate for S seconds; the worker's RSS is sampled every 10 s and the
-   least-squares slope printed (MB per hour), so a leak shows as a trend, not a guess.
+   least-squares slope printed (MB per hour), over the whole soak and over its second half
+   (after the warm-up), so a leak shows as a trend, not a guess.
    ``--principals N`` spreads the background over N distinct principals (default: the
    sample's own), e.g. 100,000 to measure the memory that much per-principal state costs.
    The soak sends no markers (a fixed population: each marker is an identity never seen
@@ -267,10 +268,14 @@ async def _soak(args: argparse.Namespace, load: Load, worker: Any) -> None:
         await asyncio.sleep(min(10.0, max(0.5, args.soak / 60)))
     achieved = await task
     peak = max(mb for _, mb in samples)
+    # the first half holds the warm-up (every principal's state created, buffers grown):
+    # a leak shows in the second half's slope as well
+    late = samples[len(samples) // 2 :]
     print(
         f"soak        {args.soak:.0f}s at {achieved:,.0f} ev/s: RSS {samples[0][1]:.0f} ->"
         f" {samples[-1][1]:.0f} MB (peak {peak:.0f}), slope"
-        f" {_slope_per_hour(samples):+.1f} MB/hour over {len(samples)} samples;"
+        f" {_slope_per_hour(samples):+.1f} MB/hour over {len(samples)} samples,"
+        f" {_slope_per_hour(late):+.1f} MB/hour over the second half;"
         f" {load.events:,} events, principals {args.principals or 'as in the sample'}"
         f" + {load.markers - markers0:,} new ones (markers)"
     )
