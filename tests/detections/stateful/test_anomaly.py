@@ -236,7 +236,8 @@ def test_amortised_cost_per_event_is_under_20us() -> None:
 
 @pytest.mark.slow
 def test_memory_is_bounded_with_100k_principals() -> None:
-    """100,000 principals, each with a learnt window and an open one, stay under 400 MB."""
+    """100,000 principals, each with a learnt window and an open one, stay under 250 MB
+    (measured +177 MB: ~1.7 KB of state per principal plus the dict holding them)."""
     m = AnomalyModel(AnomalySettings(window=300))
     rss0 = _rss_mb()
     for rnd in range(2):
@@ -247,7 +248,7 @@ def test_memory_is_bounded_with_100k_principals() -> None:
     grown_mb = _rss_mb() - rss0
     print(f"anomaly: +{grown_mb:.0f} MB RSS for {len(m.principals)} principals")
     assert len(m.principals) == 100_000 and m.windows_scored == 100_000
-    assert grown_mb < 400
+    assert grown_mb < 250
 
 
 # -- security features, peers, warm-up, service accounts (issue 15) ---------------------------
