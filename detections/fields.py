@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import orjson
+
 from detections.csr import subject_of
 from schemas import audit
 
@@ -737,3 +739,35 @@ def is_known_field(field: str, known: frozenset[str]) -> bool:
     return any(
         field.startswith(root + ".") for root in (*audit.FREE_FORM_PREFIXES, *DERIVED_FREE_FORM)
     )
+
+
+def first_text(getter: Getter, event: dict[str, Any], cache: Cache) -> str | None:
+    """The first scalar value ``getter`` finds in ``event``, as text (numbers and booleans
+    as JSON), or None: the key part the stateful detectors build from one field.
+
+    >>> first_text(compile_path("responseStatus.code"), {"responseStatus": {"code": 403}}, {})
+    '403'
+    >>> first_text(compile_path("user.groups"), {"user": {"groups": [None, "dev"]}}, {})
+    'dev'
+    """
+    for v in getter(event, cache):
+        if v is not None and not isinstance(v, (dict, list)):
+            return v if isinstance(v, str) else orjson.dumps(v).decode()
+    return None
+
+
+def first_texts(getters: Sequence[Getter], event: dict[str, Any], cache: Cache) -> list[str] | None:
+    """`first_text` of each getter, or None as soon as one finds nothing (a group-by field
+    missing makes the event unusable for the detector).
+
+    >>> first_texts([compile_path("verb"), compile_path("user.username")], {"verb": "get"}, {})
+    >>> first_texts([compile_path("verb")], {"verb": "get"}, {})
+    ['get']
+    """
+    values: list[str] = []
+    for getter in getters:
+        v = first_text(getter, event, cache)
+        if v is None:
+            return None
+        values.append(v)
+    return values

@@ -65,7 +65,7 @@ from typing import Any
 import orjson
 
 from detections.engine import Match
-from detections.fields import Cache, Getter, compile_path, resolve_alias
+from detections.fields import Cache, Getter, compile_path, first_text, first_texts, resolve_alias
 from detections.rule import Correlation, RuleSet, source_name
 from detections.stateful.alerts import Detector, make_alert, stable_id
 from detections.stateful.errors import StateFormatError, UnsupportedCorrelation
@@ -262,13 +262,6 @@ class Observation:
     event: dict[str, Any]
 
 
-def _first(getter: Getter, event: dict[str, Any], cache: Cache) -> str | None:
-    for v in getter(event, cache):
-        if v is not None and not isinstance(v, (dict, list)):
-            return v if isinstance(v, str) else orjson.dumps(v).decode()
-    return None
-
-
 def group_key(spec: CorrelationSpec, event: dict[str, Any]) -> str | None:
     """The state key of ``event``'s group, or None when a group-by field is missing.
 
@@ -276,7 +269,7 @@ def group_key(spec: CorrelationSpec, event: dict[str, Any]) -> str | None:
     ``cluster|user.username``; correlations grouped by anything else need a re-keyed stream).
     """
     cache: Cache = {}
-    values = [_first(g, event, cache) for g in spec._group_getters]
+    values = [first_text(g, event, cache) for g in spec._group_getters]
     if any(v is None for v in values):
         return None
     return _key(spec.id, cluster_of(event), values)
@@ -303,15 +296,12 @@ def observe_at(
     if t is None:
         return None
     cache: Cache = {}
-    values: list[str] = []
-    for g in spec._group_getters:
-        v = _first(g, event, cache)
-        if v is None:
-            return None
-        values.append(v)
+    values = first_texts(spec._group_getters, event, cache)
+    if values is None:
+        return None
     value = None
     if spec._value_getter is not None:
-        value = _first(spec._value_getter, event, cache)
+        value = first_text(spec._value_getter, event, cache)
         if value is None:
             return None
     cluster = cluster_of(event)

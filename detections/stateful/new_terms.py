@@ -60,7 +60,15 @@ import orjson
 from detections import validation
 from detections.engine import Match
 from detections.errors import Lint, Problem, RuleLoadError, suggest
-from detections.fields import Cache, Getter, compile_path, known_field_paths, resolve_alias
+from detections.fields import (
+    Cache,
+    Getter,
+    compile_path,
+    first_text,
+    first_texts,
+    known_field_paths,
+    resolve_alias,
+)
 from detections.lints.base import Context, Subject
 from detections.lints.registry import run_lints
 from detections.loader import rule_files
@@ -394,13 +402,6 @@ class TermObservation:
     event: dict[str, Any]
 
 
-def _first(getter: Getter, event: dict[str, Any], cache: Cache) -> str | None:
-    for v in getter(event, cache):
-        if v is not None and not isinstance(v, (dict, list)):
-            return v if isinstance(v, str) else orjson.dumps(v).decode()
-    return None
-
-
 def observe(spec: NewTermsSpec, event: dict[str, Any]) -> TermObservation | None:
     """The observation for a matched event, or None (no time, group value or term value)."""
     return observe_at(spec, event, event_time(event))
@@ -414,15 +415,12 @@ def observe_at(
     if t is None:
         return None
     cache: Cache = {}
-    group: list[str] = []
-    for g in spec._group_getters:
-        v = _first(g, event, cache)
-        if v is None:
-            return None
-        group.append(v)
+    group = first_texts(spec._group_getters, event, cache)
+    if group is None:
+        return None
     values: list[str] = []
     for getter, tf in spec._getters:
-        v = _first(getter, event, cache)
+        v = first_text(getter, event, cache)
         if v is None or v == "":
             return None
         values.append(tf(v) if tf is not None else v)
