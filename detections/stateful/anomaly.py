@@ -611,13 +611,16 @@ class PrincipalState(Baseline):
         self.hours |= 1 << hour
         self.done |= self.acts & ~A_NEW_WRITE
         self.done_n += 1
-        # in a set's order, as when they were kept in sets (which ones a full memory keeps)
+        # in a set's order, as when they were kept in sets (which ones a full memory keeps);
+        # hashes are ints, whose set order is fixed; names in sorted order, since a set of
+        # strings is ordered by the process's hash seed (a restarted worker or an offline
+        # replay would remember other names)
         for ah in set(self.new_agents):
             _remember(self.agents, ah, _MAX_AGENTS)
         for nh in set(self.new_networks):
             _remember(self.networks, nh, _MAX_NETWORKS)
-        _learn_names(self.zones, set(self.spaces))
-        _learn_names(self.kinds, set(self.res))
+        _learn_names(self.zones, sorted(set(self.spaces)))
+        _learn_names(self.kinds, sorted(set(self.res)))
         for i in range(N_COUNTS):
             self.counts[i] = 0.0
         self.acts = 0
@@ -654,7 +657,7 @@ def _novel(names: Names, known: array[int]) -> float:
     return float(sum(1 for n in names if _h(n) not in known))
 
 
-def _learn_names(known: array[int], names: Names) -> None:
+def _learn_names(known: array[int], names: Iterable[str]) -> None:
     for n in names:
         if len(known) >= _MAX_KNOWN:
             return

@@ -511,3 +511,31 @@ def test_the_last_event_is_kept_field_for_field() -> None:
     odd = {**k8s(T0 + 1, "alice", "get", "pods", ip="10.0.0.1\x00x"), "auditID": "a\x00b"}
     m.observe(odd)
     assert state.last_event() == ("a\x00b", "ResponseComplete", "10.0.0.1x", "web/1.4")
+
+
+def test_which_names_a_full_memory_keeps_does_not_depend_on_the_hash_seed() -> None:
+    """A window with more namespaces and resource types than a principal remembers keeps the
+    same ones in every process (string sets are ordered by PYTHONHASHSEED)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from detections.stateful.anomaly import PrincipalState\n"
+        "s = PrincipalState()\n"
+        "s.spaces = {f'ns-{i}' for i in range(100)}\n"
+        "s.res = {f'r{i}' for i in range(100)}\n"
+        "s.learn(s.features(0), 0, 0.1)\n"
+        "print(list(s.zones), list(s.kinds))\n"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(seen) == 1
