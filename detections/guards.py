@@ -162,22 +162,10 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
                 if len(by_number) < MEMO_ENTRIES:
                     by_number[v] = found
             return found
-        if v is ABSENT or v is None:
+        if v is ABSENT:
             return None
-        if cls is list:  # e.g. user.groups: a flat list of strings
-            if not v:
-                return None
-            hits = NOTHING
-            for item in v:
-                if item.__class__ is not str:
-                    return general(event, cache)
-                hit = by_text.get(item)
-                if hit is None:
-                    hit = of_text(item)
-                if hit:
-                    hits = hit if not hits else hits | hit
-            return hits
-        return general(event, cache)
+        # null, a flat list of strings (user.groups), or anything else for the walker
+        return _value_hits(v, by_text, of_text, general, event, cache)
 
     return lookup
 
@@ -244,7 +232,7 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
                 if found is None:
                     found = of_text(x)
             else:
-                found = _sibling_hits(x, by_text, of_text, general, event, cache)
+                found = _value_hits(x, by_text, of_text, general, event, cache)
                 if found is None:
                     continue
             if hits is None or not hits:
@@ -273,7 +261,7 @@ def _union_memo() -> Callable[[frozenset[int], frozenset[int]], frozenset[int]]:
     return union
 
 
-def _sibling_hits(
+def _value_hits(
     x: Any,
     by_text: dict[str, frozenset[int]],
     of_text: Callable[[str], frozenset[int]],
@@ -281,7 +269,9 @@ def _sibling_hits(
     event: dict[str, Any],
     cache: Cache,
 ) -> frozenset[int] | None:
-    """One sibling's rules from its value ``x``; None when it has no value."""
+    """A field's rules from its value ``x`` (a sibling's, or one field's past its inline
+    cases): text and flat lists of text by their memo, anything else by the general
+    walker; None when it has no value."""
     if x is None:
         return None  # absent or null: no dotted alternatives below the parent
     cls = x.__class__
