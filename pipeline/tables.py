@@ -22,10 +22,11 @@ like the others).
 
 The detect agent calls `StatefulShell.bind` (an engine wrapper: the stateless matches go
 to the processor, base-rule matches are filtered out) and, after sending the message's
-stateless alerts, `StatefulShell.finish`, which sends the stateful alerts and by-group
-messages and awaits their delivery when there are any. The state changes and the meta key
-are written later, once per offset commit (`StatefulShell.write_state`, called by the
-commit's flush before any input offset is committed, and before partitions are given up):
+stateless alerts, `StatefulShell.finish`, which queues the stateful alerts and by-group
+messages without waiting for the broker. The state changes and the meta key are written
+later, once per offset commit (`StatefulShell.write_state`, called by the commit's flush
+before any input offset is committed, by the watermark timer and before partitions are
+given up), each after that partition's alerts and by-group messages were delivered:
 a key changed by a thousand messages between two commits is written once, not a thousand
 times. So the changelog is never behind a committed offset (what was committed is in the
 state written before it) and never ahead of a delivered alert (a partition with a message
@@ -77,7 +78,7 @@ class BoundEngine:
         matches = self.engine.evaluate_batch(events)
         shell = self.shell
         times = shell.times
-        started = times.clock() if times is not None else 0
+        started = times.clock()
         alerts = shell.processor.process(
             events,
             matches,
@@ -90,10 +91,9 @@ class BoundEngine:
         if alerts:
             shell.pending.setdefault(self.partition, []).extend(alerts)
         kept = shell.processor.suppress(matches)
-        if times is not None:  # detect_message counts the whole call as engine time
-            spent = times.clock() - started
-            times.add("stateful", spent)
-            times.add("engine", -spent)
+        spent = times.clock() - started  # detect_message counts the whole call as engine time
+        times.add("stateful", spent)
+        times.add("engine", -spent)
         return kept
 
 
@@ -141,8 +141,8 @@ class StatefulShell:
         self.pending: dict[int, list[dict[str, Any]]] = {}
         self.alerts = 0
         self.state_writes = 0  # changelog records sent
-        #: The worker's stage timers (`pipeline.stages`), when it keeps them.
-        self.times: StageTimes | None = getattr(rt, "stages", None)
+        #: The worker's stage timers (`pipeline.stages`; test doubles without them get their own).
+        self.times: StageTimes = getattr(rt, "stages", None) or StageTimes()
 
     # -- partitions --------------------------------------------------------------------------
 
@@ -167,10 +167,8 @@ class StatefulShell:
         self.dirty.clear()
         self.unacked.clear()
         self.unflushed.clear()
-        for fut in self.waiting.values():
-            if not fut.done():
-                fut.set_result(None)
-        self.waiting.clear()
+        for partition in list(self.waiting):
+            self._release(partition)
 
     def _enter(self, partition: int) -> None:
         self.busy[partition] = self.busy.get(partition, 0) + 1
@@ -183,6 +181,16 @@ class StatefulShell:
             return False
         self.busy.pop(partition, None)
         return partition in self.waiting
+
+    def _release(self, partition: int, exc: BaseException | None = None) -> None:
+        """Let the `write_state` waiting for ``partition`` go on (or fail with ``exc``)."""
+        fut = self.waiting.pop(partition, None)
+        if fut is None or fut.done():
+            return
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
 
     def owned(self) -> list[int]:
         """Events partitions assigned to this worker, if the tables are ready."""
@@ -212,9 +220,7 @@ class StatefulShell:
         partition = message.partition
         self.pending.pop(partition, None)
         if self._leave(partition):  # `write_state` looks at the partition again
-            fut = self.waiting.pop(partition)
-            if not fut.done():
-                fut.set_result(None)
+            self._release(partition)
 
     async def finish(self, message: Any) -> None:
         """Emit the message's stateful alerts and by-group messages (its state is written
@@ -230,18 +236,13 @@ class StatefulShell:
         the partition's state now, before another message can make it busy again."""
         if not self._leave(partition):
             return
-        fut = self.waiting[partition]
         try:
             written = await self._write(partition)
         except BaseException as exc:
-            self.waiting.pop(partition, None)
-            if not fut.done():
-                fut.set_exception(exc)
+            self._release(partition, exc)
             raise
         if written:  # else busy again meanwhile: that message's `finish` writes it
-            self.waiting.pop(partition, None)
-            if not fut.done():
-                fut.set_result(None)
+            self._release(partition)
 
     async def on_rekeyed(self, event: Any) -> None:
         """One by-group message."""
@@ -281,7 +282,7 @@ class StatefulShell:
         app = self.app
         guard = app.delivery
         refused = 0
-        clock = self.times.clock if self.times is not None else _no_clock
+        clock = self.times.clock
         started = clock()
         grouper = getattr(self.rt, "grouper", None)
         if alerts and grouper is not None:  # incidents (stateful alerts are not grouped)
@@ -308,8 +309,7 @@ class StatefulShell:
                 guard.track(fut)
                 self.unacked.setdefault(partition, []).append(fut)
             self.dirty.add(partition)
-            if self.times is not None:
-                self.times.add("stateful_out", clock() - started)
+            self.times.add("stateful_out", clock() - started)
         except Exception as exc:  # the state must not get ahead of what was delivered
             await self._failed(exc)
             raise
@@ -357,7 +357,7 @@ class StatefulShell:
             self.dirty.discard(partition)
             if partition not in self.processor.parts:
                 return True
-            clock = self.times.clock if self.times is not None else _no_clock
+            clock = self.times.clock
             started = clock()
             send = aiokafka_producer(self.app).send
             track = self.app.delivery.track
@@ -367,8 +367,7 @@ class StatefulShell:
         except Exception as exc:  # its input must not be committed
             await self._failed(exc)
             raise
-        if self.times is not None:
-            self.times.add("stateful_out", clock() - started)
+        self.times.add("stateful_out", clock() - started)
         return True
 
     async def _failed(self, exc: Exception) -> None:
@@ -376,10 +375,6 @@ class StatefulShell:
         self.app.delivery.poison(exc)
         log.critical("cannot produce stateful output, stopping the worker: %r", exc)
         await self.app.crash(exc)
-
-
-def _no_clock() -> int:
-    return 0
 
 
 def install_stateful(
