@@ -224,7 +224,7 @@ class Handlers:
                 ready = messages
             else:
                 ready = buffer.add_all(messages)
-                if buffer.since is not None and time.monotonic() - buffer.since >= linger:
+                if buffer.waited(linger):
                     ready += buffer.drain()
             if ready:
                 await self._send_events(ready, source)
@@ -259,8 +259,7 @@ class Handlers:
 
     async def flush_events_due(self) -> None:
         """`flush_events` if the oldest buffered message waited ``events_linger`` seconds."""
-        since = self.buffer.since
-        if since is not None and time.monotonic() - since >= self.rt.options.events_linger:
+        if self.buffer.waited(self.rt.options.events_linger):
             await self.flush_events()
 
     async def _send_events(self, ready: list[Outgoing], source: Source) -> None:

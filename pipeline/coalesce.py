@@ -86,10 +86,10 @@ class _Pending:
     events: int = 0
     inner: int = 0  # bytes of the items, without the frame and the joining commas
 
-    def joined_size(self, extra: int = 0) -> int:
-        """Size of the joined message, with one more message of ``extra`` item bytes."""
-        count = len(self.messages) + (1 if extra else 0)
-        return _FRAME + self.inner + extra + max(0, count - 1)
+    def size_with(self, inner: int) -> int:
+        """Size of the joined message with one more message of ``inner`` item bytes (the
+        frame, every message's items and a comma between each two)."""
+        return _FRAME + self.inner + inner + len(self.messages)
 
 
 class EventsBuffer:
@@ -125,7 +125,7 @@ class EventsBuffer:
         count = len(message.events) if message.events is not None else 1
         inner = len(message.value) - _FRAME
         out: list[Outgoing] = []
-        if pending is not None and pending.joined_size(inner) > self.max_bytes:
+        if pending is not None and pending.size_with(inner) > self.max_bytes:
             out = self._take(part)
             pending = None
         if pending is None:
@@ -146,6 +146,14 @@ class EventsBuffer:
         for message in messages:
             out += self.add(message)
         return out
+
+    def waited(self, seconds: float) -> bool:
+        """Whether the oldest message held came at least ``seconds`` ago (by the clock)."""
+        return (
+            self.since is not None
+            and self.clock is not None
+            and self.clock() - self.since >= seconds
+        )
 
     def drain(self) -> list[Outgoing]:
         """Everything held, joined per partition (in partition order)."""

@@ -110,5 +110,6 @@ def test_it_remembers_when_the_oldest_message_came() -> None:
     now[0] = 11.0
     buffer.add(encode_events_messages(events(1), 1)[0])
     assert buffer.since == 10.0
+    assert buffer.waited(1.0) and not buffer.waited(1.5)
     buffer.drain()
-    assert buffer.since is None
+    assert buffer.since is None and not buffer.waited(0.0)
