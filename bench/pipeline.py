@@ -145,9 +145,8 @@ def run_worker(
         argv += ["--health-interval", "0.25", *extra]
         if profile is not None and i == 0:
             spy = Path(sys.executable).with_name("py-spy")
-            argv = [str(spy), "record", "--idle", "--threads", "-r", "250", "-f", "speedscope"]
-            argv += ["-o", str(profile), "--", sys.executable, "-m", "klaxon", "worker"]
-            argv += ["--status-file", str(status), "--health-interval", "0.25", *extra]
+            spied = ["record", "--idle", "--threads", "-r", "250", "-f", "speedscope"]
+            argv = [str(spy), *spied, "-o", str(profile), "--", *argv]
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         procs.append((proc, status, log))
     try:
