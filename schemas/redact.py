@@ -47,6 +47,7 @@ hints before any Python walks it. Regexes run on attacker-controlled text, so th
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -143,12 +144,7 @@ def _redact_value(value: Any) -> Any:
     return placeholder(value)
 
 
-#: Verdicts of `is_credential_name` by name (ConfigMap keys and query parameter names recur).
-_CREDENTIAL_NAMES: dict[str, bool] = {}
-#: Entries kept before that cache is emptied (names are attacker-controlled: bounded).
-_CREDENTIAL_NAMES_MAX = 4096
-
-
+@functools.lru_cache(maxsize=4096)  # names recur; they are attacker-controlled: bounded
 def is_credential_name(name: str) -> bool:
     """Whether a key or parameter name looks like it names a credential (remembered).
 
@@ -156,15 +152,6 @@ def is_credential_name(name: str) -> bool:
     ...                                   "ui.properties", "keyspace", "Corefile")]
     [True, True, True, False, False, False]
     """
-    hit = _CREDENTIAL_NAMES.get(name)
-    if hit is None:
-        if len(_CREDENTIAL_NAMES) >= _CREDENTIAL_NAMES_MAX:
-            _CREDENTIAL_NAMES.clear()
-        hit = _CREDENTIAL_NAMES[name] = _judge_name(name)
-    return hit
-
-
-def _judge_name(name: str) -> bool:
     words = _NONALNUM.split(_CAMEL.sub(r"\1_\2", name).lower())
     if any(w in _CRED_WORDS for w in words):
         return True
@@ -780,10 +767,8 @@ def _body_context(body: Any) -> str | None:
     return None
 
 
-#: Redacted query strings by query, without operator patterns (``watch=true``,
-#: ``limit=500`` and exec command lines recur); short queries only, emptied when full.
-_REDACTED_QUERIES: dict[str, str] = {}
-_REDACTED_QUERIES_MAX = 4096
+#: Queries up to this long are redacted once and remembered when there are no operator
+#: patterns (``watch=true``, ``limit=500`` and exec command lines recur).
 _REMEMBERED_QUERY_LENGTH = 256
 
 
@@ -796,16 +781,17 @@ def _redact_uri(uri: str, policy: Redaction = NO_PATTERNS) -> str:
     if policy or len(query) > _REMEMBERED_QUERY_LENGTH:
         new_query = _redact_query(query, policy)
     else:
-        remembered = _REDACTED_QUERIES.get(query)
-        if remembered is None:
-            if len(_REDACTED_QUERIES) >= _REDACTED_QUERIES_MAX:
-                _REDACTED_QUERIES.clear()
-            remembered = _REDACTED_QUERIES[query] = _redact_query(query, policy)
-        new_query = remembered
+        new_query = _redact_plain_query(query)
     out = f"{path}?{new_query}"
     if "earer" in out or "EARER" in out:
         out = _sub_group(_BEARER, out, 2)
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _redact_plain_query(query: str) -> str:
+    """`_redact_query` without operator patterns, remembered."""
+    return _redact_query(query, NO_PATTERNS)
 
 
 def _redact_query(query: str, policy: Redaction) -> str:
