@@ -26,6 +26,7 @@ from pipeline.reload import EngineHolder, RuleWatcher, engine_builder, fingerpri
 __all__ = [
     "GC_GEN0_THRESHOLD",
     "configure_logging",
+    "new_event_loop",
     "preload",
     "prepare",
     "run_worker",
@@ -200,6 +201,33 @@ def preload(settings: Settings) -> threading.Thread | None:
     return thread
 
 
+def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
+    """A new event loop of ``kind`` (``uvloop`` or ``asyncio``), set as the process's loop
+    policy too, so the loop Faust's Kafka consumer thread makes is of the same kind.
+
+    uvloop runs the loop itself (handles, timers, socket readiness and transports) in C: per
+    Kafka message Faust and aiokafka schedule a dozen callbacks and tasks on two loops, and
+    ``bench pipeline`` measured 1.5-2 µs/event less CPU on uvloop, in both threads
+    (docs/operations.md, "Sizing"). Without uvloop installed this is asyncio's loop, said
+    once in the log.
+
+    >>> loop = new_event_loop("asyncio"); type(loop).__module__; loop.close()
+    'asyncio.unix_events'
+    """
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            logging.getLogger("klaxon.worker").warning(
+                "uvloop is not installed: running on asyncio's event loop"
+            )
+        else:
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+            return asyncio.new_event_loop()
+    asyncio.set_event_loop_policy(None)
+    return asyncio.new_event_loop()
+
+
 def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) -> int:
     """Run a worker until SIGINT/SIGTERM; returns the exit code (1 after a crash)."""
     import faust
@@ -221,7 +249,7 @@ def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) ->
     except OSError as exc:
         print(f"klaxon worker: cannot create {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop(options.event_loop)
     asyncio.set_event_loop(loop)  # prepare()'s asyncio.run closed its loop
     app = create_app(settings, options, bootstrap=bootstrap)
     try:
@@ -235,13 +263,14 @@ def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) ->
     install_agents(app, runtime)
     tune_gc()
     log.info(
-        "worker starting: bootstrap=%s security=%s group=%s rules=%d partitions=%d raw=%s",
+        "worker starting: bootstrap=%s security=%s group=%s rules=%d partitions=%d raw=%s loop=%s",
         bootstrap,
         settings.kafka_security.describe(),
         settings.app_id,
         runtime.holder.rules,
         runtime.events_partitions,
         settings.topic_raw,
+        type(loop).__module__.split(".")[0],
     )
     worker = faust.Worker(app, loglevel=options.loglevel, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # Faust draws a terminal spinner on stdout even when quiet
