@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import platform
+import sys
 from typing import Any
 
 import orjson
@@ -12,7 +14,7 @@ from pipeline.handoff import Handoff, fingerprint
 from pipeline.metrics import Counters, Progress, health_snapshot
 from pipeline.processing import Source, decode_events_message, detect_message, normalise_message
 from pipeline.reload import build_engine
-from pipeline.worker import tune_gc
+from pipeline.worker import tune_gc, tune_malloc
 from tests.pipeline.conftest import RULES, build_input
 
 
@@ -163,3 +165,12 @@ def test_snapshot_reports_cpu_seconds_and_sends_in_flight() -> None:
     )
     assert snap["cpu_s_first_to_last"] == {"process": 2.5, "loop": 1.0}
     assert snap["sends_in_flight"] == 3
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="glibc's malloc only",
+)
+def test_tune_malloc_is_taken_by_glibc() -> None:
+    """The worker's malloc settings reach glibc (mallopt answers 1 for each)."""
+    assert tune_malloc() is True
