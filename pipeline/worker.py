@@ -185,15 +185,15 @@ def tune_malloc(keep: int = MALLOC_KEEP, env: Mapping[str, str] = os.environ) ->
     returns whether the C library took the settings (False elsewhere than glibc, and when
     the operator set glibc's own ``MALLOC_TRIM_THRESHOLD_``/``MALLOC_MMAP_THRESHOLD_``).
 
+    The Kafka consumer thread reads fetch responses of up to 1 MB per partition into a
+    growing buffer and copies each message out of it; the normalise agent's events messages
+    are hundreds of KB. With glibc's defaults much of that memory was handed back and
+    faulted in again on every fetch: 0.3-0.45 page faults per event in the consumer thread.
+    Keeping 16 MB cut them to 0.03-0.17 and the consumer thread's CPU by 0.4-1.4 µs/event,
+    with the same peak RSS in ``bench pipeline`` (docs/operations.md, "Sizing").
+
     >>> tune_malloc(env={"MALLOC_TRIM_THRESHOLD_": "131072"})
     False
-
-    The Kafka consumer thread reads fetch responses of several MB into a growing buffer
-    and copies each message out of it; the normalise agent's events messages are hundreds
-    of KB. With glibc's defaults much of that memory was handed back and faulted in again
-    on every fetch: 0.3-0.45 page faults per event in the consumer thread. Keeping 16 MB
-    cut them to 0.03-0.17 and the consumer thread's CPU by 0.4-1.4 µs/event, with the
-    same peak RSS in ``bench pipeline`` (docs/operations.md, "Sizing").
     """
     import ctypes
 
@@ -253,9 +253,9 @@ def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
 
     uvloop runs the loop itself (handles, timers, socket readiness and transports) in C: per
     Kafka message Faust and aiokafka schedule a dozen callbacks and tasks on two loops, and
-    ``bench pipeline`` measured 1.5-2 µs/event less CPU on uvloop, in both threads
-    (docs/operations.md, "Sizing"). Without uvloop installed this is asyncio's loop, said
-    once in the log.
+    ``bench pipeline`` measured 1.4-3.8 µs/event less CPU on uvloop, same code, in 3
+    alternated pairs (docs/operations.md, "Sizing"). Without uvloop installed this is
+    asyncio's loop, said once in the log.
 
     >>> loop = new_event_loop("asyncio"); type(loop).__module__; loop.close()
     'asyncio.unix_events'
