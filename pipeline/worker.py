@@ -309,8 +309,11 @@ def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) ->
     install_agents(app, runtime)
     tune_gc()
     tune_malloc()
+    from schemas.native import in_use
+
     log.info(
-        "worker starting: bootstrap=%s security=%s group=%s rules=%d partitions=%d raw=%s loop=%s",
+        "worker starting: bootstrap=%s security=%s group=%s rules=%d partitions=%d raw=%s"
+        " loop=%s compiled=%s",
         bootstrap,
         settings.kafka_security.describe(),
         settings.app_id,
@@ -318,6 +321,7 @@ def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) ->
         runtime.events_partitions,
         settings.topic_raw,
         type(loop).__module__.split(".")[0],
+        "yes" if in_use() else "no (sources)",
     )
     worker = faust.Worker(app, loglevel=options.loglevel, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # Faust draws a terminal spinner on stdout even when quiet
