@@ -377,6 +377,23 @@ Names = tuple[str, ...] | set[str]
 Hashes = tuple[int, ...] | set[int]
 
 
+#: One object for equal ints that many principals hold (window indexes, hour masks): an int
+#: past 256 is a 28-byte object of its own. Emptied when it holds `_MAX_SHARED`.
+_SHARED: dict[int, int] = {}
+_MAX_SHARED = 4096
+
+
+def shared(value: int) -> int:
+    """``value``, as the object already held for an equal int if there is one.
+
+    >>> a, b = shared(int("6000000")), shared(int("6000000")); a is b
+    True
+    """
+    if len(_SHARED) >= _MAX_SHARED:
+        _SHARED.clear()
+    return _SHARED.setdefault(value, value)
+
+
 #: `PrincipalState.known` holds five lists of hashes in one array (one array object instead
 #: of five: 256 bytes less a principal): their lengths first, then their items in this order.
 AGENTS, NETWORKS, ZONES, KINDS, WKINDS = range(5)
@@ -499,7 +516,7 @@ class PrincipalState(Baseline):
     @classmethod
     def _common(cls, value: dict[str, Any]) -> PrincipalState:
         s = cls()
-        s.window = int(value["window"])
+        s.window = shared(int(value["window"]))
         s.spaces = _small({sys.intern(str(v)) for v in value["spaces"]})
         s.res = _small({sys.intern(str(v)) for v in value["res"]})
         s.new_agents = _small({int(v) for v in value["new_agents"]})
@@ -508,7 +525,7 @@ class PrincipalState(Baseline):
         s.last = f"{b.replace(_SEP, '')}{_SEP}{c.replace(_SEP, '')}{_SEP}{a}"
         s.agent = sys.intern(d)
         s.n = int(value["n"])
-        s.hours = int(value["hours"])
+        s.hours = shared(int(value["hours"]))
         s.late = int(value["late"])
         return s
 
@@ -646,7 +663,7 @@ class PrincipalState(Baseline):
     def learn(self, x: list[float], hour: int, alpha: float) -> None:
         """Fold a closed window into the baseline and reset the accumulator."""
         self.fold(x, alpha)
-        self.hours |= 1 << hour
+        self.hours = shared(self.hours | 1 << hour)
         self.done |= self.acts & ~A_NEW_WRITE
         self.done_n += 1
         # in a set's order, as when they were kept in sets (which ones a full memory keeps);
@@ -1210,7 +1227,7 @@ class AnomalyModel:
         state = principals.get(key)
         if state is None:
             state = PrincipalState()
-            state.window = w
+            state.window = shared(w)
             principals[key] = state
             if len(principals) > self.settings.max_principals:
                 principals.popitem(last=False)
@@ -1220,7 +1237,7 @@ class AnomalyModel:
         principals.move_to_end(key)
         if w > state.window:
             alert = self._close(key, state)
-            state.window = w
+            state.window = shared(w)
             state.add(event)
             return alert, True
         if w < state.window:
