@@ -7,7 +7,10 @@
   rebalance; rocksdict is not installed, and the state is small). Faust assigns changelog
   partition *p* with events partition *p* (same partition count: co-partitioned). The table
   is only Faust's restore mechanism: the detectors work on `pipeline.stateful` dicts, and
-  the shell writes their changes to the changelog itself, with the partition explicit;
+  the shell writes their changes to the changelog itself, with the partition explicit.
+  Once a partition is rebuilt, its values leave the store (they would be a second copy of
+  the state) and Faust's recovery is set to read that changelog partition from its start
+  at the next rebalance;
 - the agent ``klaxon.stateful-by-group`` on ``<events>.by-group`` (re-keyed correlation
   matches and silence heartbeats, `pipeline.stateful`);
 - the timer ``klaxon.stateful`` (every second): per owned partition, the event-time
