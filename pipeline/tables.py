@@ -7,7 +7,10 @@
   rebalance; rocksdict is not installed, and the state is small). Faust assigns changelog
   partition *p* with events partition *p* (same partition count: co-partitioned). The table
   is only Faust's restore mechanism: the detectors work on `pipeline.stateful` dicts, and
-  the shell writes their changes to the changelog itself, with the partition explicit;
+  the shell writes their changes to the changelog itself, with the partition explicit.
+  Once a partition is rebuilt, its values leave the store (they would be a second copy of
+  the state) and Faust's recovery is set to read that changelog partition from its start
+  at the next rebalance;
 - the agent ``klaxon.stateful-by-group`` on ``<events>.by-group`` (re-keyed correlation
   matches and silence heartbeats, `pipeline.stateful`);
 - the timer ``klaxon.stateful`` (every second): per owned partition, the event-time
@@ -44,6 +47,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
+from faust.types import TP
 
 from detections.alert import add_labels
 from pipeline.errors import WorkerError
@@ -148,14 +152,34 @@ class StatefulShell:
 
     def ensure_loaded(self, partition: int) -> None:
         """Rebuild ``partition`` from the table the first time it is used since a rebalance
-        (the table has been recovered by then: Faust resumes streams only afterwards)."""
+        (the table has been recovered by then: Faust resumes streams only afterwards), then
+        release the table's copy of it (`_release_recovered`)."""
         if partition in self.loaded:
             return
-        items = [(k, v) for k, v in self.table.data.items() if isinstance(k, bytes)]
+        data = self.table.data
+        items = [(k, v) for k, v in data.items() if isinstance(k, bytes)]
         used = self.processor.load(partition, items, now=self.clock())
         self.loaded.add(partition)
+        del items
+        self._release_recovered(partition, data)
         if used:
             log.info("stateful: partition %d restored from %d changelog keys", partition, used)
+
+    def _release_recovered(self, partition: int, data: Any) -> None:
+        """Drop the recovered changelog values of a loaded ``partition`` from Faust's memory
+        store (one more copy of its state, as JSON: ~1 KB a principal) and have Faust's
+        recovery read that changelog partition from its start next time (it resumes where it
+        stopped reading, so the table would lack every key unchanged since)."""
+        recovery = getattr(getattr(self.app, "tables", None), "recovery", None)
+        offsets = getattr(recovery, "active_offsets", None)
+        if offsets is None or getattr(recovery, "in_recovery", True):
+            return  # not Faust's recovery, or it is reading: keep the copy
+        prefix = f"{partition}|".encode()
+        where = getattr(data, "_key_partition", {})  # the memory store's key -> partition
+        for key in [k for k in data if isinstance(k, bytes) and k.startswith(prefix)]:
+            del data[key]
+            where.pop(key, None)
+        offsets[TP(self.changelog, partition)] = -1  # as at start: from the earliest offset
 
     def reset(self) -> None:
         """Forget every partition (called on rebalance, after `write_state`)."""

@@ -65,9 +65,9 @@ import types
 import zlib
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from detections.stateful.alerts import Detector, make_alert, stable_id
 from detections.stateful.errors import StateFormatError
@@ -279,38 +279,61 @@ def peer_group(username: str) -> tuple[str, str]:
     return "humans", "human"
 
 
-#: Templates of the arrays of a new state (copied: exactly sized, where ``array("d",
-#: bytes(n))`` over-allocates by a third).
-_ZEROS = array("d", [0.0]) * N_FEATURES
-_ZERO_COUNTS = array("d", [0.0]) * N_COUNTS
-
-
 class Baseline:
-    """Exponentially weighted mean and mean absolute deviation per feature."""
+    """Exponentially weighted mean and mean absolute deviation per feature, kept in one
+    array (`stats`: the means, then the deviations; one array object costs 64 bytes)."""
 
-    __slots__ = ("dev", "mean", "n")
+    __slots__ = ("n", "stats")
+    #: Where the means start in `stats` (a principal keeps its open window's counts first).
+    AT: ClassVar[int] = 0
+    _ZEROS: ClassVar[array[float]] = array("d", [0.0]) * (2 * N_FEATURES)
 
     def __init__(self) -> None:
         self.n = 0  # windows learnt
-        self.mean = array("d", _ZEROS)
-        self.dev = array("d", _ZEROS)
+        self.stats = array("d", self._ZEROS)  # copied: exactly sized
+
+    @property
+    def mean(self) -> memoryview[float]:
+        """The means (a view: writable, not resizable)."""
+        return cast("memoryview[float]", memoryview(self.stats)[self.AT : self.AT + N_FEATURES])
+
+    @mean.setter
+    def mean(self, values: Iterable[float]) -> None:
+        self._put(self.AT, values)
+
+    @property
+    def dev(self) -> memoryview[float]:
+        """The mean absolute deviations (a view)."""
+        at = self.AT + N_FEATURES
+        return cast("memoryview[float]", memoryview(self.stats)[at : at + N_FEATURES])
+
+    @dev.setter
+    def dev(self, values: Iterable[float]) -> None:
+        self._put(self.AT + N_FEATURES, values)
+
+    def _put(self, at: int, values: Iterable[float]) -> None:
+        new = array("d", values)
+        if len(new) != N_FEATURES:
+            raise StateFormatError(f"{len(new)} values for {N_FEATURES} features")
+        self.stats[at : at + N_FEATURES] = new
 
     def fold(self, x: list[float], alpha: float) -> None:
         """Learn one window (plain average while young, winsorised at mean + 3 scales)."""
-        mean, dev = self.mean, self.dev
+        st, m0 = self.stats, self.AT
+        d0 = m0 + N_FEATURES
         if self.n == 0:
             for i, v in enumerate(x):
-                mean[i] = v
+                st[m0 + i] = v
         else:
             a = max(alpha, 1.0 / (self.n + 1))
             for i, v in enumerate(x):
-                m, s = mean[i], dev[i]
+                m, s = st[m0 + i], st[d0 + i]
                 if v == m and s == 0.0:
                     continue  # the common case (a feature that is always 0): nothing to learn
                 cap = m + 3 * (s + _FLOORS[i])
                 d = (cap if v > cap else v) - m
-                mean[i] = m + a * d
-                dev[i] = s + a * ((d if d >= 0 else -d) - s)
+                st[m0 + i] = m + a * d
+                st[d0 + i] = s + a * ((d if d >= 0 else -d) - s)
         self.n += 1
 
     def to_json(self) -> dict[str, Any]:
@@ -325,12 +348,12 @@ class Baseline:
         try:
             b = cls()
             b.n = int(value["n"])
-            b.mean = array("d", value["mean"])
-            b.dev = array("d", value["dev"])
+            b.mean = value["mean"]
+            b.dev = value["dev"]
+        except StateFormatError as exc:
+            raise StateFormatError(f"peer baseline: wrong number of features: {exc}") from exc
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise StateFormatError(f"bad peer baseline: {exc}") from exc
-        if len(b.mean) != N_FEATURES or len(b.dev) != N_FEATURES:
-            raise StateFormatError("peer baseline has the wrong number of features")
         return b
 
 
@@ -354,34 +377,57 @@ Names = tuple[str, ...] | set[str]
 Hashes = tuple[int, ...] | set[int]
 
 
+#: One object for equal ints that many principals hold (window indexes, hour masks): an int
+#: past 256 is a 28-byte object of its own. Emptied when it holds `_MAX_SHARED`.
+_SHARED: dict[int, int] = {}
+_MAX_SHARED = 4096
+
+
+def shared(value: int) -> int:
+    """``value``, as the object already held for an equal int if there is one.
+
+    >>> a, b = shared(int("6000000")), shared(int("6000000")); a is b
+    True
+    """
+    if len(_SHARED) >= _MAX_SHARED:
+        _SHARED.clear()
+    return _SHARED.setdefault(value, value)
+
+
+#: `PrincipalState.known` holds five lists of hashes in one array (one array object instead
+#: of five: 256 bytes less a principal): their lengths first, then their items in this order.
+AGENTS, NETWORKS, ZONES, KINDS, WKINDS = range(5)
+_HEAD = 5
+_NO_KNOWN = array("I", [0]) * _HEAD
+_KNOWN_FIELDS = ("agents", "networks", "zones", "kinds", "wkinds")  # their JSON names
+
+
 class PrincipalState(Baseline):
-    """One principal: its open window's accumulator, its baseline and what it ever did."""
+    """One principal: its open window's accumulator, its baseline and what it ever did.
+
+    `stats` holds the open window's counts, then the baseline's means and deviations."""
 
     __slots__ = (
         "acts",
         "agent",
-        "agents",
-        "counts",
         "done",
         "done_n",
         "hours",
-        "kinds",
+        "known",
         "last",
         "late",
-        "networks",
         "new_agents",
         "new_networks",
         "res",
         "spaces",
         "window",
-        "wkinds",
-        "zones",
     )
+    AT: ClassVar[int] = N_COUNTS
+    _ZEROS: ClassVar[array[float]] = array("d", [0.0]) * (N_COUNTS + 2 * N_FEATURES)
 
     def __init__(self) -> None:
         super().__init__()
         self.window: int = -1  # index of the open window (time // window)
-        self.counts = array("d", _ZERO_COUNTS)  # the count features
         self.acts = 0  # ACTS bits of the open window
         # the open window's distinct namespaces, resource types (interned names), new agents
         # and networks (hashes): a tuple up to _SMALL, then a set
@@ -394,18 +440,27 @@ class PrincipalState(Baseline):
         self.last = _NO_LAST
         self.agent = ""
         self.hours = 0  # bit h set: active in hour h (UTC) in some learnt window
-        self.agents = array("I")
-        self.networks = array("I")
-        self.zones = array("I")  # namespaces it used (hashes, at most _MAX_KNOWN)
-        self.kinds = array("I")  # resource types it used
-        self.wkinds = array("I")  # resource types it wrote
+        # hashes of the user agents and networks it used (the last _MAX_AGENTS and
+        # _MAX_NETWORKS), of the namespaces and resource types it used and of the resource
+        # types it wrote (the first _MAX_KNOWN each): segments AGENTS .. WKINDS
+        self.known = array("I", _NO_KNOWN)
         self.done = 0  # ACTS bits it ever made
         self.done_n = 0  # windows learnt since `done` is kept (0 after a v1 migration)
         self.late = 0
 
+    @property
+    def counts(self) -> memoryview[float]:
+        """The open window's count features (a view; they are ``stats[:N_COUNTS]``)."""
+        return cast("memoryview[float]", memoryview(self.stats)[:N_COUNTS])
+
+    def hashes(self, segment: int) -> list[int]:
+        """One of the `known` lists (`AGENTS` ... `WKINDS`), oldest first."""
+        lo, hi = _bounds(self.known, segment)
+        return self.known[lo:hi].tolist()
+
     def to_json(self) -> dict[str, Any]:
         """A JSON value holding everything (the open window included)."""
-        return {
+        out = {
             "v": STATE_VERSION,
             "window": self.window,
             "counts": list(self.counts),
@@ -419,15 +474,11 @@ class PrincipalState(Baseline):
             "mean": list(self.mean),
             "dev": list(self.dev),
             "hours": self.hours,
-            "agents": list(self.agents),
-            "networks": list(self.networks),
-            "zones": list(self.zones),
-            "kinds": list(self.kinds),
-            "wkinds": list(self.wkinds),
-            "done": self.done,
-            "done_n": self.done_n,
-            "late": self.late,
         }
+        for segment, name in enumerate(_KNOWN_FIELDS):
+            out[name] = self.hashes(segment)
+        out.update(done=self.done, done_n=self.done_n, late=self.late)
+        return out
 
     @classmethod
     def from_json(cls, value: Any) -> PrincipalState:
@@ -441,27 +492,31 @@ class PrincipalState(Baseline):
         try:
             s = cls._common(value)
             if version == 1:
+                s.known = _known(value["agents"], value["networks"], (), (), ())
                 s._migrate_v1(value)
             else:
-                s.counts = array("d", value["counts"])
+                s.known = _known(*(value[name] for name in _KNOWN_FIELDS))
+                counts = array("d", value["counts"])
+                if len(counts) != N_COUNTS:
+                    raise StateFormatError(f"{len(counts)} counts for {N_COUNTS}")
+                s.stats[:N_COUNTS] = counts
                 s.acts = int(value["acts"])
-                s.mean = array("d", value["mean"])
-                s.dev = array("d", value["dev"])
-                s.zones = array("I", value["zones"])
-                s.kinds = array("I", value["kinds"])
-                s.wkinds = array("I", value["wkinds"])
+                s.mean = value["mean"]
+                s.dev = value["dev"]
                 s.done = int(value["done"])
                 s.done_n = int(value["done_n"])
+        except StateFormatError as exc:
+            raise StateFormatError(
+                f"principal state has the wrong number of features: {exc}"
+            ) from exc
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise StateFormatError(f"bad principal state: {exc}") from exc
-        if len(s.mean) != N_FEATURES or len(s.dev) != N_FEATURES or len(s.counts) != N_COUNTS:
-            raise StateFormatError("principal state has the wrong number of features")
         return s
 
     @classmethod
     def _common(cls, value: dict[str, Any]) -> PrincipalState:
         s = cls()
-        s.window = int(value["window"])
+        s.window = shared(int(value["window"]))
         s.spaces = _small({sys.intern(str(v)) for v in value["spaces"]})
         s.res = _small({sys.intern(str(v)) for v in value["res"]})
         s.new_agents = _small({int(v) for v in value["new_agents"]})
@@ -470,9 +525,7 @@ class PrincipalState(Baseline):
         s.last = f"{b.replace(_SEP, '')}{_SEP}{c.replace(_SEP, '')}{_SEP}{a}"
         s.agent = sys.intern(d)
         s.n = int(value["n"])
-        s.hours = int(value["hours"])
-        s.agents = array("I", value["agents"])
-        s.networks = array("I", value["networks"])
+        s.hours = shared(int(value["hours"]))
         s.late = int(value["late"])
         return s
 
@@ -482,15 +535,16 @@ class PrincipalState(Baseline):
         old_counts = list(value["counts"])
         if len(old_mean) != len(_V1_FEATURES) or len(old_counts) != 6:
             raise StateFormatError("v1 principal state has the wrong number of features")
+        st, dev = self.stats, self.AT + N_FEATURES
         for j, name in enumerate(_V1_FEATURES):
             i = _INDEX[name]
-            self.mean[i], self.dev[i] = float(old_mean[j]), float(old_dev[j])
+            st[self.AT + i], st[dev + i] = float(old_mean[j]), float(old_dev[j])
             if j < 6:
-                self.counts[i] = float(old_counts[j])
+                st[i] = float(old_counts[j])
 
     def add(self, event: dict[str, Any]) -> None:
         """Account one event to the open window."""
-        c = self.counts
+        c = self.stats  # the counts come first
         c[0] += 1
         verb = event.get("verb")
         ref = event.get("objectRef")
@@ -533,16 +587,17 @@ class PrincipalState(Baseline):
 
     def _write_acts(self, verb: Any, resource: Any, sub: Any) -> int:
         """Count a write's security features; its ACTS bits."""
-        c = self.counts
+        c = self.stats
         acts = 0
         if verb == "delete" or verb == "deletecollection":
             c[9] += 1
             acts = A_DELETE
-        if resource.__class__ is str and len(self.wkinds) < _MAX_KNOWN:
+        known = self.known
+        if resource.__class__ is str and known[WKINDS] < _MAX_KNOWN:
             h = _h(resource)
-            if h not in self.wkinds:
+            if not _has(known, WKINDS, h):
                 acts |= A_NEW_WRITE  # never in `done`: each new type is a first
-                self.wkinds.append(h)
+                _add(known, WKINDS, h)
         if resource in _RBAC:
             c[5] += 1
             return acts | A_RBAC
@@ -567,14 +622,14 @@ class PrincipalState(Baseline):
         if agent.__class__ is str:
             agent_s = agent
             ah = _agent_hash(agent)
-            if ah not in self.agents and ah not in self.new_agents:
+            if ah not in self.new_agents and not _has(self.known, AGENTS, ah):
                 self.new_agents = _with(self.new_agents, ah)
         ips = event.get("sourceIPs")
         ip = ""
         if ips.__class__ is list and ips and ips[0].__class__ is str:
             ip = ips[0]
             nh = _network_hash(ip)
-            if nh not in self.networks and nh not in self.new_networks:
+            if nh not in self.new_networks and not _has(self.known, NETWORKS, nh):
                 self.new_networks = _with(self.new_networks, nh)
         audit_id, stage = event.get("auditID") or "", event.get("stage") or ""
         last = f"{stage}{_SEP}{ip}{_SEP}{audit_id}"
@@ -595,11 +650,11 @@ class PrincipalState(Baseline):
         odd = 1.0 if known and not (self.hours >> hour) & 1 else 0.0
         settled = self.n >= _SETTLED  # a young identity's every namespace and kind is new
         return [
-            *self.counts,
+            *self.stats[:N_COUNTS],
             float(len(self.spaces)),
             float(len(self.res)),
-            _novel(self.spaces, self.zones) if settled else 0.0,
-            _novel(self.res, self.kinds) if settled else 0.0,
+            _novel(self.spaces, self.known, ZONES) if settled else 0.0,
+            _novel(self.res, self.known, KINDS) if settled else 0.0,
             float(len(self.new_agents)) if known else 0.0,
             float(len(self.new_networks)) if known else 0.0,
             odd,
@@ -608,21 +663,23 @@ class PrincipalState(Baseline):
     def learn(self, x: list[float], hour: int, alpha: float) -> None:
         """Fold a closed window into the baseline and reset the accumulator."""
         self.fold(x, alpha)
-        self.hours |= 1 << hour
+        self.hours = shared(self.hours | 1 << hour)
         self.done |= self.acts & ~A_NEW_WRITE
         self.done_n += 1
         # in a set's order, as when they were kept in sets (which ones a full memory keeps);
         # hashes are ints, whose set order is fixed; names in sorted order, since a set of
         # strings is ordered by the process's hash seed (a restarted worker or an offline
         # replay would remember other names)
+        known = self.known
         for ah in set(self.new_agents):
-            _remember(self.agents, ah, _MAX_AGENTS)
+            _remember(known, AGENTS, ah, _MAX_AGENTS)
         for nh in set(self.new_networks):
-            _remember(self.networks, nh, _MAX_NETWORKS)
-        _learn_names(self.zones, sorted(set(self.spaces)))
-        _learn_names(self.kinds, sorted(set(self.res)))
+            _remember(known, NETWORKS, nh, _MAX_NETWORKS)
+        _learn_names(known, ZONES, sorted(set(self.spaces)))
+        _learn_names(known, KINDS, sorted(set(self.res)))
+        st = self.stats
         for i in range(N_COUNTS):
-            self.counts[i] = 0.0
+            st[i] = 0.0
         self.acts = 0
         self.spaces = self.res = self.new_agents = self.new_networks = _EMPTY
 
@@ -649,29 +706,67 @@ def _small(items: set[Any]) -> Any:
     return tuple(sorted(items)) if len(items) <= _SMALL else items
 
 
-def _novel(names: Names, known: array[int]) -> float:
-    """How many of ``names`` are not in ``known`` (0 once ``known`` is full: a broad
+def _known(*lists: Iterable[int]) -> array[int]:
+    """A `PrincipalState.known` array of five lists (`AGENTS` ... `WKINDS`).
+
+    >>> k = _known([7, 8], [], [1], (), [9]); list(k), _bounds(k, ZONES), _has(k, WKINDS, 9)
+    ([2, 0, 1, 0, 1, 7, 8, 1, 9], (7, 8), True)
+    """
+    items = [array("I", x) for x in lists]
+    out = array("I", [len(x) for x in items])
+    for x in items:
+        out += x
+    return out
+
+
+def _bounds(known: array[int], segment: int) -> tuple[int, int]:
+    lo = _HEAD
+    for i in range(segment):
+        lo += known[i]
+    return lo, lo + known[segment]
+
+
+def _has(known: array[int], segment: int, value: int) -> bool:
+    lo, hi = _bounds(known, segment)
+    if lo == hi:
+        return False
+    try:
+        known.index(value, lo, hi)
+    except ValueError:
+        return False
+    return True
+
+
+def _add(known: array[int], segment: int, value: int) -> None:
+    known.insert(_bounds(known, segment)[1], value)
+    known[segment] += 1
+
+
+def _novel(names: Names, known: array[int], segment: int) -> float:
+    """How many of ``names`` are not in ``known``'s ``segment`` (0 once it is full: a broad
     identity, for which a new name is no news)."""
-    if len(known) >= _MAX_KNOWN:
+    if known[segment] >= _MAX_KNOWN:
         return 0.0
-    return float(sum(1 for n in names if _h(n) not in known))
+    return float(sum(1 for n in names if not _has(known, segment, _h(n))))
 
 
-def _learn_names(known: array[int], names: Iterable[str]) -> None:
+def _learn_names(known: array[int], segment: int, names: Iterable[str]) -> None:
     for n in names:
-        if len(known) >= _MAX_KNOWN:
+        if known[segment] >= _MAX_KNOWN:
             return
         h = _h(n)
-        if h not in known:
-            known.append(h)
+        if not _has(known, segment, h):
+            _add(known, segment, h)
 
 
-def _remember(known: array[int], value: int, cap: int) -> None:
-    if value in known:
+def _remember(known: array[int], segment: int, value: int, cap: int) -> None:
+    """Add ``value`` to ``segment`` (last), forgetting its oldest beyond ``cap``."""
+    if _has(known, segment, value):
         return
-    known.append(value)
-    if len(known) > cap:
-        known.pop(0)
+    _add(known, segment, value)
+    if known[segment] > cap:
+        del known[_bounds(known, segment)[0]]
+        known[segment] -= 1
 
 
 # -- judging a window ------------------------------------------------------------------------------
@@ -706,7 +801,7 @@ def deviations(base: Baseline, x: list[float]) -> list[float]:
     return out
 
 
-def _ratio(mean: array[float], x: list[float], i: int) -> float:
+def _ratio(mean: Sequence[float], x: list[float], i: int) -> float:
     """How many times its usual volume the identity's *other* requests are (1 to 100): a
     kubelet with three times the pods makes three times the pod reads, so three times the
     secret reads are expected; a sweep of secrets alone leaves the other requests as usual."""
@@ -1132,7 +1227,7 @@ class AnomalyModel:
         state = principals.get(key)
         if state is None:
             state = PrincipalState()
-            state.window = w
+            state.window = shared(w)
             principals[key] = state
             if len(principals) > self.settings.max_principals:
                 principals.popitem(last=False)
@@ -1142,7 +1237,7 @@ class AnomalyModel:
         principals.move_to_end(key)
         if w > state.window:
             alert = self._close(key, state)
-            state.window = w
+            state.window = shared(w)
             state.add(event)
             return alert, True
         if w < state.window:
@@ -1157,7 +1252,7 @@ class AnomalyModel:
         limit = now - self.settings.lateness
         alerts = []
         for key, state in self.principals.items():
-            if state.counts[0] and (state.window + 1) * self.settings.window <= limit:
+            if state.stats[0] and (state.window + 1) * self.settings.window <= limit:
                 alert = self._close(key, state)
                 if alert is not None:
                     alerts.append(alert)
@@ -1169,7 +1264,7 @@ class AnomalyModel:
         return out
 
     def _close(self, key: str, state: PrincipalState) -> dict[str, Any] | None:
-        if not state.counts[0]:
+        if not state.stats[0]:  # no request in the open window
             return None
         cfg = self.settings
         start = state.window * cfg.window

@@ -145,7 +145,7 @@ class Anomaly(Family[AnomalyState]):
         state.touched.update(
             k
             for k, s in model.principals.items()
-            if s.counts[0] and (s.window + 1) * cfg.window <= limit
+            if s.stats[0] and (s.window + 1) * cfg.window <= limit  # a request in its window
         )
         try:
             alerts.extend(model.advance(tick.judged))

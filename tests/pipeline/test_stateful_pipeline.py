@@ -8,6 +8,7 @@ for correlations, `to_alert` for the stateless matches that are not held back).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,65 @@ def test_restart_in_the_middle_of_a_window_gives_exactly_one_alert(
         assert second.stop() == 0, second.log()[-3000:]
     assert set(got) == set(expected)
     assert "restored from" in second.log()
+
+
+def test_a_restored_partition_kept_over_two_rebalances_keeps_its_state(
+    broker: str, tmp_path: Path
+) -> None:
+    """Ten refusals and a stop; a worker restores the state (and releases Faust's copy once
+    loaded), a second worker joins and the one not holding eve's partition stops, so the
+    holder keeps that partition over two rebalances (Faust must read its changelog again in
+    full: nothing was written since); ten more: the alerts the pure engine gives the twenty."""
+    settings = stateful_settings(broker, tmp_path)
+    lines = [refusal(i, "eve", T0 + i) for i in range(20)]
+    expected = offline_alerts(lines)
+    asyncio.run(ensure_topics(broker, settings))
+    part = partition_for(f"{CLUSTER}|eve".encode(), settings.partitions)
+    eve, topic = f"{settings.topic_events}:{part}", settings.topic_events
+
+    def owned(w: WorkerProcess) -> set[str]:
+        return {tp for tp in (w.snapshot() or {}).get("lag", {}) if tp.startswith(f"{topic}:")}
+
+    first = WorkerProcess(settings, tmp_path, "first")
+    try:
+        first.wait_for("the first worker to be assigned", lambda: ready(first), 60)
+        send(settings, lines[:10])
+        first.wait_for("the first half to be processed", lambda: idle(first, 10), 60)
+        time.sleep(1.5)  # past one commit interval
+    finally:
+        assert first.stop() == 0, first.log()[-3000:]
+    a, b = WorkerProcess(settings, tmp_path, "a"), None
+    workers = [a]
+    try:
+        a.wait_for("the restoring worker to be assigned", lambda: ready(a), 60)
+        time.sleep(2.0)  # its timer loads every partition (and releases Faust's copy)
+        b = WorkerProcess(settings, tmp_path, "b")
+        workers.append(b)
+        a.wait_for(
+            "one worker each to hold eve's partition or not",
+            lambda: (
+                owned(a).isdisjoint(owned(b))
+                and bool(owned(b))
+                and (eve in owned(a)) != (eve in owned(b))
+            ),
+            90,
+        )
+        holder, other = (a, b) if eve in owned(a) else (b, a)
+        time.sleep(2.0)
+        restored = f"partition {part} restored from "
+        before = holder.log().count(restored)
+        assert other.stop() == 0, other.log()[-3000:]
+        workers.remove(other)
+        every = {f"{topic}:{p}" for p in range(settings.partitions)}
+        holder.wait_for("the holder to own every partition", lambda: owned(holder) == every, 90)
+        holder.wait_for("eve's partition reloaded", lambda: holder.log().count(restored) > before)
+        send(settings, lines[10:])
+        wait_for_alerts(settings, holder, set(expected))
+        got = alerts_by_id(settings)
+    finally:
+        for w in workers:
+            assert w.stop() == 0, w.log()[-3000:]
+    assert set(got) == set(expected)
+    # every reload found at least the keys of the first (no key of it was deleted since)
+    keys = [int(n) for n in re.findall(rf"{restored}(\d+) changelog keys", holder.log())]
+    assert len(keys) >= 2 and min(keys) == keys[0], keys

@@ -15,9 +15,16 @@ import pytest
 
 from detections.stateful.anomaly import (
     _INDEX,
+    AGENTS,
+    KINDS,
+    N_COUNTS,
     N_FEATURES,
+    NETWORKS,
+    WKINDS,
+    ZONES,
     AnomalyModel,
     AnomalySettings,
+    Baseline,
     PrincipalState,
     hst_from_json,
     hst_input,
@@ -204,6 +211,46 @@ def test_bad_principal_state_is_rejected() -> None:
         PrincipalState.from_json({**good, "mean": [1.0]})
     with pytest.raises(StateFormatError):
         PrincipalState.from_json({"v": 1})
+    for field in ("counts", "dev"):
+        with pytest.raises(StateFormatError):
+            PrincipalState.from_json({**good, field: [0.0] * (N_FEATURES + 1)})
+    with pytest.raises(StateFormatError):
+        PrincipalState.from_json({**good, "agents": [-1]})
+    with pytest.raises(StateFormatError):
+        Baseline.from_json({**Baseline().to_json(), "dev": [0.0]})
+
+
+def test_counts_means_and_deviations_share_one_array() -> None:
+    """A principal's counts, means and deviations are views of `stats`, in that order; a
+    peer baseline holds means and deviations only."""
+    s = PrincipalState()
+    s.counts[1], s.mean[1], s.dev[1] = 1.0, 2.0, 3.0
+    assert len(s.stats) == N_COUNTS + 2 * N_FEATURES
+    assert (s.stats[1], s.stats[N_COUNTS + 1], s.stats[N_COUNTS + N_FEATURES + 1]) == (1, 2, 3)
+    b = Baseline()
+    b.mean = [float(i) for i in range(N_FEATURES)]
+    assert list(b.stats) == [float(i) for i in range(N_FEATURES)] + [0.0] * N_FEATURES
+    with pytest.raises(StateFormatError):
+        b.dev = [1.0]
+
+
+def test_each_list_of_known_hashes_keeps_its_own_order_and_cap() -> None:
+    """The five lists in `known` round-trip apart: agents and networks keep their newest
+    (8 and 16), namespaces and resource types their first 64, written kinds follow writes."""
+    s = PrincipalState()
+    for i in range(12):
+        s.new_agents, s.new_networks = (1000 + i,), (2000 + i,)
+        s.spaces, s.res = (f"ns{i}",), (f"r{i}",)
+        s.add({"verb": "create", "objectRef": {"resource": f"w{i % 3}"}})
+        s.learn(s.features(0), 0, 0.1)
+    assert s.hashes(AGENTS) == [1000 + i for i in range(4, 12)]
+    assert s.hashes(NETWORKS) == [2000 + i for i in range(12)]
+    assert len(s.hashes(ZONES)) == 12
+    assert len(s.hashes(KINDS)) == 15  # r0..r11 and the written w0..w2
+    assert len(s.hashes(WKINDS)) == 3
+    again = PrincipalState.from_json(json.loads(json.dumps(s.to_json())))
+    assert [again.hashes(i) for i in range(5)] == [s.hashes(i) for i in range(5)]
+    assert again.to_json() == s.to_json()
 
 
 def test_principals_are_bounded_lru() -> None:
@@ -236,8 +283,8 @@ def test_amortised_cost_per_event_is_under_20us() -> None:
 
 @pytest.mark.slow
 def test_memory_is_bounded_with_100k_principals() -> None:
-    """100,000 principals, each with a learnt window and an open one, stay under 250 MB
-    (measured +177 MB: ~1.7 KB of state per principal plus the dict holding them)."""
+    """100,000 principals, each with a learnt window and an open one, stay under 150 MB
+    (measured +118 MB: ~1 KB of state per principal plus the dict holding them)."""
     m = AnomalyModel(AnomalySettings(window=300))
     rss0 = _rss_mb()
     for rnd in range(2):
@@ -248,7 +295,7 @@ def test_memory_is_bounded_with_100k_principals() -> None:
     grown_mb = _rss_mb() - rss0
     print(f"anomaly: +{grown_mb:.0f} MB RSS for {len(m.principals)} principals")
     assert len(m.principals) == 100_000 and m.windows_scored == 100_000
-    assert grown_mb < 250
+    assert grown_mb < 150
 
 
 # -- security features, peers, warm-up, service accounts (issue 15) ---------------------------
@@ -521,12 +568,12 @@ def test_which_names_a_full_memory_keeps_does_not_depend_on_the_hash_seed() -> N
     import sys
 
     script = (
-        "from detections.stateful.anomaly import PrincipalState\n"
+        "from detections.stateful.anomaly import KINDS, ZONES, PrincipalState\n"
         "s = PrincipalState()\n"
         "s.spaces = {f'ns-{i}' for i in range(100)}\n"
         "s.res = {f'r{i}' for i in range(100)}\n"
         "s.learn(s.features(0), 0, 0.1)\n"
-        "print(list(s.zones), list(s.kinds))\n"
+        "print(s.hashes(ZONES), s.hashes(KINDS))\n"
     )
     seen = {
         subprocess.run(
