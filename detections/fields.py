@@ -513,9 +513,12 @@ def _source_network(event: dict[str, Any]) -> Any:
     True
     """
     ips = event.get("sourceIPs")
-    if not isinstance(ips, list) or not ips or not isinstance(ips[-1], str):
+    if not isinstance(ips, list) or not ips:
         return _MISSING
-    network = _network_of(ips[-1][:64])
+    last = ips[-1]
+    if not isinstance(last, str):
+        return _MISSING
+    network = _network_of(last[:64])
     return _MISSING if network is None else network
 
 
@@ -658,13 +661,16 @@ def _cached_deriver(name: str) -> Callable[[dict[str, Any], Cache], Any]:
     return lambda event, cache: derive(event)
 
 
-def derived_value(field: str) -> Callable[[dict[str, Any], Cache], Any] | None:
-    """``(event, cache) -> value`` of a derived field itself (``sourceNetwork``), computed at
-    most once per event (the slot :func:`compile_path` fills); None for any other field.
+def derived_source(field: str) -> tuple[Slot, Callable[[dict[str, Any]], Any]] | None:
+    """The cache slot and the deriver of a derived field itself (``sourceNetwork``), for a
+    predicate that reads it inline: the value is ``cache[slot]`` once computed, else
+    ``derive(event)`` (stored there, so it is computed at most once per event, the slot
+    :func:`compile_path` fills too); None for any other field.
 
-    >>> derived_value("sourceNetwork")({"sourceIPs": ["10.1.2.3"]}, {})
-    '10.1.0.0/16'
-    >>> derived_value("sourceIPs") is None
+    >>> slot, derive = derived_source("sourceNetwork")
+    >>> slot, derive({"sourceIPs": ["10.1.2.3"]})
+    (Slot('derived', 'sourceNetwork'), '10.1.0.0/16')
+    >>> derived_source("sourceIPs") is None
     True
     """
     derived = derived_root(field)
@@ -672,16 +678,7 @@ def derived_value(field: str) -> Callable[[dict[str, Any], Cache], Any] | None:
         return None
     if derived[0] == "podSpec.allContainers":
         return None  # built from the cached pod spec (compile_path)
-    derive = _DERIVERS[derived[0]]
-    slot = derived_slot(derived[0])
-
-    def value(event: dict[str, Any], cache: Cache) -> Any:
-        root = cache.get(slot, _UNSET)
-        if root is _UNSET:
-            root = cache[slot] = derive(event)
-        return root
-
-    return value
+    return derived_slot(derived[0]), _DERIVERS[derived[0]]
 
 
 def compile_path(field: str) -> Getter:

@@ -138,24 +138,9 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
     by_text: dict[str, frozenset[int]] = {}
     of_text = _memo_miss(classify, present, by_text)
 
-    # Top-level and two-key fields are read inline (the probe is asked when a dict is not there).
-    key = path if "." not in path else None
-    top, _, below = path.partition(".")
-    two = key is None and "." not in below
-
-    def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
-        if key is not None:
-            v = event.get(key, ABSENT)
-        elif two:
-            v = event.get(top)
-            v = v.get(below, ABSENT) if v.__class__ is dict else probe(event)
-        else:
-            v = probe(event)
-        cls = v.__class__
-        if cls is str:
-            found = by_text.get(v)
-            return of_text(v) if found is None else found
-        if cls is int:  # a status code: remembered by number, no str() per event
+    def other(v: Any, event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
+        """Any value but a text (which the lookups classify inline)."""
+        if v.__class__ is int:  # a status code: remembered by number, no str() per event
             found = by_number.get(v)
             if found is None:
                 found = classify(str(v)) | present if present else classify(str(v))
@@ -167,7 +152,54 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
         # null, a flat list of strings (user.groups), or anything else for the walker
         return _value_hits(v, by_text, of_text, general, event, cache)
 
+    # Top-level and two-key fields are read inline (the probe is asked when a dict is not
+    # there), and their most common values handled without a further call.
+    top, _, below = path.partition(".")
+    if not below:
+
+        def top_lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
+            v = event.get(top, ABSENT)
+            cls = v.__class__
+            if cls is str:
+                found = by_text.get(v)
+                return of_text(v) if found is None else found
+            if cls is list and len(v) == 1 and v[0].__class__ is str:  # one source address
+                found = by_text.get(v[0])
+                if found is None:
+                    found = of_text(v[0])
+                return found or NOTHING  # as _value_hits: an empty result is NOTHING
+            return other(v, event, cache)
+
+        return top_lookup
+    if "." not in below:
+
+        def two_key_lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
+            v = event.get(top)
+            v = v.get(below, ABSENT) if v.__class__ is dict else probe(event)
+            if v.__class__ is str:
+                found = by_text.get(v)
+                return of_text(v) if found is None else found
+            if v.__class__ is int:
+                found = by_number.get(v)
+                if found is not None:
+                    return found
+            return other(v, event, cache)
+
+        return two_key_lookup
+
+    def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
+        v = probe(event)
+        if v.__class__ is str:
+            found = by_text.get(v)
+            return of_text(v) if found is None else found
+        return other(v, event, cache)
+
     return lookup
+
+
+#: Up to this many sibling fields, a lookup asks for each (a few misses cost less than
+#: visiting the parent's keys).
+_FEW_SIBLINGS = 4
 
 
 def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> Lookup:
@@ -208,6 +240,7 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
         return hits
 
     dotted = tuple(path for path, _, _ in fields)  # what could stand for a top-level parent
+    many = len(subs) > _FEW_SIBLINGS
 
     def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
         v = event.get(top) if top else parent(event)
@@ -223,7 +256,7 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
                 return None if v is ABSENT else slow(event, cache)
         # Many fields under a small object (credential keys of a ConfigMap's data): visit
         # the object's keys instead of asking for each field.
-        looked = subs if len(subs) <= len(v) else [by_key[k] for k in v if k in by_key]
+        looked = subs if not many or len(subs) <= len(v) else [by_key[k] for k in v if k in by_key]
         hits: frozenset[int] | None = None
         for key, by_text, of_text, general in looked:
             x = v.get(key)
