@@ -223,13 +223,12 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
     parent = fast_parent([path for path, _, _ in fields])
     top = next(iter(parents))
     top = top if "." not in top else ""  # a top-level parent is read inline
-    # (key below the parent, its text -> rules with `present`, the miss handler, general lookup)
-    subs: tuple[
-        tuple[str, dict[str, frozenset[int]], Callable[[str], frozenset[int]], Lookup], ...
-    ] = tuple(_sibling(path, classify, present) for path, classify, present in fields)
+    # (key below the parent, its text -> rules with `present`, the miss handler, its lists of
+    # texts -> rules, general lookup)
+    subs = tuple(_sibling(path, classify, present) for path, classify, present in fields)
     by_key = {sub[0]: sub for sub in subs}
     union = _union_memo()
-    everything = [sub[3] for sub in subs]
+    everything = [sub[4] for sub in subs]
 
     def slow(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
         hits: frozenset[int] | None = None
@@ -258,12 +257,21 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
         # the object's keys instead of asking for each field.
         looked = subs if not many or len(subs) <= len(v) else [by_key[k] for k in v if k in by_key]
         hits: frozenset[int] | None = None
-        for key, by_text, of_text, general in looked:
+        for key, by_text, of_text, by_list, general in looked:
             x = v.get(key)
             if x.__class__ is str:  # inline: most values are one string
                 found = by_text.get(x)
                 if found is None:
                     found = of_text(x)
+            elif x.__class__ is list:  # user.groups: the same few lists over and over
+                try:
+                    found = by_list.get(tuple(x))
+                except TypeError:  # unhashable items: the walker decides
+                    found = None
+                if found is None:
+                    found = _list_miss(x, by_text, of_text, by_list, general, event, cache)
+                    if found is None:
+                        continue
             else:
                 found = _value_hits(x, by_text, of_text, general, event, cache)
                 if found is None:
@@ -327,6 +335,32 @@ def _value_hits(
     return general(event, cache)
 
 
+#: Lists of texts longer than this are not remembered whole (their texts still are).
+MEMO_MAX_ITEMS = 8
+
+
+def _list_miss(
+    x: list[Any],
+    by_text: dict[str, frozenset[int]],
+    of_text: Callable[[str], frozenset[int]],
+    by_list: dict[tuple[str, ...], frozenset[int]],
+    general: Lookup,
+    event: dict[str, Any],
+    cache: Cache,
+) -> frozenset[int] | None:
+    """A list's rules when ``by_list`` lacks it (:func:`_value_hits`), remembered when it is a
+    short list of short texts: then the result is a function of those texts alone."""
+    found = _value_hits(x, by_text, of_text, general, event, cache)
+    if (
+        found is not None
+        and len(by_list) < MEMO_ENTRIES
+        and len(x) <= MEMO_MAX_ITEMS
+        and all(t.__class__ is str and len(t) <= MEMO_MAX_TEXT for t in x)
+    ):
+        by_list[tuple(x)] = found
+    return found
+
+
 def _memo_miss(
     classify: Classifier, present: frozenset[int], by_text: dict[str, frozenset[int]]
 ) -> Callable[[str], frozenset[int]]:
@@ -344,13 +378,19 @@ def _memo_miss(
 
 def _sibling(
     path: str, classify: Classifier, present: frozenset[int]
-) -> tuple[str, dict[str, frozenset[int]], Callable[[str], frozenset[int]], Lookup]:
+) -> tuple[
+    str,
+    dict[str, frozenset[int]],
+    Callable[[str], frozenset[int]],
+    dict[tuple[str, ...], frozenset[int]],
+    Lookup,
+]:
     """One field of :func:`sibling_lookup`: its key, memo (results include ``present``),
-    the memo's miss handler and the general lookup."""
+    the memo's miss handler, the memo of whole lists of texts and the general lookup."""
     by_text: dict[str, frozenset[int]] = {}
     of_text = _memo_miss(classify, present, by_text)
-
-    return path.rpartition(".")[2], by_text, of_text, _general(path, classify, present)
+    by_list: dict[tuple[str, ...], frozenset[int]] = {}
+    return path.rpartition(".")[2], by_text, of_text, by_list, _general(path, classify, present)
 
 
 def _derived_lookup(
