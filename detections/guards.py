@@ -108,15 +108,24 @@ def _general(path: str, classify: Classifier, present: frozenset[int]) -> Lookup
     getter = compile_path(path)
 
     def general(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
-        leaves = getter(event, cache)
-        if not any(leaf is not None for leaf in leaves):
-            return None
-        found = present
-        for t in texts_of(leaves):
-            found = found | classify(t)
-        return found
+        return _leaves_hits(getter(event, cache), classify, present)
 
     return general
+
+
+def _leaves_hits(
+    leaves: Sequence[Any], classify: Classifier, present: frozenset[int]
+) -> frozenset[int] | None:
+    """The rules a field's leaves let through: their texts' rules and ``present``, or None
+    when no leaf has a value."""
+    if not any(leaf is not None for leaf in leaves):
+        return None
+    found = present
+    for t in texts_of(leaves):
+        hit = classify(t)
+        if hit:  # no new set for the texts that let nothing through (most of them)
+            found = hit if not found else found | hit
+    return found
 
 
 def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTHING) -> Lookup:
@@ -129,7 +138,7 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
     general = _general(path, classify, present)
     split = derived_root(path)
     if split is not None and not split[1]:
-        return _derived_lookup(compile_path(path), classify, present, general)
+        return _derived_lookup(compile_path(path), classify, present)
     probe = fast_path(path)
     if probe is None:
         return general
@@ -397,9 +406,9 @@ def _derived_lookup(
     getter: Callable[..., tuple[Any, ...]],
     classify: Classifier,
     present: frozenset[int],
-    general: Lookup,
 ) -> Lookup:
-    """A derived field itself (``response.success``, ``decision``): one cached scalar."""
+    """A derived field itself (``response.success``, ``decision``): one cached scalar, or
+    the leaves already walked (``dataValues``: a body's data values)."""
 
     def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
         leaves = getter(event, cache)
@@ -412,7 +421,7 @@ def _derived_lookup(
                 return classify("true" if v else "false") | present
             if cls is str:
                 return classify(v) | present
-        return general(event, cache)
+        return _leaves_hits(leaves, classify, present)
 
     return lookup
 
