@@ -29,6 +29,14 @@ class Exists(MatchType):
         if source is None:
             return exists
         slot, derive = source
+        if slot is None:
+
+            def exists_derived_uncached(event: dict[str, Any], cache: Cache) -> bool:
+                if derive(event).__class__ is str:  # a scalar text: it exists
+                    return want
+                return exists(event, cache)
+
+            return exists_derived_uncached
         unset = object()
 
         def exists_derived(event: dict[str, Any], cache: Cache) -> bool:
