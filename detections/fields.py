@@ -519,17 +519,19 @@ def _source_network(event: dict[str, Any]) -> Any:
         return _MISSING
     network = _NETWORKS.get(last)
     if network is None:
-        network = _network_of(last[:64])
-        if len(last) <= _NETWORK_TEXT:
+        text = last[:_NETWORK_TEXT]  # all that is parsed (the same object when short)
+        network = _NETWORKS.get(text)
+        if network is None:
+            network = _network_of(text)
             if len(_NETWORKS) >= _NETWORKS_MAX:
                 _NETWORKS.clear()
-            _NETWORKS[last] = network
+            _NETWORKS[text] = network
     return network
 
 
 #: Address text -> its source network (or _MISSING): peers repeat endlessly, and every
 #: service-account request asks (a dict hit, cheaper than lru_cache's bookkeeping). Bounded:
-#: emptied when full; texts longer than an address are not kept.
+#: emptied when full; a longer text is kept by the characters parsed.
 _NETWORKS: dict[str, Any] = {}
 _NETWORKS_MAX = 8192
 _NETWORK_TEXT = 64
