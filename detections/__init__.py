@@ -3,6 +3,10 @@
 >>> from detections import load_rules, Engine, Match, RuleLoadError
 """
 
+from schemas.native import extend
+
+__path__ = extend(__name__, __path__)  # compiled modules first, when current
+
 from detections.engine import Engine, Match
 from detections.errors import DetectionError, Lint, Problem, RuleLoadError
 from detections.loader import load_rules

@@ -35,6 +35,7 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("klaxon.outputs_cli", ("outputs",)),  # alert topic -> webhook, Splunk HEC, ES, Slack
     ("klaxon.dashboard_cli", ("dashboard",)),  # the Grafana dashboard against /metrics
     ("klaxon.alerts_cli", ("alerts",)),  # klaxon alerts tail|stats (aiokafka imported when run)
+    ("klaxon.native", ("native",)),  # klaxon native build|status (mypyc, optional)
 )
 
 #: Exit status after stdout was closed by the reader: 128 + SIGPIPE, as a shell reports it.

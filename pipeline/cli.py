@@ -110,6 +110,13 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         " $KLAXON_METRICS_ADDRESS, else 127.0.0.1:9464)",
     )
     parser.add_argument(
+        "--event-loop",
+        default=d.event_loop,
+        choices=["uvloop", "asyncio"],
+        help="event loop of the worker and its Kafka consumer thread (default %(default)s;"
+        " asyncio's own when uvloop is not installed)",
+    )
+    parser.add_argument(
         "--loglevel",
         default=d.loglevel,
         choices=["debug", "info", "warning", "error"],
@@ -133,6 +140,7 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         events_batch=max(1, int(args.events_batch)),
         events_linger=max(0.0, float(args.events_linger)),
         idempotent=bool(args.idempotent),
+        event_loop=str(args.event_loop),
     )
 
 

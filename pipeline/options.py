@@ -43,4 +43,7 @@ class WorkerOptions:
     #: Produce with an idempotent producer (Apache Kafka; Tansu refuses it).
     idempotent: bool = False
     loglevel: str = "warning"
+    #: The event loop of the worker and of Faust's Kafka consumer thread: ``uvloop`` (libuv,
+    #: in C; asyncio's when uvloop is not installed) or ``asyncio``.
+    event_loop: str = "uvloop"
     status_file: str | None = None

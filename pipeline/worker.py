@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pipeline.agents import Runtime, install_agents, unready_reasons
@@ -25,13 +25,16 @@ from pipeline.reload import EngineHolder, RuleWatcher, engine_builder, fingerpri
 
 __all__ = [
     "GC_GEN0_THRESHOLD",
+    "MALLOC_KEEP",
     "configure_logging",
+    "new_event_loop",
     "preload",
     "prepare",
     "run_worker",
     "serve_telemetry",
     "settings_env",
     "tune_gc",
+    "tune_malloc",
 ]
 
 
@@ -133,8 +136,10 @@ def _count_reloads(rt: Runtime) -> Callable[[bool], None]:
     return on_result
 
 
-#: Allocations of container objects between two young-generation collections (CPython: 700).
-GC_GEN0_THRESHOLD = 50_000
+#: Net allocations of container objects (allocated minus freed) that start a young-generation
+#: collection (CPython: 700). Above what the worker's buffers hold at their fullest (the
+#: handoff's 20,000 events are ~800,000 containers): `tune_gc` says why.
+GC_GEN0_THRESHOLD = 1_000_000
 
 
 def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> tuple[int, int, int]:
@@ -147,9 +152,18 @@ def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> tuple[int, int, int]:
     is frozen out of collections, and young collections run every ``gen0`` allocations;
     events are freed by reference counting as usual, only cyclic garbage waits longer.
 
+    The count is net of what is freed, so in a steady worker it moves with what its buffers
+    hold (stream buffers, joined events messages, the handoff), and a collection walks every
+    young container still alive: at 50,000 it ran when those buffers grew, over hundreds of
+    thousands of buffered events' containers (7 collections in 141,000 events, up to 39 ms
+    each: 1.1 µs/event in ``bench pipeline --events 150000``). At 1,000,000 none ran there;
+    collections come with lasting growth (stateful state). The worker makes little cyclic
+    garbage (2,000-4,000 objects found in a whole bench run), so waiting longer costs no
+    memory to speak of.
+
     >>> import gc
     >>> old = tune_gc(); gc.get_threshold()[0]
-    50000
+    1000000
     >>> gc.unfreeze(); gc.set_threshold(*old)
     """
     import gc
@@ -159,6 +173,39 @@ def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> tuple[int, int, int]:
     gc.freeze()
     gc.set_threshold(gen0, old[1], old[2])
     return old
+
+
+#: Free memory each malloc arena keeps for reuse instead of returning it to the system, and
+#: the size from which a block gets its own mapping (glibc: 128 KiB at start, then adaptive).
+MALLOC_KEEP = 16 * 1024 * 1024
+
+
+def tune_malloc(keep: int = MALLOC_KEEP, env: Mapping[str, str] = os.environ) -> bool:
+    """Have glibc's malloc keep up to ``keep`` bytes of freed memory per arena for reuse;
+    returns whether the C library took the settings (False elsewhere than glibc, and when
+    the operator set glibc's own ``MALLOC_TRIM_THRESHOLD_``/``MALLOC_MMAP_THRESHOLD_``).
+
+    The Kafka consumer thread reads fetch responses of up to 1 MB per partition into a
+    growing buffer and copies each message out of it; the normalise agent's events messages
+    are hundreds of KB. With glibc's defaults much of that memory was handed back and
+    faulted in again on every fetch: 0.3-0.45 page faults per event in the consumer thread.
+    Keeping 16 MB cut them to 0.03-0.17 and the consumer thread's CPU by 0.4-1.4 µs/event,
+    with the same peak RSS in ``bench pipeline`` (docs/operations.md, "Sizing").
+
+    >>> tune_malloc(env={"MALLOC_TRIM_THRESHOLD_": "131072"})
+    False
+    """
+    import ctypes
+
+    if any(name in env for name in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")):
+        return False  # the operator's choice
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # no C library symbols to reach (not Linux)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    # Both: setting either turns glibc's adaptive mmap threshold off.
+    return bool(mallopt(m_mmap_threshold, keep)) and bool(mallopt(m_trim_threshold, keep))
 
 
 def serve_telemetry(app: KlaxonApp, rt: Runtime, loop: asyncio.AbstractEventLoop) -> None:
@@ -200,6 +247,33 @@ def preload(settings: Settings) -> threading.Thread | None:
     return thread
 
 
+def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
+    """A new event loop of ``kind`` (``uvloop`` or ``asyncio``), set as the process's loop
+    policy too, so the loop Faust's Kafka consumer thread makes is of the same kind.
+
+    uvloop runs the loop itself (handles, timers, socket readiness and transports) in C: per
+    Kafka message Faust and aiokafka schedule a dozen callbacks and tasks on two loops, and
+    ``bench pipeline`` measured 1.4-3.8 µs/event less CPU on uvloop, same code, in 3
+    alternated pairs (docs/operations.md, "Sizing"). Without uvloop installed this is
+    asyncio's loop, said once in the log.
+
+    >>> loop = new_event_loop("asyncio"); type(loop).__module__; loop.close()
+    'asyncio.unix_events'
+    """
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            logging.getLogger("klaxon.worker").warning(
+                "uvloop is not installed: running on asyncio's event loop"
+            )
+        else:
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+            return asyncio.new_event_loop()
+    asyncio.set_event_loop_policy(None)
+    return asyncio.new_event_loop()
+
+
 def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) -> int:
     """Run a worker until SIGINT/SIGTERM; returns the exit code (1 after a crash)."""
     import faust
@@ -221,7 +295,7 @@ def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) ->
     except OSError as exc:
         print(f"klaxon worker: cannot create {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop(options.event_loop)
     asyncio.set_event_loop(loop)  # prepare()'s asyncio.run closed its loop
     app = create_app(settings, options, bootstrap=bootstrap)
     try:
@@ -234,14 +308,16 @@ def run_worker(settings: Settings, options: WorkerOptions, *, bootstrap: str) ->
         return 1
     install_agents(app, runtime)
     tune_gc()
+    tune_malloc()
     log.info(
-        "worker starting: bootstrap=%s security=%s group=%s rules=%d partitions=%d raw=%s",
+        "worker starting: bootstrap=%s security=%s group=%s rules=%d partitions=%d raw=%s loop=%s",
         bootstrap,
         settings.kafka_security.describe(),
         settings.app_id,
         runtime.holder.rules,
         runtime.events_partitions,
         settings.topic_raw,
+        type(loop).__module__.split(".")[0],
     )
     worker = faust.Worker(app, loglevel=options.loglevel, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # Faust draws a terminal spinner on stdout even when quiet

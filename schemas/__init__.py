@@ -11,6 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from schemas.native import extend
+
+__path__ = extend(__name__, __path__)  # compiled modules first, when current
+
 if TYPE_CHECKING:
     from schemas.alert import Alert, Severity
     from schemas.audit import FREE_FORM_PREFIXES, AuditEvent, field_paths

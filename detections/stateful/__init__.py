@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from schemas.native import extend
+
+__path__ = extend(__name__, __path__)  # compiled modules first, when current
+
 from detections.rule import RuleSet
 from detections.stateful.anomaly import AnomalyModel, AnomalySettings
 from detections.stateful.correlation import (

@@ -57,6 +57,7 @@ from typing import Any
 
 import orjson
 
+import detections.stateful as _package
 from detections import validation
 from detections.engine import Match
 from detections.errors import Lint, Problem, RuleLoadError, suggest
@@ -81,7 +82,8 @@ from detections.yamlsrc import Document, YamlProblems, load_documents
 from detections.yamlsrc import Path as DocPath
 from schemas.keys import cluster_of
 
-PACKAGED = Path(__file__).resolve().parent / "newterms"
+# The package's file, not this module's: a compiled module's (`schemas.native`) is elsewhere.
+PACKAGED = Path(str(_package.__file__)).resolve().parent / "newterms"
 STATE_VERSION = 1
 DOC_KEYS = (*META_KEYS, "tags", "falsepositives", "level", "new_terms")
 BLOCK_KEYS = (

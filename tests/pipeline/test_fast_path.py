@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import gc
+import platform
+import sys
 from typing import Any
 
 import orjson
 import pytest
 
-from pipeline.handoff import Handoff
+from pipeline.handoff import Handoff, fingerprint
 from pipeline.metrics import Counters, Progress, health_snapshot
 from pipeline.processing import Source, decode_events_message, detect_message, normalise_message
 from pipeline.reload import build_engine
-from pipeline.worker import tune_gc
+from pipeline.worker import tune_gc, tune_malloc
 from tests.pipeline.conftest import RULES, build_input
 
 
@@ -76,6 +78,39 @@ def test_handoff_only_answers_for_the_exact_bytes_it_was_given() -> None:
     assert (handoff.hits, handoff.misses) == (1, 2)
 
 
+def test_handoff_tells_apart_values_that_differ_only_between_head_and_tail() -> None:
+    """Batches are filed by length, head and tail; a value sharing those with a held one but
+    differing in the middle is a miss, and the held batch still answers for its own bytes."""
+    events = [{"auditID": "a", "pad": "x" * 400}, {"auditID": "b", "pad": "y" * 400}]
+    value = orjson.dumps({"v": 1, "events": events})
+    middle = len(value) // 2
+    other = (
+        value[:middle]
+        + (b"z" if value[middle : middle + 1] != b"z" else b"w")
+        + value[middle + 1 :]
+    )
+    assert fingerprint(other) == fingerprint(value) and other != value
+    handoff = Handoff()
+    handoff.put(value, events)
+    assert handoff.take(other) is None
+    assert handoff.take(bytes(bytearray(value))) == events
+    assert (handoff.hits, handoff.misses, len(handoff), handoff.events) == (1, 1, 0, 0)
+
+
+def test_handoff_put_again_under_the_same_print_replaces_the_batch() -> None:
+    """A second batch under the same fingerprint replaces the first (which then misses):
+    the events count stays exact."""
+    first = b'{"v":1,"events":[' + b"1" * 400 + b"]}"
+    second = b'{"v":1,"events":[' + b"1" * 200 + b"2" + b"1" * 199 + b"]}"
+    assert fingerprint(first) == fingerprint(second)
+    handoff = Handoff()
+    handoff.put(first, [{}] * 3)
+    handoff.put(second, [{}] * 2)
+    assert handoff.events == 2 and len(handoff) == 1
+    assert handoff.take(first) is None and handoff.take(second) == [{}] * 2
+    assert handoff.events == 0
+
+
 def test_handoff_holds_at_most_its_bound_dropping_the_oldest_first() -> None:
     """Events held never exceed the bound; the oldest batches go, oversized ones never enter."""
     handoff = Handoff(max_events=10)
@@ -130,3 +165,12 @@ def test_snapshot_reports_cpu_seconds_and_sends_in_flight() -> None:
     )
     assert snap["cpu_s_first_to_last"] == {"process": 2.5, "loop": 1.0}
     assert snap["sends_in_flight"] == 3
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="glibc's malloc only",
+)
+def test_tune_malloc_is_taken_by_glibc() -> None:
+    """The worker's malloc settings reach glibc (mallopt answers 1 for each)."""
+    assert tune_malloc() is True

@@ -68,7 +68,17 @@ def test_of_two_workers_the_one_reading_the_raw_partition_is_killed(
             lag: dict[str, int] = (w.snapshot() or {}).get("lag", {})
             return lag
 
-        a.wait_for("both workers assigned", lambda: bool(owned(a) and owned(b)), 90)
+        def shared_out() -> bool:
+            """Both workers' last status is of one generation: the raw partitions are split
+            between them. (A status written before the other worker joined still lists every
+            partition: choosing the holder from it killed the wrong worker.)"""
+            mine = {tp for tp in owned(a) if tp.startswith(f"{settings.topic_raw}:")}
+            theirs = {tp for tp in owned(b) if tp.startswith(f"{settings.topic_raw}:")}
+            return bool(mine and theirs and not mine & theirs) and (
+                len(mine | theirs) == settings.partitions
+            )
+
+        a.wait_for("the raw partitions split between the workers", shared_out, 90)
         holder, survivor = (a, b) if raw in owned(a) else (b, a)
         assert raw in owned(holder)
         producer = threading.Thread(target=replay, args=(settings, replay_input, 6.0))

@@ -417,3 +417,64 @@ def test_a_failing_grouper_lets_the_alerts_through_ungrouped(
     out = [Outgoing(b"a1", orjson.dumps(alert), doc=alert)]
     assert group_alerts(rt, out, "2026-11-27T09:15:00Z") == out
     assert "alert grouping failed" in caplog.text
+
+
+@pytest.fixture
+def restore_loop_policy() -> Any:
+    yield
+    asyncio.set_event_loop_policy(None)
+
+
+def test_worker_loop_is_uvloop_in_every_thread_by_default(restore_loop_policy: Any) -> None:
+    """``--event-loop uvloop`` (the default) makes the worker's loop and, through the policy,
+    the one Faust's Kafka consumer thread creates, uvloop's."""
+    import threading
+
+    uvloop = pytest.importorskip("uvloop")
+    from pipeline.worker import new_event_loop
+
+    loop = new_event_loop()
+    kinds: list[type[Any]] = []
+
+    def in_thread() -> None:
+        other = asyncio.new_event_loop()
+        kinds.append(type(other))
+        other.close()
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    try:
+        assert isinstance(loop, uvloop.Loop) and kinds == [uvloop.Loop]
+    finally:
+        loop.close()
+
+
+def test_worker_loop_is_asyncios_when_asked_or_without_uvloop(
+    restore_loop_policy: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--event-loop asyncio`` gives asyncio's loop; so does a missing uvloop, said in the log."""
+    import sys
+
+    from pipeline.worker import new_event_loop
+
+    loop = new_event_loop("asyncio")
+    assert type(loop).__module__.startswith("asyncio.")
+    loop.close()
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import fails
+    with caplog.at_level(logging.WARNING, logger="klaxon.worker"):
+        loop = new_event_loop("uvloop")
+    assert type(loop).__module__.startswith("asyncio.")
+    assert "uvloop is not installed" in caplog.text
+    loop.close()
+    assert asyncio.get_event_loop_policy().__class__.__module__.startswith("asyncio")
+
+
+def test_event_loop_flag_reaches_the_worker_options() -> None:
+    """``klaxon worker --event-loop asyncio`` is in `WorkerOptions`; uvloop by default."""
+    from pipeline.cli import options_from_args
+
+    parser = build_parser()
+    args = parser.parse_args(["worker", "--event-loop", "asyncio"])
+    assert options_from_args(args).event_loop == "asyncio"
+    assert options_from_args(parser.parse_args(["worker"])).event_loop == "uvloop"
