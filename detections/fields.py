@@ -20,7 +20,6 @@ typed :class:`Slot` s.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -513,19 +512,37 @@ def _source_network(event: dict[str, Any]) -> Any:
     True
     """
     ips = event.get("sourceIPs")
-    if not isinstance(ips, list) or not ips or not isinstance(ips[-1], str):
+    if not isinstance(ips, list) or not ips:
         return _MISSING
-    network = _network_of(ips[-1][:64])
-    return _MISSING if network is None else network
+    last = ips[-1]
+    if not isinstance(last, str):
+        return _MISSING
+    network = _NETWORKS.get(last)
+    if network is None:
+        text = last[:_NETWORK_TEXT]  # all that is parsed (the same object when short)
+        network = _NETWORKS.get(text)
+        if network is None:
+            network = _network_of(text)
+            if len(_NETWORKS) >= _NETWORKS_MAX:
+                _NETWORKS.clear()
+            _NETWORKS[text] = network
+    return network
 
 
-@functools.lru_cache(maxsize=8192)
-def _network_of(text: str) -> str | None:
-    """The source network of one address text (memoized: peers repeat endlessly)."""
+#: Address text -> its source network (or _MISSING): peers repeat endlessly, and every
+#: service-account request asks (a dict hit, cheaper than lru_cache's bookkeeping). Bounded:
+#: emptied when full; a longer text is kept by the characters parsed.
+_NETWORKS: dict[str, Any] = {}
+_NETWORKS_MAX = 8192
+_NETWORK_TEXT = 64
+
+
+def _network_of(text: str) -> Any:
+    """The source network of one address text, or _MISSING when it is no address."""
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
-        return None
+        return _MISSING
     prefix = SOURCE_NETWORK_PREFIX[0 if address.version == 4 else 1]
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
@@ -658,13 +675,25 @@ def _cached_deriver(name: str) -> Callable[[dict[str, Any], Cache], Any]:
     return lambda event, cache: derive(event)
 
 
-def derived_value(field: str) -> Callable[[dict[str, Any], Cache], Any] | None:
-    """``(event, cache) -> value`` of a derived field itself (``sourceNetwork``), computed at
-    most once per event (the slot :func:`compile_path` fills); None for any other field.
+#: Derived fields whose deriver is a memo hit (no walk): a predicate reading one calls it
+#: directly, since keeping its value in the per-event cache costs more than deriving again.
+_UNCACHED = frozenset({"sourceNetwork"})
 
-    >>> derived_value("sourceNetwork")({"sourceIPs": ["10.1.2.3"]}, {})
-    '10.1.0.0/16'
-    >>> derived_value("sourceIPs") is None
+
+def derived_source(field: str) -> tuple[Slot | None, Callable[[dict[str, Any]], Any]] | None:
+    """The cache slot and the deriver of a derived field itself (``dataValues``), for a
+    predicate that reads it inline: the value is ``cache[slot]`` once computed, else
+    ``derive(event)`` (stored there, so it is computed at most once per event, the slot
+    :func:`compile_path` fills too). The slot is None when deriving again is cheaper than
+    the cache (``sourceNetwork``). None for any other field.
+
+    >>> slot, derive = derived_source("dataValues")
+    >>> slot, derive({"requestObject": {"data": {"a": "x"}}})
+    (Slot('derived', 'dataValues'), ['x'])
+    >>> slot, derive = derived_source("sourceNetwork")
+    >>> slot, derive({"sourceIPs": ["10.1.2.3"]})
+    (None, '10.1.0.0/16')
+    >>> derived_source("sourceIPs") is None
     True
     """
     derived = derived_root(field)
@@ -672,16 +701,8 @@ def derived_value(field: str) -> Callable[[dict[str, Any], Cache], Any] | None:
         return None
     if derived[0] == "podSpec.allContainers":
         return None  # built from the cached pod spec (compile_path)
-    derive = _DERIVERS[derived[0]]
-    slot = derived_slot(derived[0])
-
-    def value(event: dict[str, Any], cache: Cache) -> Any:
-        root = cache.get(slot, _UNSET)
-        if root is _UNSET:
-            root = cache[slot] = derive(event)
-        return root
-
-    return value
+    slot = None if derived[0] in _UNCACHED else derived_slot(derived[0])
+    return slot, _DERIVERS[derived[0]]
 
 
 def compile_path(field: str) -> Getter:

@@ -108,15 +108,24 @@ def _general(path: str, classify: Classifier, present: frozenset[int]) -> Lookup
     getter = compile_path(path)
 
     def general(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
-        leaves = getter(event, cache)
-        if not any(leaf is not None for leaf in leaves):
-            return None
-        found = present
-        for t in texts_of(leaves):
-            found = found | classify(t)
-        return found
+        return _leaves_hits(getter(event, cache), classify, present)
 
     return general
+
+
+def _leaves_hits(
+    leaves: Sequence[Any], classify: Classifier, present: frozenset[int]
+) -> frozenset[int] | None:
+    """The rules a field's leaves let through: their texts' rules and ``present``, or None
+    when no leaf has a value."""
+    if not any(leaf is not None for leaf in leaves):
+        return None
+    found = present
+    for t in texts_of(leaves):
+        hit = classify(t)
+        if hit:  # no new set for the texts that let nothing through (most of them)
+            found = hit if not found else found | hit
+    return found
 
 
 def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTHING) -> Lookup:
@@ -129,7 +138,7 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
     general = _general(path, classify, present)
     split = derived_root(path)
     if split is not None and not split[1]:
-        return _derived_lookup(compile_path(path), classify, present, general)
+        return _derived_lookup(compile_path(path), classify, present)
     probe = fast_path(path)
     if probe is None:
         return general
@@ -138,24 +147,9 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
     by_text: dict[str, frozenset[int]] = {}
     of_text = _memo_miss(classify, present, by_text)
 
-    # Top-level and two-key fields are read inline (the probe is asked when a dict is not there).
-    key = path if "." not in path else None
-    top, _, below = path.partition(".")
-    two = key is None and "." not in below
-
-    def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
-        if key is not None:
-            v = event.get(key, ABSENT)
-        elif two:
-            v = event.get(top)
-            v = v.get(below, ABSENT) if v.__class__ is dict else probe(event)
-        else:
-            v = probe(event)
-        cls = v.__class__
-        if cls is str:
-            found = by_text.get(v)
-            return of_text(v) if found is None else found
-        if cls is int:  # a status code: remembered by number, no str() per event
+    def other(v: Any, event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
+        """Any value but a text (which the lookups classify inline)."""
+        if v.__class__ is int:  # a status code: remembered by number, no str() per event
             found = by_number.get(v)
             if found is None:
                 found = classify(str(v)) | present if present else classify(str(v))
@@ -167,7 +161,54 @@ def field_lookup(path: str, classify: Classifier, present: frozenset[int] = NOTH
         # null, a flat list of strings (user.groups), or anything else for the walker
         return _value_hits(v, by_text, of_text, general, event, cache)
 
+    # Top-level and two-key fields are read inline (the probe is asked when a dict is not
+    # there), and their most common values handled without a further call.
+    top, _, below = path.partition(".")
+    if not below:
+
+        def top_lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
+            v = event.get(top, ABSENT)
+            cls = v.__class__
+            if cls is str:
+                found = by_text.get(v)
+                return of_text(v) if found is None else found
+            if cls is list and len(v) == 1 and v[0].__class__ is str:  # one source address
+                found = by_text.get(v[0])
+                if found is None:
+                    found = of_text(v[0])
+                return found or NOTHING  # as _value_hits: an empty result is NOTHING
+            return other(v, event, cache)
+
+        return top_lookup
+    if "." not in below:
+
+        def two_key_lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
+            v = event.get(top)
+            v = v.get(below, ABSENT) if v.__class__ is dict else probe(event)
+            if v.__class__ is str:
+                found = by_text.get(v)
+                return of_text(v) if found is None else found
+            if v.__class__ is int:
+                found = by_number.get(v)
+                if found is not None:
+                    return found
+            return other(v, event, cache)
+
+        return two_key_lookup
+
+    def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
+        v = probe(event)
+        if v.__class__ is str:
+            found = by_text.get(v)
+            return of_text(v) if found is None else found
+        return other(v, event, cache)
+
     return lookup
+
+
+#: Up to this many sibling fields, a lookup asks for each (a few misses cost less than
+#: visiting the parent's keys).
+_FEW_SIBLINGS = 4
 
 
 def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> Lookup:
@@ -191,13 +232,12 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
     parent = fast_parent([path for path, _, _ in fields])
     top = next(iter(parents))
     top = top if "." not in top else ""  # a top-level parent is read inline
-    # (key below the parent, its text -> rules with `present`, the miss handler, general lookup)
-    subs: tuple[
-        tuple[str, dict[str, frozenset[int]], Callable[[str], frozenset[int]], Lookup], ...
-    ] = tuple(_sibling(path, classify, present) for path, classify, present in fields)
+    # (key below the parent, its text -> rules with `present`, the miss handler, its lists of
+    # texts -> rules, general lookup)
+    subs = tuple(_sibling(path, classify, present) for path, classify, present in fields)
     by_key = {sub[0]: sub for sub in subs}
     union = _union_memo()
-    everything = [sub[3] for sub in subs]
+    everything = [sub[4] for sub in subs]
 
     def slow(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
         hits: frozenset[int] | None = None
@@ -208,6 +248,7 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
         return hits
 
     dotted = tuple(path for path, _, _ in fields)  # what could stand for a top-level parent
+    many = len(subs) > _FEW_SIBLINGS
 
     def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
         v = event.get(top) if top else parent(event)
@@ -223,14 +264,23 @@ def sibling_lookup(fields: Sequence[tuple[str, Classifier, frozenset[int]]]) -> 
                 return None if v is ABSENT else slow(event, cache)
         # Many fields under a small object (credential keys of a ConfigMap's data): visit
         # the object's keys instead of asking for each field.
-        looked = subs if len(subs) <= len(v) else [by_key[k] for k in v if k in by_key]
+        looked = subs if not many or len(subs) <= len(v) else [by_key[k] for k in v if k in by_key]
         hits: frozenset[int] | None = None
-        for key, by_text, of_text, general in looked:
+        for key, by_text, of_text, by_list, general in looked:
             x = v.get(key)
             if x.__class__ is str:  # inline: most values are one string
                 found = by_text.get(x)
                 if found is None:
                     found = of_text(x)
+            elif x.__class__ is list:  # user.groups: the same few lists over and over
+                try:
+                    found = by_list.get(tuple(x))
+                except TypeError:  # unhashable items: the walker decides
+                    found = None
+                if found is None:
+                    found = _list_miss(x, by_text, of_text, by_list, general, event, cache)
+                    if found is None:
+                        continue
             else:
                 found = _value_hits(x, by_text, of_text, general, event, cache)
                 if found is None:
@@ -294,6 +344,32 @@ def _value_hits(
     return general(event, cache)
 
 
+#: Lists of texts longer than this are not remembered whole (their texts still are).
+MEMO_MAX_ITEMS = 8
+
+
+def _list_miss(
+    x: list[Any],
+    by_text: dict[str, frozenset[int]],
+    of_text: Callable[[str], frozenset[int]],
+    by_list: dict[tuple[str, ...], frozenset[int]],
+    general: Lookup,
+    event: dict[str, Any],
+    cache: Cache,
+) -> frozenset[int] | None:
+    """A list's rules when ``by_list`` lacks it (:func:`_value_hits`), remembered when it is a
+    short list of short texts: then the result is a function of those texts alone."""
+    found = _value_hits(x, by_text, of_text, general, event, cache)
+    if (
+        found is not None
+        and len(by_list) < MEMO_ENTRIES
+        and len(x) <= MEMO_MAX_ITEMS
+        and all(t.__class__ is str and len(t) <= MEMO_MAX_TEXT for t in x)
+    ):
+        by_list[tuple(x)] = found
+    return found
+
+
 def _memo_miss(
     classify: Classifier, present: frozenset[int], by_text: dict[str, frozenset[int]]
 ) -> Callable[[str], frozenset[int]]:
@@ -311,22 +387,28 @@ def _memo_miss(
 
 def _sibling(
     path: str, classify: Classifier, present: frozenset[int]
-) -> tuple[str, dict[str, frozenset[int]], Callable[[str], frozenset[int]], Lookup]:
+) -> tuple[
+    str,
+    dict[str, frozenset[int]],
+    Callable[[str], frozenset[int]],
+    dict[tuple[str, ...], frozenset[int]],
+    Lookup,
+]:
     """One field of :func:`sibling_lookup`: its key, memo (results include ``present``),
-    the memo's miss handler and the general lookup."""
+    the memo's miss handler, the memo of whole lists of texts and the general lookup."""
     by_text: dict[str, frozenset[int]] = {}
     of_text = _memo_miss(classify, present, by_text)
-
-    return path.rpartition(".")[2], by_text, of_text, _general(path, classify, present)
+    by_list: dict[tuple[str, ...], frozenset[int]] = {}
+    return path.rpartition(".")[2], by_text, of_text, by_list, _general(path, classify, present)
 
 
 def _derived_lookup(
     getter: Callable[..., tuple[Any, ...]],
     classify: Classifier,
     present: frozenset[int],
-    general: Lookup,
 ) -> Lookup:
-    """A derived field itself (``response.success``, ``decision``): one cached scalar."""
+    """A derived field itself (``response.success``, ``decision``): one cached scalar, or
+    the leaves already walked (``dataValues``: a body's data values)."""
 
     def lookup(event: dict[str, Any], cache: Cache) -> frozenset[int] | None:
         leaves = getter(event, cache)
@@ -339,7 +421,7 @@ def _derived_lookup(
                 return classify("true" if v else "false") | present
             if cls is str:
                 return classify(v) | present
-        return general(event, cache)
+        return _leaves_hits(leaves, classify, present)
 
     return lookup
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from detections.fields import Cache, derived_value, resolve_alias
+from detections.fields import Cache, derived_source, resolve_alias
 from detections.matchers import MatchSpecError, Predicate, Texts, cached_texts
 from detections.modifiers.base import MatchType, Spec, Target
 
@@ -21,16 +21,31 @@ class Exists(MatchType):
             raise MatchSpecError("'exists' takes a single true or false")
         want = values[0]
         getter = target.leaves
-        value = derived_value(target.path)
+        source = derived_source(target.path)
 
         def exists(event: dict[str, Any], cache: Cache) -> bool:
             return any(v is not None for v in getter(event, cache)) is want
 
-        if value is None:
+        if source is None:
             return exists
+        slot, derive = source
+        if slot is None:
+
+            def exists_derived_uncached(event: dict[str, Any], cache: Cache) -> bool:
+                if derive(event).__class__ is str:  # a scalar text: it exists
+                    return want
+                return exists(event, cache)
+
+            return exists_derived_uncached
+        unset = object()
 
         def exists_derived(event: dict[str, Any], cache: Cache) -> bool:
-            if value(event, cache).__class__ is str:  # a scalar text: it exists
+            # The derived value read inline (most are a scalar text: it exists), computed at
+            # most once per event like every derived field.
+            root = cache.get(slot, unset)
+            if root is unset:
+                root = cache[slot] = derive(event)
+            if root.__class__ is str:
                 return want
             return exists(event, cache)
 

@@ -732,3 +732,30 @@ def test_remembered_selections_are_bounded_and_forgetting_changes_nothing(
     for ev in pack_events()[:600]:
         assert [m.rule.id for m in engine.evaluate(ev)] == [m.rule.id for m in brute.evaluate(ev)]
         assert sum(len(plan.chosen) for plan in engine._plans.values()) <= 5
+
+
+def test_events_off_the_inline_path_agree_with_brute_force(
+    pack_engines: tuple[Engine, Engine],
+) -> None:
+    """evaluate() settles the common case (a planned key, a remembered selection) inline;
+    unhashable index values, a missing or odd objectRef, flattened dotted keys, a first and a
+    second sight of a key get exactly what checking every rule gets."""
+    indexed, brute = pack_engines
+    base = {
+        "verb": "list",
+        "user": {"username": "mallory", "groups": ["system:authenticated"]},
+        "objectRef": {"resource": "secrets", "namespace": "kube-system"},
+        "responseStatus": {"code": 200},
+        "sourceIPs": ["203.0.113.7"],
+    }
+    odd: list[dict[str, Any]] = [
+        base,
+        {**base, "verb": ["list"]},
+        {**base, "objectRef": {"resource": {"x": 1}}},
+        {**base, "objectRef": ["secrets"]},
+        {**base, "objectRef": None, "objectRef.resource": "secrets"},
+        {k: v for k, v in base.items() if k != "objectRef"},
+        {**base, "verb": "a-verb-never-seen"},
+    ]
+    for ev in odd * 2:
+        assert [m.rule.id for m in indexed.evaluate(ev)] == [m.rule.id for m in brute.evaluate(ev)]

@@ -113,3 +113,26 @@ def test_absent_derived_fields_are_derived_once_per_event(monkeypatch: pytest.Mo
     assert get({"requestURI": "/api/v1/pods"}, cache) == ()
     assert get({"requestURI": "/api/v1/pods"}, cache) == ()
     assert len(calls) == 1
+
+
+def test_source_networks_are_remembered_per_address_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The source network of an address is remembered (emptied when full; a long text by its
+    first 64 characters, all that is parsed), and remembered or not, it is the same network."""
+    from detections import fields
+
+    monkeypatch.setattr(fields, "_NETWORKS", {})
+    monkeypatch.setattr(fields, "_NETWORKS_MAX", 2)
+    cases = [
+        ("10.1.2.3", "10.1.0.0/16"),
+        ("2001:db8:1:2::5", "2001:db8:1::/48"),
+        ("x", fields._MISSING),
+        ("10.1.2.3", "10.1.0.0/16"),
+        ("10.1.2.3" + " " * 80, fields._MISSING),
+        ("10.1.2.3" + " " * 90, fields._MISSING),
+    ]
+    for address, network in cases * 2:
+        assert fields._source_network({"sourceIPs": [address]}) == network
+        assert len(fields._NETWORKS) <= 2
+    assert all(len(text) <= 64 for text in fields._NETWORKS)

@@ -207,3 +207,32 @@ def test_sibling_lookup_reads_a_top_level_parent_inline_like_the_walkers(
         if found is not None
     ]
     assert look(event, {}) == (frozenset().union(*parts) if parts else None)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(events(), min_size=2, max_size=12))
+def test_sibling_lookup_remembers_whole_lists_without_changing_answers(
+    stream: list[dict[str, Any]],
+) -> None:
+    """One lookup over a stream of events (remembered lists of texts hit, unhashable lists and
+    long lists pass by the memo) answers each event as the union of its fields."""
+    paths = ["user.username", "user.groups", "user.x"]
+    look = sibling_lookup([(p, classifier(ATOMS), PRESENT) for p in paths])
+    for event in [*stream, *stream]:
+        parts = [r for r in (reference(p, event) for p in paths) if r is not None]
+        assert look(event, {}) == (frozenset().union(*parts) if parts else None)
+
+
+def test_lists_past_the_list_memo_are_answered_the_same_every_time() -> None:
+    """Lists the memo does not keep whole (long, with a long text, with a mapping in it) and
+    lists it does get the same answer when seen again."""
+    look = sibling_lookup([("user.groups", classifier(ATOMS), PRESENT)])
+    long_text = "a" * (matchers.MEMO_MAX_TEXT + 1)
+    cases = [
+        (["a", "x.y"], frozenset({0, 1, 9})),
+        (["B"] * 9, frozenset({0, 9})),
+        (["7", long_text], frozenset({2, 9})),
+        (["a", {"x": "B"}], frozenset({0, 9})),
+    ]
+    for groups, expected in cases * 2:
+        assert look({"user": {"groups": groups}}, {}) == expected

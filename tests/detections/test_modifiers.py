@@ -293,3 +293,36 @@ def test_cidr_lists_match_like_ipaddress(
 
     pred = compile_match("sourceIPs", ("cidr",), [str(n) for n in nets])
     assert pred({"sourceIPs": ips}, {}) is any(reference(ip) for ip in ips)
+
+
+SOURCES: list[Any] = [
+    ["10.1.2.3"],
+    ["203.0.113.7", "10.1.2.3"],
+    ["10.1.2.3", "not an address"],
+    ["2001:db8:1:2::5"],
+    [],
+    None,
+    [7],
+    [{"ip": "10.1.2.3"}],
+    "10.1.2.3",
+    ["1" * 100],
+]
+
+
+@pytest.mark.parametrize("want", [True, False])
+@pytest.mark.parametrize("field", ["sourceNetwork", "dataValues", "response.success"])
+def test_exists_on_a_derived_field_agrees_with_its_walker(field: str, want: bool) -> None:
+    """|exists on a derived field reads it inline (sourceNetwork without the per-event cache):
+    the same answer as asking the field's walker, with a fresh cache or a used one."""
+    from detections.fields import compile_path
+
+    pred = compile_match(field, ("exists",), [want])
+    walker = compile_path(field)
+    bodies: list[Any] = [None, {"data": {"a": "x"}}, {"data": {"n": 1}}, [{"op": "add"}]]
+    for ips in SOURCES:
+        for body in bodies:
+            ev = {"sourceIPs": ips, "requestObject": body, "responseStatus": {"code": 201}}
+            expected = any(v is not None for v in walker(ev, {})) is want
+            cache: dict[Any, Any] = {}
+            assert pred(ev, cache) is expected
+            assert pred(ev, cache) is expected  # the cache filled by the first call
