@@ -135,3 +135,21 @@ def test_compiled_engine_finds_the_sources_matches_on_the_bench_mixes() -> None:
     ]
     assert int(runs[0].split()[0]) > 1000
     assert runs[0] == runs[1]
+
+
+@pytest.mark.skipif(in_use() is None, reason="no current build: the doctests ran as sources")
+def test_the_compiled_modules_doctests_pass_as_sources() -> None:
+    """Compiled, doctest finds fewer of these modules' examples (methods of compiled
+    classes): run every one of them from the sources."""
+    from schemas.native import MODULES
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *MODULES],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "KLAXON_NATIVE": "0"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout
