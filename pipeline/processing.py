@@ -294,8 +294,10 @@ def _no_clock() -> int:
     return 0
 
 
-def decode_events_message(value: bytes | None) -> list[dict[str, Any]] | str:
-    """The events of an events-topic message, or the reason it is unusable.
+def decode_events_message(value: bytes | None) -> list[Any] | str:
+    """The events of an events-topic message, or the reason it is unusable (the items are
+    whatever JSON the message holds: `detect_message` dead-letters those not objects; typed
+    so, because compiled code checks a declared type at run time).
 
     >>> decode_events_message(b'{"v":1,"events":[{"auditID":"a"}]}')
     [{'auditID': 'a'}]
@@ -339,7 +341,7 @@ def detect_message(
     result = DetectResult()
     clock = times.clock if times is not None else _no_clock
     started = clock()
-    events = decode_events_message(value) if decoded is None else decoded
+    events: list[Any] | str = decode_events_message(value) if decoded is None else decoded
     if isinstance(events, str):
         result.errors = 1
         result.dead_letters.append(dead_letter_bytes(events, value or b"", source))

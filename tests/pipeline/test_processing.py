@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -117,7 +120,14 @@ def test_filtered_events_are_counted_not_sent() -> None:
 
 def test_a_normaliser_crash_dead_letters_the_whole_message(monkeypatch: pytest.MonkeyPatch) -> None:
     """If decode_payload itself raises, the message is dead-lettered, not lost or fatal."""
-    import pipeline.processing as processing
+    # The module run from its source: compiled (schemas.native), it calls decode_payload
+    # directly and would not see the replacement.
+    path = Path(__file__).resolve().parents[2] / "pipeline" / "processing.py"
+    spec = importlib.util.spec_from_file_location("processing_source", path)
+    assert spec is not None and spec.loader is not None
+    processing = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "processing_source", processing)  # dataclasses look it up
+    spec.loader.exec_module(processing)
 
     def boom(payload: bytes, **_: Any) -> Any:
         raise RuntimeError("bug")
