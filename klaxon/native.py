@@ -176,8 +176,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _build(args: argparse.Namespace) -> int:
-    if args.if_possible and missing_tools():
-        print(f"klaxon native: not compiled, missing {'; '.join(missing_tools())}", file=sys.stderr)
+    missing = missing_tools() if args.if_possible else []
+    if missing:
+        print(f"klaxon native: not compiled, missing {'; '.join(missing)}", file=sys.stderr)
         return 0
     try:
         target = build(jobs=args.jobs, force=args.force, announce=True)

@@ -159,6 +159,19 @@ def wait_for_alerts(settings: Settings, worker: WorkerProcess, ids: set[str]) ->
     worker.wait_for(f"alerts {sorted(ids)}", lambda: ids <= set(alerts_by_id(settings)), 90)
 
 
+def first_half_then_stop(settings: Settings, tmp_path: Path, lines: list[bytes]) -> None:
+    """A worker processes ``lines``, lets one commit pass (its state is in the changelog)
+    and stops cleanly."""
+    first = WorkerProcess(settings, tmp_path, "first")
+    try:
+        first.wait_for("the first worker to be assigned", lambda: ready(first), 60)
+        send(settings, lines)
+        first.wait_for("the first half to be processed", lambda: idle(first, len(lines)), 60)
+        time.sleep(1.5)  # past one commit interval
+    finally:
+        assert first.stop() == 0, first.log()[-3000:]
+
+
 def test_burst_and_sequence_alerts_have_the_offline_ids(broker: str, tmp_path: Path) -> None:
     """Twenty refusals from one IP by twenty users (re-keyed across partitions) and an RBAC
     change followed by a deployment give exactly the pure engines' alerts, and the base
@@ -204,14 +217,7 @@ def test_restart_in_the_middle_of_a_window_gives_exactly_one_alert(
         "Burst of refused requests from one source IP",
     ]
     asyncio.run(ensure_topics(broker, settings))
-    first = WorkerProcess(settings, tmp_path, "first")
-    try:
-        first.wait_for("the first worker to be assigned", lambda: ready(first), 60)
-        send(settings, lines[:10])
-        first.wait_for("the first half to be processed", lambda: idle(first, 10), 60)
-        time.sleep(1.5)  # past one commit interval
-    finally:
-        assert first.stop() == 0, first.log()[-3000:]
+    first_half_then_stop(settings, tmp_path, lines[:10])
     assert alerts_by_id(settings) == {}
     assert broker and read_topic(broker, changelog_topic(settings))  # the state was written
     second = WorkerProcess(settings, tmp_path, "second")
@@ -244,14 +250,7 @@ def test_a_restored_partition_kept_over_two_rebalances_keeps_its_state(
     def owned(w: WorkerProcess) -> set[str]:
         return {tp for tp in (w.snapshot() or {}).get("lag", {}) if tp.startswith(f"{topic}:")}
 
-    first = WorkerProcess(settings, tmp_path, "first")
-    try:
-        first.wait_for("the first worker to be assigned", lambda: ready(first), 60)
-        send(settings, lines[:10])
-        first.wait_for("the first half to be processed", lambda: idle(first, 10), 60)
-        time.sleep(1.5)  # past one commit interval
-    finally:
-        assert first.stop() == 0, first.log()[-3000:]
+    first_half_then_stop(settings, tmp_path, lines[:10])
     a, b = WorkerProcess(settings, tmp_path, "a"), None
     workers = [a]
     try:
