@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from pipeline import kafka_compat
 from pipeline.agents import Runtime, install_agents, unready_reasons
 from pipeline.app import KlaxonApp, WorkerOptions, create_app
 from pipeline.config import Settings, parse_address, stateful_env
@@ -255,7 +256,9 @@ def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
     Kafka message Faust and aiokafka schedule a dozen callbacks and tasks on two loops, and
     ``bench pipeline`` measured 1.4-3.8 µs/event less CPU on uvloop, same code, in 3
     alternated pairs (docs/operations.md, "Sizing"). Without uvloop installed this is
-    asyncio's loop, said once in the log.
+    asyncio's loop, said once in the log. On uvloop, aiokafka needs `pipeline.kafka_compat`
+    (a write on a connection the broker closed raises where asyncio's loop does not), installed
+    here.
 
     >>> loop = new_event_loop("asyncio"); type(loop).__module__; loop.close()
     'asyncio.unix_events'
@@ -268,6 +271,7 @@ def new_event_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
                 "uvloop is not installed: running on asyncio's event loop"
             )
         else:
+            kafka_compat.install()
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
             return asyncio.new_event_loop()
     asyncio.set_event_loop_policy(None)
