@@ -341,6 +341,7 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
         stall_after=rt.options.stall_after,
         exit_after=rt.options.stall_exit,
         highwater=rt.port.highwater,
+        fresh_probe=lambda: broker_answers(app, rt.settings),
     )
     handlers = Handlers(app, rt, ledger)
     rt.flush_events = handlers.flush_events
@@ -480,6 +481,22 @@ def input_partitions(app: KlaxonApp, rt: Runtime) -> set[tuple[str, int]]:
         return set()
 
 
+async def broker_answers(app: KlaxonApp, settings: Settings, timeout: float = 10.0) -> None:
+    """Ask the worker's brokers for metadata with a new client (raises if none answers)."""
+    from aiokafka import AIOKafkaClient
+
+    bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
+    client = AIOKafkaClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout * 1000),
+        **settings.kafka_security.client_kwargs(),
+    )
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout)
+    finally:
+        await client.close()
+
+
 async def watchdog_actions(app: KlaxonApp, rt: Runtime, snapshot: dict[str, Any]) -> None:
     """Start the next broker probe; seek stalled partitions back; exit if stalled too long."""
     dog, port = rt.watchdog, rt.port
@@ -495,11 +512,10 @@ async def watchdog_actions(app: KlaxonApp, rt: Runtime, snapshot: dict[str, Any]
             await port.seek((topic, partition), offset)
         except Exception as exc:
             log.warning("cannot seek %s:%d: %r", topic, partition, exc)
-    if snapshot.get("status") == "stalled" and snapshot.get("stalled_for_s", 0) >= dog.exit_after:
-        stalled = WorkerStalled(
-            f"partitions {', '.join(snapshot['stalled'])} made no progress for"
-            f" {snapshot['stalled_for_s']:.0f}s with messages waiting; exiting to be restarted"
-        )
+    dog.check_client()
+    reason = dog.exit_reason(dog.assess())
+    if reason is not None:
+        stalled = WorkerStalled(f"{reason}; exiting to be restarted")
         log.critical("%s", stalled)
         await app.crash(stalled)
 

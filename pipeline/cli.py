@@ -72,7 +72,8 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=d.stall_exit,
         metavar="S",
-        help="seconds stalled after which the worker exits to be restarted (default %(default)s)",
+        help="seconds stalled, or without a broker answer while a new client gets one, after"
+        " which the worker exits to be restarted (default %(default)s)",
     )
     parser.add_argument(
         "--max-message-bytes",

@@ -10,8 +10,14 @@ A partition is *stalled* when it has uncommitted messages and its committed offs
 moved for ``stall_after`` seconds while the broker answers (during an outage the worker is
 *degraded*, not stalled). A stalled partition is sought back to its next unprocessed offset
 once per ``stall_after`` (Faust can strand fetched messages around a rebalance); one stalled
-for ``exit_after`` seconds makes `Watchdog.must_exit` true and the worker exits, so that its
-orchestrator restarts it.
+for ``exit_after`` seconds makes `Watchdog.exit_reason` say so and the worker exits, so that
+its orchestrator restarts it.
+
+A broker outage alone never makes the worker exit (a restart would not bring the broker back),
+unless the worker's own Kafka client is what is broken: after ``exit_after`` seconds without
+an answer, `Watchdog.check_client` asks the broker with a new client (``fresh_probe``) once per
+``stall_after``; if the broker answers it, the old client is wedged (a library bug ended one of
+its background tasks: aio-libs/aiokafka#1038 did) and the worker exits to start with new ones.
 
 >>> import asyncio
 >>> from pipeline.offsets import FakePort, OffsetLedger
@@ -26,6 +32,8 @@ orchestrator restarts it.
 ['raw:0']
 >>> dog.record_failure("KafkaConnectionError()"); dog.assess().broker, dog.assess().stalled
 ('unreachable', [])
+>>> now[0] = 200.0; dog.exit_reason(dog.assess()) is None  # down for long: still no exit
+True
 """
 
 from __future__ import annotations
@@ -65,8 +73,10 @@ class Watchdog:
         exit_after: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         highwater: Callable[[TP], int | None] | None = None,
+        fresh_probe: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.ledger = ledger
+        self.fresh_probe = fresh_probe
         self.highwater = highwater
         self.stall_after = stall_after
         self.exit_after = exit_after
@@ -77,6 +87,11 @@ class Watchdog:
         self.down_since: float | None = None
         self.rewound_at: dict[TP, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._fresh_task: asyncio.Task[None] | None = None
+        self._fresh_at = -1e18
+        #: Seconds the broker had been silent to this worker's client when a new client
+        #: reached it (None: not seen): the client is wedged.
+        self.client_wedged_after: float | None = None
 
     # -- the probe ---------------------------------------------------------------------------
 
@@ -101,6 +116,34 @@ class Watchdog:
 
         self._task = asyncio.ensure_future(probe())
 
+    def check_client(self) -> None:
+        """Start a `fresh_probe` when the broker has not answered for ``exit_after`` seconds
+        (at most once per ``stall_after``, never two at once): its answer proves this
+        worker's client wedged."""
+        now = self.clock()
+        if (
+            self.fresh_probe is None
+            or self.broker != "unreachable"
+            or self.down_since is None
+            or now - self.down_since < self.exit_after
+            or now - self._fresh_at < self.stall_after
+            or (self._fresh_task is not None and not self._fresh_task.done())
+        ):
+            return
+        self._fresh_at = now
+        probe, silent_for = self.fresh_probe, now - self.down_since
+
+        async def ask() -> None:
+            try:
+                await probe()
+            except Exception as exc:  # the broker is down for a new client too: an outage
+                log.info("a new Kafka client cannot reach the broker either: %r", exc)
+            else:
+                if self.broker == "unreachable":
+                    self.client_wedged_after = silent_for
+
+        self._fresh_task = asyncio.ensure_future(ask())
+
     def record_probe(self, ends: Mapping[TP, int]) -> None:
         """The broker answered with these end offsets."""
         now = self.clock()
@@ -109,6 +152,7 @@ class Watchdog:
             for tp in self.ledger.moved_at:  # an outage is no stall: restart the clocks
                 self.ledger.moved_at[tp] = now
         self.broker, self.broker_error, self.down_since = "ok", None, None
+        self.client_wedged_after = None
         self.ends = {tp: int(end) for tp, end in ends.items()}
 
     def record_failure(self, error: str) -> None:
@@ -162,6 +206,17 @@ class Watchdog:
                 out[tp] = nxt
         return out
 
-    def must_exit(self, assessment: Assessment) -> bool:
-        """Whether a partition has been stalled for longer than ``exit_after``."""
-        return bool(assessment.stalled) and assessment.stalled_for >= self.exit_after
+    def exit_reason(self, assessment: Assessment) -> str | None:
+        """Why the worker must exit to be restarted (None: it must not): a partition stalled
+        for ``exit_after`` seconds, or a wedged client (`check_client`)."""
+        if assessment.stalled and assessment.stalled_for >= self.exit_after:
+            return (
+                f"partitions {', '.join(assessment.stalled)} made no progress for"
+                f" {assessment.stalled_for:.0f}s with messages waiting"
+            )
+        if self.client_wedged_after is not None and self.broker == "unreachable":
+            return (
+                f"the broker answers a new Kafka client, but this worker's has had no answer for"
+                f" {self.client_wedged_after:.0f}s (last error: {self.broker_error})"
+            )
+        return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -18,19 +18,17 @@ from pipeline import kafka_compat
 
 uvloop = pytest.importorskip("uvloop")
 
-T = TypeVar("T")
-
 
 @pytest.fixture
-def on_uvloop() -> Iterator[Callable[[Callable[[], Awaitable[T]]], T]]:
+def on_uvloop() -> Iterator[Callable[[Callable[[], Awaitable[None]]], None]]:
     """``on_uvloop(make)`` runs the coroutine ``make()`` on a fresh uvloop loop."""
     loop = uvloop.new_event_loop()
 
-    def run(make: Callable[[], Awaitable[T]]) -> T:
-        async def main() -> T:
-            return await make()
+    def run(make: Callable[[], Awaitable[None]]) -> None:
+        async def main() -> None:
+            await make()
 
-        return loop.run_until_complete(main())
+        loop.run_until_complete(main())
 
     try:
         yield run

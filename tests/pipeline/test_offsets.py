@@ -114,10 +114,11 @@ def test_watchdog_lag_is_from_committed_offsets_and_an_outage_is_not_a_stall() -
     assert dog.assess().stalled == []
     now[0] = 23.0
     seen = dog.assess()
-    assert seen.stalled == ["raw:0"] and not dog.must_exit(seen)
+    assert seen.stalled == ["raw:0"] and not dog.exit_reason(seen)
     assert dog.to_rewind() == {RAW: 6} and dog.to_rewind() == {}  # once per stall_after
-    now[0] = 43.0
-    assert dog.must_exit(dog.assess())
+    now[0] = 43.0  # stalled for 31 s: since the broker came back at t=12
+    reason = dog.exit_reason(dog.assess())
+    assert reason == "partitions raw:0 made no progress for 31s with messages waiting"
 
 
 def test_watchdog_probe_runs_in_the_background_and_never_twice_at_once() -> None:
@@ -142,6 +143,67 @@ def test_watchdog_probe_runs_in_the_background_and_never_twice_at_once() -> None
 
     run(scenario())
     assert len(calls) == 1 and dog.assess().lag == {"raw:0": 3}
+
+
+def wedge_scenario(broker_answers_new_client: bool) -> tuple[Watchdog, list[float], list[str]]:
+    """A worker whose client got no answer since t=5; exit_after 30, stall_after 10."""
+    now = [0.0]
+    asked: list[str] = []
+    ledger = OffsetLedger(FakePort(committed={RAW: 0}), clock=lambda: now[0])
+
+    async def fresh_probe() -> None:
+        asked.append(f"t={now[0]:.0f}")
+        if not broker_answers_new_client:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    dog = Watchdog(
+        ledger, stall_after=10, exit_after=30, clock=lambda: now[0], fresh_probe=fresh_probe
+    )
+    dog.record_probe({RAW: 0})
+    now[0] = 5.0
+    dog.record_failure("TimeoutError()")
+    return dog, now, asked
+
+
+def test_a_broker_outage_never_makes_the_worker_exit() -> None:
+    """A new client cannot reach the broker either: an outage, asked again once per
+    stall_after; a restart would not bring the broker back."""
+    dog, now, asked = wedge_scenario(broker_answers_new_client=False)
+
+    async def scenario() -> None:
+        for t in (20.0, 35.0, 36.0, 40.0, 46.0, 300.0):
+            now[0] = t
+            dog.check_client()
+            await asyncio.sleep(0)
+            assert dog.exit_reason(dog.assess()) is None
+
+    run(scenario())
+    assert asked == ["t=35", "t=46", "t=300"]  # from exit_after on, once per stall_after
+
+
+def test_a_wedged_kafka_client_makes_the_worker_exit() -> None:
+    """The broker answers a new client while the worker's own has had no answer for
+    exit_after seconds: the client is wedged (aio-libs/aiokafka#1038 did that), and only a
+    new process gets new clients."""
+    dog, now, asked = wedge_scenario(broker_answers_new_client=True)
+
+    async def scenario() -> None:
+        now[0] = 34.0
+        dog.check_client()  # silent for 29 s: too early to ask
+        await asyncio.sleep(0)
+        assert asked == [] and dog.exit_reason(dog.assess()) is None
+        now[0] = 36.0
+        dog.check_client()
+        await asyncio.sleep(0)
+
+    run(scenario())
+    assert asked == ["t=36"]
+    assert dog.exit_reason(dog.assess()) == (
+        "the broker answers a new Kafka client, but this worker's has had no answer for 31s"
+        " (last error: TimeoutError())"
+    )
+    dog.record_probe({RAW: 0})  # the old client recovered after all: no exit
+    assert dog.exit_reason(dog.assess()) is None
 
 
 def test_repeated_broker_errors_are_logged_once_per_window(

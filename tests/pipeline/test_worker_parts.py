@@ -478,3 +478,16 @@ def test_event_loop_flag_reaches_the_worker_options() -> None:
     args = parser.parse_args(["worker", "--event-loop", "asyncio"])
     assert options_from_args(args).event_loop == "asyncio"
     assert options_from_args(parser.parse_args(["worker"])).event_loop == "uvloop"
+
+
+def test_the_wedge_check_reaches_a_live_broker_with_a_new_client(broker: str) -> None:
+    """`broker_answers` (the watchdog's ``fresh_probe``) bootstraps a new client against the
+    worker's own brokers and closes it; a port nobody listens on raises."""
+    from pipeline.agents import broker_answers
+    from pipeline.brokers import free_port
+
+    live = Settings(bootstrap_servers=broker)
+    asyncio.run(broker_answers(create_app(live), live, timeout=10))
+    dead = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}")
+    with pytest.raises(Exception, match="Unable to bootstrap"):
+        asyncio.run(broker_answers(create_app(dead), dead, timeout=5))
