@@ -402,7 +402,7 @@ def install_timers(app: KlaxonApp, rt: Runtime, ledger: OffsetLedger) -> None:
         health_log.info(json.dumps(snapshot, sort_keys=True, separators=(",", ":")))
         if rt.options.status_file:
             await asyncio.to_thread(write_status, rt.options.status_file, snapshot)
-        await watchdog_actions(app, rt, snapshot)
+        await watchdog_actions(app, rt)
 
 
 #: Wall seconds between two checks of idle alert groups.
@@ -497,8 +497,9 @@ async def broker_answers(app: KlaxonApp, settings: Settings, timeout: float = 10
         await client.close()
 
 
-async def watchdog_actions(app: KlaxonApp, rt: Runtime, snapshot: dict[str, Any]) -> None:
-    """Start the next broker probe; seek stalled partitions back; exit if stalled too long."""
+async def watchdog_actions(app: KlaxonApp, rt: Runtime) -> None:
+    """Start the next broker probe; seek stalled partitions back; exit if stalled, or with a
+    wedged Kafka client, for too long."""
     dog, port = rt.watchdog, rt.port
     if dog is None or port is None:
         return
