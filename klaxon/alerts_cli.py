@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from klaxon.cli import needs_subcommand
+
 __all__ = ["AlertFilter", "AlertStats", "parse_time", "register"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -230,7 +232,7 @@ def register(subparsers: Any) -> None:
     """Add ``klaxon alerts tail|stats`` to the ``klaxon`` parser."""
     alerts = subparsers.add_parser("alerts", help="read the alert topic: tail and stats")
     sub = alerts.add_subparsers(dest="alerts_command", metavar="SUBCOMMAND")
-    alerts.set_defaults(func=lambda args: _usage(alerts))
+    needs_subcommand(alerts)
 
     tail = sub.add_parser("tail", help="print alerts as they arrive, filtered")
     _common(tail)
@@ -267,11 +269,6 @@ def register(subparsers: Any) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", metavar="HOST:PORT[,...]", help="the Kafka cluster")
     parser.add_argument("--topic", help="alert topic (default $KLAXON_TOPIC_ALERTS)")
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
 
 
 def _fail(command: str, message: str, code: int = 2) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from klaxon.cli import needs_subcommand
 from klaxon.paths import display_path
 
 
@@ -23,7 +24,7 @@ def register(subparsers: Any) -> None:
     """Add ``anomaly train`` and ``anomaly score`` to the klaxon command line."""
     top = subparsers.add_parser("anomaly", help="train and score the offline anomaly model")
     sub = top.add_subparsers(dest="anomaly_command", metavar="COMMAND")
-    top.set_defaults(func=lambda args: (top.print_help(sys.stderr), 2)[1])
+    needs_subcommand(top)
     p = sub.add_parser("train", help="fit an IsolationForest on per-principal windows of LOGs")
     p.add_argument("logs", nargs="+", metavar="LOG", type=Path)
     p.add_argument("-o", "--out", type=Path, default=Path("klaxon-anomaly.json"))

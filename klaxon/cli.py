@@ -42,6 +42,17 @@ COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 EXIT_BROKEN_PIPE = 141
 
 
+def needs_subcommand(group: argparse.ArgumentParser) -> None:
+    """Make the command group ``group`` print its help and exit 2 when run without one of its
+    subcommands (each command module's groups: ``klaxon mitre``, ``klaxon native``…)."""
+
+    def usage(_args: argparse.Namespace) -> int:
+        group.print_help(sys.stderr)
+        return 2
+
+    group.set_defaults(func=usage)
+
+
 def _modules_for(command: str | None) -> list[str]:
     """The command modules to import for ``command`` (all of them when unknown or None)."""
     for module, names in COMMANDS:

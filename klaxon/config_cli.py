@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+from klaxon.cli import needs_subcommand
+
 __all__ = ["register"]
 
 
@@ -29,11 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(func=_show)
 
-    def usage(_args: argparse.Namespace) -> int:
-        p.print_help(sys.stderr)
-        return 2
-
-    p.set_defaults(func=usage)
+    needs_subcommand(p)
 
 
 def _show(args: argparse.Namespace) -> int:

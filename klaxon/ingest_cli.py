@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from klaxon.cli import needs_subcommand
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 
@@ -52,11 +53,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     w.set_defaults(func=_webhook)
     _add_file_parser(sub)
 
-    def usage(_args: argparse.Namespace) -> int:
-        p.print_help(sys.stderr)
-        return 2
-
-    p.set_defaults(func=usage)
+    needs_subcommand(p)
 
 
 #: Default size above which one event (a webhook item, a log line) is dead-lettered.

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from klaxon.cli import needs_subcommand
 from klaxon.paths import display_path
 from mitre import MitreError, Tactic, TagError, Technique, catalogue, parse_tag
 from mitre.coverage import RuleRecord, build_coverage, navigator_layer, render_html, render_terminal
@@ -202,11 +203,7 @@ def register(subparsers: Any) -> None:
     )
     mitre_sub = mitre_p.add_subparsers(dest="mitre_command", metavar="SUBCOMMAND")
 
-    def usage(_: argparse.Namespace) -> int:
-        mitre_p.print_help(sys.stderr)
-        return 2
-
-    mitre_p.set_defaults(func=usage)
+    needs_subcommand(mitre_p)
 
     cov = mitre_sub.add_parser(
         "coverage",

@@ -25,6 +25,7 @@ import time
 import tomllib
 from pathlib import Path
 
+from klaxon.cli import needs_subcommand
 from schemas.native import COMPLETE, MODULES, build_dir, build_tag, in_use, native_root
 
 __all__ = ["NativeBuildError", "build", "missing_tools", "mypy_config", "register"]
@@ -168,11 +169,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s = sub.add_parser("status", help="say whether compiled modules are in use")
     s.set_defaults(func=_status)
 
-    def usage(_args: argparse.Namespace) -> int:
-        p.print_help(sys.stderr)
-        return 2
-
-    p.set_defaults(func=usage)
+    needs_subcommand(p)
 
 
 def _build(args: argparse.Namespace) -> int:
