@@ -214,7 +214,7 @@ class Watchdog:
                 f"partitions {', '.join(assessment.stalled)} made no progress for"
                 f" {assessment.stalled_for:.0f}s with messages waiting"
             )
-        if self.client_wedged_after is not None and self.broker == "unreachable":
+        if self.client_wedged_after is not None:  # set while unreachable, cleared by an answer
             return (
                 f"the broker answers a new Kafka client, but this worker's has had no answer for"
                 f" {self.client_wedged_after:.0f}s (last error: {self.broker_error})"
