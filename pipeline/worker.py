@@ -233,7 +233,7 @@ def serve_telemetry(app: KlaxonApp, rt: Runtime, loop: asyncio.AbstractEventLoop
 
 def preload(settings: Settings) -> threading.Thread | None:
     """Import what the first message will need but start-up does not (river's
-    HalfSpaceTrees, for the online anomaly model: `detections.stateful.anomaly.hst_class`)
+    HalfSpaceTrees, for the online anomaly model: `detections.stateful.river_hst.hst_class`)
     in a background thread, while the main thread mostly waits on the broker (topics, group
     join, table recovery). The loader is locked: a first message that comes sooner waits for
     it, nothing more.
@@ -243,7 +243,7 @@ def preload(settings: Settings) -> threading.Thread | None:
     """
     if "anomaly" not in settings.stateful_detectors:
         return None
-    from detections.stateful.anomaly import hst_class
+    from detections.stateful.river_hst import hst_class
 
     thread = threading.Thread(target=hst_class, name="klaxon-preload", daemon=True)
     thread.start()

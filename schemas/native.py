@@ -39,6 +39,7 @@ MODULES: tuple[str, ...] = (
     "detections/guards.py",
     "detections/index.py",
     "detections/matchers.py",
+    "detections/stateful/anomaly.py",
     "detections/stateful/correlation.py",
     "detections/stateful/new_terms.py",
     "detections/stateful/timeutil.py",
