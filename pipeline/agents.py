@@ -36,7 +36,7 @@ import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from pipeline.app import KlaxonApp, WorkerOptions
 from pipeline.coalesce import EventsBuffer
 from pipeline.config import Settings
 from pipeline.errors import DeliveryError, WorkerStalled
-from pipeline.handoff import Handoff
+from pipeline.handoff import Evaluated, Handoff
 from pipeline.metrics import Counters, Progress, health_snapshot
 from pipeline.offsets import FaustPort, OffsetLedger
 from pipeline.processing import (
@@ -197,6 +197,8 @@ class Handlers:
             result.dead_letters.append(worker_error("normalise", exc, raw.payload, source))
         times = rt.stages
         times.events += result.normalised
+        if rt.handoff.max_events and result.messages:
+            result.messages = self.evaluate_ours(result.messages)
         sending = times.clock()
         await self.sender.send(self.settings.topic_events, [], result.dead_letters, source)
         times.add("kafka_out_events", times.clock() - sending)
@@ -212,6 +214,29 @@ class Handlers:
             rt.metrics.normalised(result)
         self.ledger.done(topic, partition, offset)  # its events may wait in the buffer:
         rt.progress.mark(topic, partition, offset)  # the commit's flush sends them first
+
+    def evaluate_ours(self, messages: list[Outgoing]) -> list[Outgoing]:
+        """The events messages with the engine's matches of their events, for the partitions
+        this worker's detect agent reads: evaluated now, while the events just decoded are
+        in the CPU's caches, and handed over with them (`pipeline.handoff`). A failing
+        evaluation leaves the message to the detect agent, which dead-letters what fails."""
+        ours = self.consumed_events_partitions()
+        if not ours:
+            return messages
+        engine, times = self.rt.holder.engine, self.rt.stages
+        started = times.clock()
+        out = []
+        for message in messages:
+            if message.events is not None and message.partition in ours:
+                try:
+                    matches = list(engine.evaluate_batch(message.events))
+                except Exception:  # evaluated again, event by event, in the detect agent
+                    matches = None
+                if matches is not None:
+                    message = replace(message, matches=matches)
+            out.append(message)
+        times.add("engine", times.clock() - started)
+        return out
 
     async def send_events(self, messages: list[Outgoing], source: Source) -> None:
         """Events messages into the buffer (`pipeline.coalesce`); what it lets out, and
@@ -273,7 +298,7 @@ class Handlers:
             ours = self.consumed_events_partitions()
             for out in ready:
                 if out.events is not None and out.partition in ours:
-                    handoff.put(out.value, out.events)
+                    handoff.put(out.value, out.events, out.matches)
 
     async def detect(self, event: Any) -> None:
         """One events message: alerts (stateless, then stateful with its state), dead letters."""
@@ -284,14 +309,21 @@ class Handlers:
         handoff = rt.handoff
         started = time.perf_counter()
         try:
-            engine = rt.holder.engine  # the next line wraps it (feeds, filters)
-            engine = rt.stateful.bind(engine, msg) if rt.stateful else engine
+            batch = handoff.take_batch(event.value) if handoff.max_events else None
+            engine: Any = rt.holder.engine
+            known = None  # the matches the normalise agent found (`pipeline.handoff`)
+            if batch is not None and batch.matches is not None:
+                known = Evaluated(engine, batch.events, batch.matches)
+            if rt.stateful is not None:  # stateful detectors read the matches as they pass
+                engine = rt.stateful.bind(engine, msg, known)
+            elif known is not None:
+                engine = known
             result = detect_message(
                 event.value,
                 source,
                 engine,
                 rt.to_alert,
-                decoded=handoff.take(event.value) if handoff.max_events else None,
+                decoded=None if batch is None else batch.events,
                 times=rt.stages,
             )
         except Exception as exc:  # a bug, not bad input: the message still is not lost

@@ -67,12 +67,17 @@ def join_events_messages(messages: list[Outgoing]) -> Outgoing:
     parts[-1] = _SUFFIX
     value = b"".join(parts)
     events: list[dict[str, Any]] | None = []
+    matches: list[Any] | None = []
     for m in messages:
         if m.events is None or events is None:
             events = None
         else:
             events.extend(m.events)
-    return Outgoing(first.key, value, first.partition, events)
+        if m.matches is None or matches is None:
+            matches = None  # all or none: the engine's matches of every joined event
+        else:
+            matches.extend(m.matches)
+    return Outgoing(first.key, value, first.partition, events, matches=matches)
 
 
 def _joinable(message: Outgoing) -> bool:

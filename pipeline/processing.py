@@ -80,7 +80,8 @@ class Source:
 class Outgoing:
     """One message to produce: optional explicit partition, key and value bytes.
 
-    Events messages also carry the events they encode (not sent: `pipeline.handoff`), alert
+    Events messages also carry the events they encode and, for partitions this worker
+    consumes, the engine's matches of them (neither is sent: `pipeline.handoff`), alert
     messages the alert document (`pipeline.sinks`).
     """
 
@@ -88,6 +89,9 @@ class Outgoing:
     value: bytes
     partition: int | None = None
     events: list[dict[str, Any]] | None = field(default=None, compare=False, repr=False)
+    #: The stateless engine's matches of `events`, in its order, when the normalise agent
+    #: evaluated them while they were still in the CPU's caches.
+    matches: list[Any] | None = field(default=None, compare=False, repr=False)
     #: The alert document an alert message encodes (for sinks writing other formats).
     doc: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     headers: list[tuple[str, bytes]] | None = field(default=None, compare=False, repr=False)

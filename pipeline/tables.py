@@ -229,14 +229,17 @@ class StatefulShell:
 
     # -- the detect agent's hooks ------------------------------------------------------------
 
-    def bind(self, engine: Any, message: Any) -> BoundEngine:
-        """The engine for one events message (reloaded rules are picked up here)."""
+    def bind(self, engine: Any, message: Any, evaluator: Any = None) -> BoundEngine:
+        """The engine for one events message (reloaded rules are picked up here).
+
+        ``evaluator``: what gives the stateless matches, when not ``engine`` itself
+        (`pipeline.handoff.Evaluated`: the normalise agent already evaluated the events)."""
         if engine is not self.engine:
             self.engine = engine
             self.processor.set_rules(engine.ruleset)
         self.ensure_loaded(message.partition)
         self._enter(message.partition)
-        return BoundEngine(self, engine, message)
+        return BoundEngine(self, engine if evaluator is None else evaluator, message)
 
     def abandon(self, message: Any) -> None:
         """Forget what a message whose processing raised left behind (its alerts included:

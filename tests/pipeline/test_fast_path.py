@@ -5,12 +5,14 @@ from __future__ import annotations
 import gc
 import platform
 import sys
+from dataclasses import replace
 from typing import Any
 
 import orjson
 import pytest
 
-from pipeline.handoff import Handoff, fingerprint
+from pipeline.coalesce import join_events_messages
+from pipeline.handoff import Evaluated, Handoff, fingerprint
 from pipeline.metrics import Counters, Progress, health_snapshot
 from pipeline.processing import Source, decode_events_message, detect_message, normalise_message
 from pipeline.reload import build_engine
@@ -65,6 +67,84 @@ def test_detect_finds_the_same_alerts_from_handed_off_and_from_parsed_events() -
             fast += [a.value for a in res.alerts]
     assert plain and fast == plain
     assert handoff.misses == 0 and len(handoff) == 0
+
+
+def test_matches_found_at_decode_and_joined_are_the_detect_agents_own() -> None:
+    """The normalise agent's matches of each events message, joined as the messages are
+    joined, are exactly what evaluating the joined batch gives, and the detect agent finds
+    the same alerts (ids and bodies) from them as from evaluating itself."""
+    from detections.alert import to_alert
+
+    engine, _ = build_engine([RULES], [])
+    by_partition: dict[int, list[Any]] = {}
+    for i, payload in enumerate(_raw_payloads(build_input())):
+        result = normalise_message(payload, Source("raw", 0, i), partitions=4, cluster="c")
+        for out in result.messages:
+            assert out.events is not None
+            known = replace(out, matches=list(engine.evaluate_batch(out.events)))
+            by_partition.setdefault(out.partition or 0, []).append(known)
+    handoff = Handoff()
+    found = 0
+    for part, messages in sorted(by_partition.items()):
+        joined = join_events_messages(messages)
+        assert joined.events is not None and joined.matches is not None
+        assert joined.matches == list(engine.evaluate_batch(joined.events))
+        found += len(joined.matches)
+        handoff.put(joined.value, joined.events, joined.matches)
+        src = Source("events", part, 0)
+        plain = detect_message(joined.value, src, engine, to_alert).alerts
+        batch = handoff.take_batch(joined.value)
+        assert batch is not None and batch.matches is not None
+        given = Evaluated(_Refusing(), batch.events, batch.matches)
+        fast = detect_message(joined.value, src, given, to_alert, decoded=batch.events).alerts
+        assert [a.value for a in fast] == [a.value for a in plain]
+    assert found > 10
+
+
+class _Refusing:
+    """An engine that must not be asked (the matches are known)."""
+
+    def evaluate_batch(self, events: list[dict[str, Any]]) -> list[Any]:
+        raise AssertionError("evaluated again")
+
+
+def test_a_message_without_matches_makes_the_joined_message_evaluate_again() -> None:
+    """Matches are joined all or none: a part the normalise agent did not evaluate (another
+    worker's partition when it was encoded, or an evaluation that failed) leaves the
+    joined message to the detect agent's engine."""
+    from pipeline.processing import encode_events_messages
+
+    [a] = encode_events_messages([{"auditID": "a"}], 0)
+    [b] = encode_events_messages([{"auditID": "b"}], 0)
+    assert join_events_messages([replace(a, matches=["m"]), b]).matches is None
+    assert join_events_messages([replace(a, matches=["m"]), replace(b, matches=[])]).matches == [
+        "m"
+    ]
+
+
+def test_known_matches_answer_only_for_their_own_events() -> None:
+    """The one-by-one retry after a failing batch asks for other lists: those are evaluated."""
+    calls: list[int] = []
+
+    class Engine:
+        def evaluate_batch(self, events: list[dict[str, Any]]) -> list[Any]:
+            calls.append(len(events))
+            return ["fresh"] * len(events)
+
+    events = [{"auditID": "a"}, {"auditID": "b"}]
+    known = Evaluated(Engine(), events, ["known"])
+    assert known.evaluate_batch(list(events)) == ["known"] and calls == []
+    assert known.evaluate_batch(events[:1]) == ["fresh"] and calls == [1]
+    assert known.evaluate_batch([{"auditID": "c"}, {"auditID": "b"}]) == ["fresh", "fresh"]
+
+
+def test_handoff_files_the_matches_with_the_events() -> None:
+    handoff = Handoff()
+    handoff.put(b"v", [{"auditID": "a"}], ["m"])
+    handoff.put(b"w", [{"auditID": "b"}])
+    assert handoff.take(b"v") == [{"auditID": "a"}]  # events only, the matches forgotten too
+    batch = handoff.take_batch(b"w")
+    assert batch is not None and batch.matches is None and handoff.events == 0
 
 
 def test_handoff_only_answers_for_the_exact_bytes_it_was_given() -> None:
