@@ -30,6 +30,7 @@ the detect agent usually skips parsing them again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -228,12 +229,9 @@ class Handlers:
         out = []
         for message in messages:
             if message.events is not None and message.partition in ours:
-                try:
-                    matches = list(engine.evaluate_batch(message.events))
-                except Exception:  # evaluated again, event by event, in the detect agent
-                    matches = None
-                if matches is not None:
-                    message = replace(message, matches=matches)
+                # A failing batch is left without matches: the detect agent evaluates it.
+                with contextlib.suppress(Exception):
+                    message = replace(message, matches=list(engine.evaluate_batch(message.events)))
             out.append(message)
         times.add("engine", times.clock() - started)
         return out

@@ -16,10 +16,9 @@ them, while their dicts are still in the CPU's caches, and files the matches wit
 the time the detect agent reaches a batch, its events have left the caches, and evaluating
 them there cost twice as much (4.2-4.5 µs/event against 2.0 for the same batch evaluated
 again at once, measured in the worker with `bench pipeline`; the stateful detectors now pay
-part of those misses, and the two stages together cost about 1 µs/event less). `Evaluated`
-hands those
-matches to the detect agent's engine chain in place of evaluating again. A rule reload
-therefore applies to the events decoded after it.
+part of those misses, and the two stages together cost about 1 µs/event less).
+`Evaluated` hands those matches to the detect agent's engine chain in place of evaluating
+again. A rule reload therefore applies to the events decoded after it.
 
 The topic stays the source of truth: the detect agent still consumes, acknowledges and
 commits every events message, a message written by another worker (or a miss for any
@@ -39,7 +38,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
+
+from pipeline.processing import EngineLike
 
 __all__ = ["Evaluated", "HandedOff", "Handoff", "fingerprint"]
 
@@ -66,10 +67,6 @@ class HandedOff(NamedTuple):
     matches: list[Any] | None
 
 
-class _Engine(Protocol):
-    def evaluate_batch(self, events: list[dict[str, Any]]) -> Sequence[Any]: ...
-
-
 class Evaluated:
     """``engine`` for one events message whose matches are known: asked for exactly those
     events, it returns them; asked for anything else (the detect agent's one-by-one retry
@@ -83,7 +80,9 @@ class Evaluated:
     (['known 1'], ['evaluated 1'])
     """
 
-    def __init__(self, engine: _Engine, events: list[dict[str, Any]], matches: list[Any]) -> None:
+    def __init__(
+        self, engine: EngineLike, events: list[dict[str, Any]], matches: list[Any]
+    ) -> None:
         self.engine = engine
         self.events = events
         self.matches = matches

@@ -74,7 +74,6 @@ def _load_hst() -> tuple[type[HalfSpaceTrees], types.ModuleType]:
     if loaded is not None and not isinstance(loaded, _LazyModule):
         return loaded.HalfSpaceTrees, importlib.import_module("river.tree.padded")
     before = set(sys.modules)
-    placed: list[str] = []
     try:
         for name in _RIVER_SKIPPED:
             spec = importlib.util.find_spec(name)
@@ -84,7 +83,6 @@ def _load_hst() -> tuple[type[HalfSpaceTrees], types.ModuleType]:
             module.__path__ = list(spec.submodule_search_locations)
             module.__spec__ = spec
             sys.modules[name] = module
-            placed.append(name)
         cls: type[HalfSpaceTrees] = importlib.import_module("river.anomaly.hst").HalfSpaceTrees
         padded = sys.modules["river.tree.padded"]
     except (ImportError, KeyError):
