@@ -369,6 +369,7 @@ def install_agents(app: KlaxonApp, rt: Runtime) -> None:
     rt.watchdog = Watchdog(
         ledger,
         stall_after=rt.options.stall_after,
+        rewind_after=rt.options.rewind_after,
         exit_after=rt.options.stall_exit,
         highwater=rt.port.highwater,
         fresh_probe=lambda: broker_answers(app, rt.settings),
@@ -536,8 +537,16 @@ async def watchdog_actions(app: KlaxonApp, rt: Runtime) -> None:
     # A probe that takes longer than two health intervals (2-5 s) counts as a broker outage.
     probe_timeout = min(5.0, max(2.0, 2 * rt.options.health_interval))
     dog.kick(input_partitions(app, rt), lambda tps: port.end_offsets(tps, probe_timeout))
-    for (topic, partition), offset in dog.to_rewind().items():
-        log.warning("%s:%d stalled: reading again from offset %d", topic, partition, offset)
+    tables = getattr(app, "tables", None)
+    recovering = not getattr(tables, "actives_ready", True)  # streams paused on purpose
+    for (topic, partition), offset in ({} if recovering else dog.to_rewind()).items():
+        log.warning(
+            "%s:%d: no commit for %.0fs with messages waiting: reading again from offset %d",
+            topic,
+            partition,
+            dog.rewind_after,
+            offset,
+        )
         rt.counters.rewinds += 1
         try:
             await port.seek((topic, partition), offset)

@@ -65,7 +65,15 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         default=d.stall_after,
         metavar="S",
         help="seconds an input partition may wait with uncommitted messages before it counts"
-        " as stalled and is read again (default %(default)s)",
+        " as stalled (default %(default)s)",
+    )
+    parser.add_argument(
+        "--rewind-after",
+        type=float,
+        default=d.rewind_after,
+        metavar="S",
+        help="seconds an input partition may wait with uncommitted messages before it is"
+        " read again from its next offset (default %(default)s)",
     )
     parser.add_argument(
         "--stall-exit",
@@ -136,6 +144,7 @@ def options_from_args(args: argparse.Namespace) -> WorkerOptions:
         status_file=args.status_file,
         loglevel=str(args.loglevel),
         stall_after=float(args.stall_after),
+        rewind_after=float(args.rewind_after),
         stall_exit=float(args.stall_exit),
         max_message_bytes=int(args.max_message_bytes),
         events_batch=max(1, int(args.events_batch)),

@@ -11,7 +11,14 @@ and in the issue's runs six events messages were committed without being evaluat
 - offsets between the read offset and a later fetched message are recorded as a *gap* and
   committed as if processed (meant for compacted topics and transaction markers);
 - its commit raises on broker errors, which crashes the worker, and skips commits silently
-  after a generation reset.
+  after a generation reset;
+- around a rebalance its fetch loop can lose messages it fetched and never read them again
+  (``getmany`` leaves a batch midway when the flow stops or the generation changes; a
+  hand-off abandoned for a suspended flow is not retried). Seen in a fault test, one run in
+  about thirty: a partition's last messages fetched (the consumer's position at the end)
+  and never delivered. The ledger below sees such a gap only when a newer message comes,
+  so `pipeline.watchdog` seeks a partition back after ``rewind_after`` seconds without a
+  commit.
 
 So the worker's input topics are declared with ``acks=False`` (Faust then never commits
 them) and this module keeps, per input partition, the next offset to process. A message is

@@ -36,8 +36,11 @@ class WorkerOptions:
     #: 1,048,588 bytes; lower this if your topics' ``max.message.bytes`` is lower).
     max_message_bytes: int = 1_000_000
     #: Seconds an input partition may keep uncommitted messages without its commit moving
-    #: before it counts as stalled (and is read again from its next offset).
+    #: before it counts as stalled.
     stall_after: float = 60.0
+    #: Seconds without the commit moving, messages waiting, after which a partition is read
+    #: again from its next offset (Faust can drop fetched messages around a rebalance).
+    rewind_after: float = 10.0
     #: Seconds stalled after which the worker exits (non-zero) to be restarted.
     stall_exit: float = 300.0
     #: Produce with an idempotent producer (Apache Kafka; Tansu refuses it).

@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -57,7 +57,7 @@ from pipeline.stages import StageTimes
 from pipeline.stateful import StatefulOptions, StatefulProcessor, options_from_settings
 from pipeline.topics import STATE_TABLE, changelog_topic, rekey_topic
 
-__all__ = ["BoundEngine", "StatefulShell", "install_stateful"]
+__all__ = ["BoundEngine", "RecoveryNudge", "StatefulShell", "install_stateful"]
 
 log = logging.getLogger("klaxon.stateful")
 
@@ -404,6 +404,76 @@ class StatefulShell:
         await self.app.crash(exc)
 
 
+class RecoveryNudge:
+    """Seeks Faust's table recovery back to where it stopped reading when it has made no
+    progress for ``after`` seconds.
+
+    Around a rebalance Faust's fetch loop can lose records it fetched and never read them
+    again (`pipeline.offsets`). For a stream partition the ledger and the watchdog read them
+    again; for a changelog partition under recovery it is a recovery that waits forever,
+    with every stream paused (seen in ``tests/pipeline/test_worker_faults.py``, one run in
+    about thirty under load: "Resuming flow..." and nothing after it for the rest of the
+    test). Reading a changelog record twice is harmless: the recovery skips offsets it has
+    seen.
+
+    >>> import asyncio
+    >>> class Recovery:
+    ...     in_recovery = True
+    ...     active_offsets = {"changelog:0": 4, "changelog:1": -1}
+    ...     def active_remaining(self):
+    ...         return {"changelog:0": 3, "changelog:1": 0}
+    >>> sought, now = [], [0.0]
+    >>> async def seek(offsets): sought.append(offsets)
+    >>> nudge = RecoveryNudge(Recovery(), seek, after=10.0, clock=lambda: now[0])
+    >>> asyncio.run(nudge.check()), now.__setitem__(0, 10.0), asyncio.run(nudge.check())
+    ({}, None, {'changelog:0': 5})
+    """
+
+    def __init__(
+        self,
+        recovery: Any,
+        seek: Callable[[dict[Any, int]], Awaitable[object]],
+        *,
+        after: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.recovery = recovery
+        self.seek = seek
+        self.after = after
+        self.clock = clock
+        self._seen: dict[Any, int | None] | None = None
+        self._since = 0.0
+        self.nudges = 0
+
+    async def check(self) -> dict[Any, int]:
+        """Seek the partitions still to read to their next offset if the recovery's read
+        offsets have not moved for ``after`` seconds; returns what was sought."""
+        recovery, now = self.recovery, self.clock()
+        if not getattr(recovery, "in_recovery", False):
+            self._seen = None
+            return {}
+        waiting = [tp for tp, left in recovery.active_remaining().items() if left > 0]
+        seen = {tp: recovery.active_offsets.get(tp) for tp in waiting}
+        if seen != self._seen:
+            self._seen, self._since = seen, now
+            return {}
+        if not seen or now - self._since < self.after:
+            return {}
+        self._since = now
+        targets = {tp: 0 if n is None or n < 0 else n + 1 for tp, n in seen.items()}
+        log.warning(
+            "stateful: the state recovery read nothing for %.0fs; reading %s again",
+            self.after,
+            ", ".join(f"{tp[0]}:{tp[1]} from {n}" for tp, n in sorted(targets.items())),
+        )
+        self.nudges += 1
+        try:
+            await self.seek(targets)
+        except Exception as exc:  # reassigned meanwhile: the next recovery seeks itself
+            log.warning("stateful: cannot seek the state recovery: %r", exc)
+        return targets
+
+
 def install_stateful(
     app: Any, rt: Any, options: StatefulOptions | None = None
 ) -> StatefulShell | None:
@@ -443,8 +513,16 @@ def install_stateful(
             if ledger is not None:
                 ledger.done(msg.topic, msg.partition, msg.offset)
 
+    recovery = getattr(getattr(app, "tables", None), "recovery", None)
+    nudge = RecoveryNudge(
+        recovery,
+        lambda offsets: app.consumer.seek_wait(offsets),  # as the recovery seeks, in its thread
+        after=getattr(getattr(rt, "options", None), "rewind_after", 10.0),
+    )
+
     @app.timer(TICK_INTERVAL, name="klaxon.stateful")  # type: ignore[untyped-decorator,unused-ignore]
     async def watermarks() -> None:
+        await nudge.check()
         await shell.tick()
 
     async def on_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:

@@ -368,7 +368,7 @@ class _WorkerCollector:
              " processed.", s.lost_to_retention),
             ("klaxon_commit_failures", "Offset commits the broker refused (retried).",
              s.commit_failures),
-            ("klaxon_rewinds", "Times a stalled input partition was sought back.",
+            ("klaxon_rewinds", "Times an input partition without a commit was sought back.",
              self.m.rt.counters.rewinds),
         ):  # fmt: skip
             yield _counter(name, help_, [], [([], value)])

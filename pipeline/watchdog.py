@@ -8,10 +8,11 @@ what a restart would really process again, not what the fetcher has buffered.
 
 A partition is *stalled* when it has uncommitted messages and its committed offset has not
 moved for ``stall_after`` seconds while the broker answers (during an outage the worker is
-*degraded*, not stalled). A stalled partition is sought back to its next unprocessed offset
-once per ``stall_after`` (Faust can strand fetched messages around a rebalance); one stalled
-for ``exit_after`` seconds makes `Watchdog.exit_reason` say so and the worker exits, so that
-its orchestrator restarts it.
+*degraded*, not stalled). Well before that, a partition whose commit has not moved for
+``rewind_after`` seconds is sought back to its next unprocessed offset, once per
+``rewind_after`` (Faust can drop fetched messages around a rebalance: `to_rewind`); one
+stalled for ``exit_after`` seconds makes `Watchdog.exit_reason` say so and the worker exits,
+so that its orchestrator restarts it.
 
 A broker outage alone never makes the worker exit (a restart would not bring the broker back),
 unless the worker's own Kafka client is what is broken: after ``exit_after`` seconds without
@@ -74,8 +75,12 @@ class Watchdog:
         clock: Callable[[], float] = time.monotonic,
         highwater: Callable[[TP], int | None] | None = None,
         fresh_probe: Callable[[], Awaitable[object]] | None = None,
+        rewind_after: float | None = None,
     ) -> None:
         self.ledger = ledger
+        #: Seconds without the commit moving before a partition is read again from its next
+        #: offset (default ``stall_after``); shorter than ``stall_after``: a seek is cheap.
+        self.rewind_after = stall_after if rewind_after is None else rewind_after
         self.fresh_probe = fresh_probe
         self.highwater = highwater
         self.stall_after = stall_after
@@ -191,14 +196,22 @@ class Watchdog:
         return end if seen is None or seen < end else int(seen)
 
     def to_rewind(self) -> dict[TP, int]:
-        """Stalled partitions due for a seek back to their next unprocessed offset."""
+        """Partitions due for a seek back to their next unprocessed offset: uncommitted
+        messages and no commit for ``rewind_after`` seconds (once per ``rewind_after``).
+
+        Faust's fetch loop can drop messages it fetched when a rebalance stops its flow
+        mid-batch, without reading them again (`pipeline.offsets`): the ledger sees the gap
+        only when a newer message comes, so a partition whose last messages were dropped
+        waits here. A seek is harmless otherwise: what was processed is skipped.
+        """
         now = self.clock()
         out: dict[TP, int] = {}
         if self.broker != "ok":
             return out
+        every = self.rewind_after
         for tp, end in self.ends.items():
             stuck = self.ledger.stuck_for(tp, end) if tp in self.ledger.committed else 0.0
-            if stuck < self.stall_after or now - self.rewound_at.get(tp, -1e18) < self.stall_after:
+            if stuck < every or now - self.rewound_at.get(tp, -1e18) < every:
                 continue
             self.rewound_at[tp] = now
             nxt = self.ledger.next.get(tp, self.ledger.committed.get(tp))

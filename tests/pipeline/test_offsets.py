@@ -121,6 +121,34 @@ def test_watchdog_lag_is_from_committed_offsets_and_an_outage_is_not_a_stall() -
     assert reason == "partitions raw:0 made no progress for 31s with messages waiting"
 
 
+def test_a_partition_without_a_commit_for_rewind_after_is_read_again_before_it_is_stalled() -> None:
+    """Faust can drop fetched messages around a rebalance without reading them again, and
+    the ledger sees no gap when nothing newer comes: a seek back is cheap, a stall is not."""
+    now = [0.0]
+    ledger = OffsetLedger(FakePort(committed={RAW: 4}), clock=lambda: now[0])
+    run(ledger.start(RAW))
+    dog = Watchdog(ledger, stall_after=60, rewind_after=10, exit_after=300, clock=lambda: now[0])
+    dog.record_probe({RAW: 9})
+    now[0] = 9.9
+    assert dog.to_rewind() == {}
+    now[0] = 10.0
+    assert dog.to_rewind() == {RAW: 4} and dog.to_rewind() == {}  # once per rewind_after
+    assert dog.assess().stalled == []
+    now[0] = 20.0
+    assert dog.to_rewind() == {RAW: 4}  # still nothing: again
+    processed(ledger, 4, 5)
+    assert run(ledger.commit())  # moving again
+    now[0] = 29.0
+    assert dog.to_rewind() == {}
+    now[0] = 39.0
+    assert dog.to_rewind() == {RAW: 6}  # from the next unprocessed offset
+
+
+def test_the_rewind_interval_defaults_to_the_stall_interval() -> None:
+    dog = Watchdog(OffsetLedger(FakePort(committed={RAW: 0})), stall_after=25)
+    assert dog.rewind_after == 25
+
+
 def test_watchdog_probe_runs_in_the_background_and_never_twice_at_once() -> None:
     ledger = OffsetLedger(FakePort(committed={RAW: 0}))
     dog = Watchdog(ledger)

@@ -257,3 +257,75 @@ def test_nothing_is_released_while_faust_recovers() -> None:
     store, recovery = recovered(shell, in_recovery=True)
     shell.ensure_loaded(1)
     assert len(store) == 4 and recovery.active_offsets[TP(CHANGELOG, 1)] == 57
+
+
+class Recovery:
+    """Faust's table recovery as `RecoveryNudge` reads it: read offsets and what is left."""
+
+    def __init__(self, offsets: dict[TP, int], highwaters: dict[TP, int]) -> None:
+        self.in_recovery = True
+        self.active_offsets = Counter(offsets)
+        self.active_highwaters = highwaters
+
+    def active_remaining(self) -> Counter[TP]:
+        offsets = self.active_offsets
+        return Counter({tp: hw - offsets[tp] for tp, hw in self.active_highwaters.items()})
+
+
+def nudge_for(recovery: Recovery, now: list[float], fail: bool = False) -> tuple[Any, list[Any]]:
+    from pipeline.tables import RecoveryNudge
+
+    sought: list[dict[TP, int]] = []
+
+    async def seek(offsets: dict[TP, int]) -> None:
+        if fail:
+            raise RuntimeError("not assigned")
+        sought.append(offsets)
+
+    return RecoveryNudge(recovery, seek, after=10.0, clock=lambda: now[0]), sought
+
+
+C0, C1, C2 = (TP(CHANGELOG, p) for p in range(3))
+
+
+def test_a_state_recovery_that_read_nothing_for_a_while_reads_again_where_it_stopped() -> None:
+    """Faust drops records it fetched when a rebalance interrupts a batch; a changelog
+    partition under recovery would wait for them forever, and no stream runs meanwhile."""
+    recovery = Recovery({C0: 4, C1: -1, C2: 9}, {C0: 9, C1: 3, C2: 9})  # C2 is read to its end
+    now = [0.0]
+    nudge, sought = nudge_for(recovery, now)
+    assert asyncio.run(nudge.check()) == {}
+    now[0] = 9.9
+    assert asyncio.run(nudge.check()) == {}
+    now[0] = 10.0
+    assert asyncio.run(nudge.check()) == {C0: 5, C1: 0}  # the next offsets; C1 from its start
+    assert sought == [{C0: 5, C1: 0}] and nudge.nudges == 1
+    now[0] = 15.0
+    assert asyncio.run(nudge.check()) == {}  # once per interval
+
+
+def test_a_state_recovery_that_moves_or_is_over_is_left_alone() -> None:
+    recovery = Recovery({C0: 4}, {C0: 9})
+    now = [0.0]
+    nudge, sought = nudge_for(recovery, now)
+    asyncio.run(nudge.check())
+    for step in range(1, 5):  # one record every 8 s: slow, not stuck
+        now[0] = 8.0 * step
+        recovery.active_offsets[C0] += 1
+        assert asyncio.run(nudge.check()) == {}
+    recovery.in_recovery = False
+    now[0] = 100.0
+    assert asyncio.run(nudge.check()) == {} and sought == []
+
+
+def test_a_failed_seek_is_logged_and_tried_again_later(caplog: pytest.LogCaptureFixture) -> None:
+    recovery = Recovery({C0: 4}, {C0: 9})
+    now = [0.0]
+    nudge, _ = nudge_for(recovery, now, fail=True)
+    asyncio.run(nudge.check())
+    now[0] = 10.0
+    with caplog.at_level("WARNING", logger="klaxon.stateful"):
+        assert asyncio.run(nudge.check()) == {C0: 5}
+    assert "cannot seek the state recovery" in caplog.text
+    now[0] = 20.0
+    assert asyncio.run(nudge.check()) == {C0: 5}
