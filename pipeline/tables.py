@@ -16,7 +16,10 @@
 - the timer ``klaxon.stateful`` (every second): per owned partition, the event-time
   watermark advances correlation windows, closes anomaly windows, prunes expired terms and
   checks silent clusters;
-- rebalance hooks: every partition is dropped and rebuilt from the table when next used.
+- rebalance hooks: every partition is dropped and rebuilt from the table when next used;
+- `RecoveryNudge`, in a task of its own from the first rebalance on (Faust starts timers
+  only after the first recovery): a recovery of the table that read nothing for
+  ``rewind_after`` seconds reads again from where it stopped.
 
 The detectors' options come from the worker's `Settings`
 (`pipeline.stateful.options_from_settings`: which families run, lateness, delays,
@@ -443,7 +446,22 @@ class RecoveryNudge:
         self.clock = clock
         self._seen: dict[Any, int | None] | None = None
         self._since = 0.0
+        self._task: asyncio.Task[None] | None = None
         self.nudges = 0
+
+    def start(self, stopping: Callable[[], bool]) -> None:
+        """Check every `TICK_INTERVAL` in a task of its own until ``stopping()`` (a second
+        call does nothing): Faust starts its timers only after the first recovery."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run(stopping))
+
+    async def _run(self, stopping: Callable[[], bool]) -> None:
+        while not stopping():
+            try:
+                await self.check()
+            except Exception as exc:  # a bug: the recovery is only not nudged
+                log.error("stateful: the recovery nudge failed: %r", exc)
+            await asyncio.sleep(TICK_INTERVAL)
 
     async def check(self) -> dict[Any, int]:
         """Seek the partitions still to read to their next offset if the recovery's read
@@ -522,10 +540,10 @@ def install_stateful(
 
     @app.timer(TICK_INTERVAL, name="klaxon.stateful")  # type: ignore[untyped-decorator,unused-ignore]
     async def watermarks() -> None:
-        await nudge.check()
         await shell.tick()
 
     async def on_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
+        nudge.start(lambda: bool(getattr(app, "should_stop", False)))
         try:  # the partitions' last changes, before they are forgotten
             await shell.write_state(timeout=10.0)
         except Exception as exc:  # the next owner re-reads from the last commit

@@ -329,3 +329,29 @@ def test_a_failed_seek_is_logged_and_tried_again_later(caplog: pytest.LogCapture
     assert "cannot seek the state recovery" in caplog.text
     now[0] = 20.0
     assert asyncio.run(nudge.check()) == {C0: 5}
+
+
+def test_the_nudge_runs_in_a_task_of_its_own_until_the_worker_stops() -> None:
+    """Faust starts its timers only after the first recovery, which the nudge must watch."""
+    checks: list[float] = []
+
+    async def scenario() -> None:
+        now = [0.0]
+        nudge, _ = nudge_for(Recovery({C0: 4}, {C0: 9}), now)
+        check = nudge.check
+
+        async def counted() -> dict[TP, int]:
+            checks.append(now[0])
+            result: dict[TP, int] = await check()
+            return result
+
+        nudge.check = counted
+        stop = [False]
+        nudge.start(lambda: stop[0])
+        nudge.start(lambda: stop[0])  # one task, however many rebalances
+        await asyncio.sleep(0.05)
+        stop[0] = True
+        await asyncio.wait_for(nudge._task, 5.0)
+
+    asyncio.run(scenario())
+    assert checks == [0.0]
