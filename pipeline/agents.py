@@ -426,7 +426,6 @@ def install_timers(app: KlaxonApp, rt: Runtime, ledger: OffsetLedger) -> None:
     async def close_groups() -> None:
         await idle.tick()
 
-    @app.timer(rt.options.health_interval, name="klaxon.health")  # type: ignore[untyped-decorator,unused-ignore]
     async def health() -> None:
         logs.install()
         snapshot = health_now(app, rt)
@@ -434,6 +433,19 @@ def install_timers(app: KlaxonApp, rt: Runtime, ledger: OffsetLedger) -> None:
         if rt.options.status_file:
             await asyncio.to_thread(write_status, rt.options.status_file, snapshot)
         await watchdog_actions(app, rt)
+
+    async def health_ticks() -> None:
+        interval = rt.options.health_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await health()
+            except Exception:  # a bug: logged, and the next tick tries again
+                log.exception("the health tick failed")
+
+    # Not a Faust timer: Faust starts those only once the first recovery of the state is
+    # over, and a worker reading a large state back must still say so (`KlaxonApp`).
+    app.early_tasks.append(health_ticks)
 
 
 #: Wall seconds between two checks of idle alert groups.
@@ -538,8 +550,12 @@ async def watchdog_actions(app: KlaxonApp, rt: Runtime) -> None:
     probe_timeout = min(5.0, max(2.0, 2 * rt.options.health_interval))
     dog.kick(input_partitions(app, rt), lambda tps: port.end_offsets(tps, probe_timeout))
     tables = getattr(app, "tables", None)
-    recovering = not getattr(tables, "actives_ready", True)  # streams paused on purpose
-    for (topic, partition), offset in ({} if recovering else dog.to_rewind()).items():
+    paused = not getattr(tables, "actives_ready", True)  # streams paused on purpose
+    if paused:  # a recovery that reads is no stall: count from when it last read
+        nudge = rt.stateful.nudge if rt.stateful is not None else None
+        since = nudge.progressed_at if nudge is not None else None
+        dog.hold(dog.clock() if since is None else since)
+    for (topic, partition), offset in ({} if paused else dog.to_rewind()).items():
         log.warning(
             "%s:%d: no commit for %.0fs with messages waiting: reading again from offset %d",
             topic,
@@ -572,15 +588,35 @@ def unready_reasons(app: KlaxonApp, rt: Runtime) -> list[str]:
         reasons.append(f"stalled for {seen.stalled_for:.0f}s: {', '.join(seen.stalled)}")
     if not input_partitions(app, rt):
         reasons.append("no input partitions assigned")
+    if recovering(app):
+        left = recovery_remaining(rt)
+        reasons.append(f"reading the detectors' state back ({left} changelog records left)")
     if rt.counters.send_errors:
         reasons.append("a send failed")
     return reasons
+
+
+def recovering(app: KlaxonApp) -> bool:
+    """Whether Faust is reading the tables' state back from their changelog."""
+    recovery = getattr(getattr(app, "tables", None), "recovery", None)
+    return bool(getattr(recovery, "in_recovery", False))
+
+
+def recovery_remaining(rt: Runtime) -> int:
+    """Changelog records the state recovery under way has still to read (0: none)."""
+    shell = rt.stateful
+    return shell.nudge.remaining() if shell is not None and shell.nudge is not None else 0
 
 
 def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
     """The current health snapshot, from cached state only (never waits for the broker)."""
     rt.counters.handoff_hits = rt.handoff.hits
     rt.counters.handoff_misses = rt.handoff.misses
+    shell = rt.stateful
+    if shell is not None:
+        rt.counters.stateful_errors = shell.processor.errors
+        if shell.nudge is not None:
+            rt.counters.recovery_nudges = shell.nudge.nudges
     if rt.ledger is not None:
         stats = rt.ledger.stats
         rt.counters.redelivered = stats.redelivered
@@ -602,7 +638,9 @@ def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
         broker_error=seen.broker_error if seen else None,
         stalled=seen.stalled if seen else [],
         stalled_for=seen.stalled_for if seen else 0.0,
+        recovering=recovering(app),
     )
+    snapshot["recovery_remaining"] = recovery_remaining(rt)
     snapshot["metrics_url"] = rt.metrics_url
     if rt.grouper is not None:  # matches, sent, updates, folded, overflow (rate limit)
         snapshot["grouping"] = dict(rt.grouper.stats)

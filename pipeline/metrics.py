@@ -67,6 +67,11 @@ class Counters:
     commit_failures: int = 0
     #: times a stalled input partition was sought back to its next unprocessed offset
     rewinds: int = 0
+    #: times the state recovery read nothing for ``--rewind-after`` seconds and was sought
+    #: back to where it stopped (`pipeline.tables.RecoveryNudge`)
+    recovery_nudges: int = 0
+    #: exceptions a stateful detector raised on an event (the event's other work went on)
+    stateful_errors: int = 0
 
     def add_normalise(
         self,
@@ -163,8 +168,8 @@ class Progress:
         return None if self.last_message_at is None else self._clock() - self.last_message_at
 
 
-#: Every ``status`` a snapshot can have, worst first; the last three are healthy for a probe.
-STATUSES = ("failing", "stalled", "degraded", "starting", "ok")
+#: Every ``status`` a snapshot can have, worst first; the last four are healthy for a probe.
+STATUSES = ("failing", "stalled", "degraded", "starting", "recovering", "ok")
 
 
 def health_snapshot(
@@ -183,19 +188,22 @@ def health_snapshot(
     broker_error: str | None = None,
     stalled: list[str] | None = None,
     stalled_for: float = 0.0,
+    recovering: bool = False,
 ) -> dict[str, Any]:
     """The JSON document logged every ``interval`` seconds and written to the status file.
 
     ``lag`` is end offset minus *committed* offset per input partition (`pipeline.watchdog`).
     ``status``: ``failing`` (a send failed), ``stalled`` (a partition's commit has not moved
     for the stall time with messages waiting), ``degraded`` (the broker does not answer),
-    ``starting`` (no broker answer yet), else ``ok``.
+    ``starting`` (no broker answer yet), ``recovering`` (the stateful detectors' state is
+    being read back from its changelog; every stream waits for it), else ``ok``.
 
     >>> c = Counters()
     >>> [health_snapshot(c, lag={"raw:0": 3}, since_last=None, now=1, started=0, rules=1,
-    ...                  interval=5, broker=b, stalled=s)["status"]
-    ...  for b, s in [("ok", []), ("unreachable", []), ("ok", ["raw:0"]), ("unknown", [])]]
-    ['ok', 'degraded', 'stalled', 'starting']
+    ...                  interval=5, broker=b, stalled=s, recovering=r)["status"]
+    ...  for b, s, r in [("ok", [], False), ("unreachable", [], False),
+    ...                  ("ok", ["raw:0"], True), ("ok", [], True), ("unknown", [], False)]]
+    ['ok', 'degraded', 'stalled', 'recovering', 'starting']
     """
     lag_total = sum(lag.values())
     status = "ok"
@@ -207,6 +215,8 @@ def health_snapshot(
         status = "degraded"
     elif broker != "ok":
         status = "starting"
+    elif recovering:
+        status = "recovering"
     return {
         "at": (wall or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
         "status": status,
@@ -254,7 +264,7 @@ def snapshot_problems(snapshot: Mapping[str, Any], *, age: float) -> list[str]:
     ['status is stalled', 'snapshot is 60s old (worker writes every 5s)']
     """
     problems = []
-    if snapshot.get("status") not in ("ok", "starting", "degraded"):
+    if snapshot.get("status") not in ("ok", "starting", "recovering", "degraded"):
         problems.append(f"status is {snapshot.get('status')}")
     interval = float(snapshot.get("interval_s") or 0)
     if interval and age > 3 * interval:

@@ -135,6 +135,8 @@ class StatefulShell:
         self.topic_events = settings.topic_events
         self.topic_rekey = rekey_topic(settings)
         self.loaded: set[int] = set()
+        #: Watches Faust's recovery of the table (set by `install_stateful`).
+        self.nudge: RecoveryNudge | None = None
         #: Messages between bind and finish, per partition (the detect and by-group agents).
         self.busy: dict[int, int] = {}
         #: Partitions whose state changed since their last changelog write.
@@ -448,6 +450,9 @@ class RecoveryNudge:
         self._since = 0.0
         self._task: asyncio.Task[None] | None = None
         self.nudges = 0
+        #: When the recovery under way last read something (None: none under way): the
+        #: watchdog counts a stall from then (`pipeline.watchdog.Watchdog.hold`).
+        self.progressed_at: float | None = None
 
     def start(self, stopping: Callable[[], bool]) -> None:
         """Check every `TICK_INTERVAL` in a task of its own until ``stopping()`` (a second
@@ -463,17 +468,24 @@ class RecoveryNudge:
                 log.error("stateful: the recovery nudge failed: %r", exc)
             await asyncio.sleep(TICK_INTERVAL)
 
+    def remaining(self) -> int:
+        """Changelog records the recovery under way has still to read (0: none under way)."""
+        recovery = self.recovery
+        if not getattr(recovery, "in_recovery", False):
+            return 0
+        return sum(max(0, left) for left in recovery.active_remaining().values())
+
     async def check(self) -> dict[Any, int]:
         """Seek the partitions still to read to their next offset if the recovery's read
         offsets have not moved for ``after`` seconds; returns what was sought."""
         recovery, now = self.recovery, self.clock()
         if not getattr(recovery, "in_recovery", False):
-            self._seen = None
+            self._seen = self.progressed_at = None
             return {}
         waiting = [tp for tp, left in recovery.active_remaining().items() if left > 0]
         seen = {tp: recovery.active_offsets.get(tp) for tp in waiting}
         if seen != self._seen:
-            self._seen, self._since = seen, now
+            self._seen, self._since, self.progressed_at = seen, now, now
             return {}
         if not seen or now - self._since < self.after:
             return {}
@@ -537,6 +549,7 @@ def install_stateful(
         lambda offsets: app.consumer.seek_wait(offsets),  # as the recovery seeks, in its thread
         after=getattr(getattr(rt, "options", None), "rewind_after", 10.0),
     )
+    shell.nudge = nudge
 
     @app.timer(TICK_INTERVAL, name="klaxon.stateful")  # type: ignore[untyped-decorator,unused-ignore]
     async def watermarks() -> None:

@@ -334,6 +334,7 @@ class _WorkerCollector:
             [(["hit"], rt.handoff.hits), (["miss"], rt.handoff.misses)],
         )  # fmt: skip
         yield from self._ledger()
+        yield from self._stateful()
         yield from self._watchdog()
         yield _gauge(
             "klaxon_rules", "Rules loaded in the running engine.", [], [([], rt.holder.rules)]
@@ -372,6 +373,32 @@ class _WorkerCollector:
              self.m.rt.counters.rewinds),
         ):  # fmt: skip
             yield _counter(name, help_, [], [([], value)])
+
+    def _stateful(self) -> Iterator[Metric]:
+        shell = self.m.rt.stateful
+        if shell is None:
+            return
+        nudge = shell.nudge
+        yield _counter(
+            "klaxon_stateful_errors",
+            "Exceptions stateful detectors raised on an event (logged once per kind).",
+            [],
+            [([], shell.processor.errors)],
+        )
+        if nudge is not None:
+            yield _counter(
+                "klaxon_recovery_nudges",
+                "Times the state recovery read nothing for --rewind-after seconds and was"
+                " sought back to where it stopped.",
+                [],
+                [([], nudge.nudges)],
+            )
+            yield _gauge(
+                "klaxon_recovery_remaining",
+                "Changelog records the state recovery under way has still to read (0: none).",
+                [],
+                [([], nudge.remaining())],
+            )
 
     def _watchdog(self) -> Iterator[Metric]:
         dog = self.m.rt.watchdog

@@ -160,6 +160,24 @@ class Watchdog:
         self.client_wedged_after = None
         self.ends = {tp: int(end) for tp, end in ends.items()}
 
+    def hold(self, since: float) -> None:
+        """Restart the partitions' clocks at ``since`` (never back): the streams wait on
+        purpose while Faust reads the state back, so a recovery that still reads (``since``:
+        when it last read something) is no stall and calls for no seek; one that stops
+        reading lets the clocks run from then, toward a stall and the exit.
+
+        >>> from pipeline.offsets import FakePort, OffsetLedger
+        >>> ledger = OffsetLedger(FakePort())
+        >>> ledger.moved_at[("raw", 0)] = 5.0
+        >>> dog = Watchdog(ledger, stall_after=30, exit_after=120)
+        >>> dog.hold(9.0); dog.hold(7.0); ledger.moved_at
+        {('raw', 0): 9.0}
+        """
+        moved = self.ledger.moved_at
+        for tp, at in moved.items():
+            if at < since:
+                moved[tp] = since
+
     def record_failure(self, error: str) -> None:
         """The broker did not answer (logged once per outage)."""
         if self.broker != "unreachable":

@@ -144,6 +144,28 @@ def test_a_partition_without_a_commit_for_rewind_after_is_read_again_before_it_i
     assert dog.to_rewind() == {RAW: 6}  # from the next unprocessed offset
 
 
+def test_a_recovery_that_reads_is_no_stall_one_that_stops_reading_counts_from_then() -> None:
+    """Every stream waits while Faust reads the state back: no seek, no stall, no exit for
+    that, and no burst of seeks when it ends; a recovery stuck for good still ends in the
+    exit that gets the worker restarted."""
+    now = [0.0]
+    ledger = OffsetLedger(FakePort(committed={RAW: 4}), clock=lambda: now[0])
+    run(ledger.start(RAW))
+    dog = Watchdog(ledger, stall_after=60, rewind_after=10, exit_after=300, clock=lambda: now[0])
+    dog.record_probe({RAW: 9})
+    for now[0] in (30.0, 100.0, 400.0):  # the recovery read something just now each time
+        dog.hold(now[0])
+        assert dog.assess().stalled == [] and not dog.exit_reason(dog.assess())
+    now[0] = 405.0  # over: the clocks run from its last read
+    assert dog.to_rewind() == {}
+    now[0] = 410.0
+    assert dog.to_rewind() == {RAW: 4}
+    dog.hold(400.0)  # a recovery whose last read was at 400 s, then nothing
+    now[0] = 700.0
+    seen = dog.assess()
+    assert seen.stalled == ["raw:0"] and dog.exit_reason(seen) is not None
+
+
 def test_the_rewind_interval_defaults_to_the_stall_interval() -> None:
     dog = Watchdog(OffsetLedger(FakePort(committed={RAW: 0})), stall_after=25)
     assert dog.rewind_after == 25

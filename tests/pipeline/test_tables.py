@@ -318,6 +318,24 @@ def test_a_state_recovery_that_moves_or_is_over_is_left_alone() -> None:
     assert asyncio.run(nudge.check()) == {} and sought == []
 
 
+def test_the_nudge_knows_when_the_recovery_last_read_and_what_it_has_left() -> None:
+    """What the watchdog counts a stall from, and what health and /readyz report."""
+    recovery = Recovery({C0: 4, C1: -1}, {C0: 9, C1: 3})
+    now = [0.0]
+    nudge, _ = nudge_for(recovery, now)
+    assert nudge.progressed_at is None and nudge.remaining() == 5 + 4
+    asyncio.run(nudge.check())
+    now[0] = 7.0
+    recovery.active_offsets[C0] += 2
+    asyncio.run(nudge.check())
+    now[0] = 30.0
+    asyncio.run(nudge.check())  # nothing read since 7 s (and a nudge)
+    assert nudge.progressed_at == 7.0 and nudge.remaining() == 3 + 4
+    recovery.in_recovery = False
+    asyncio.run(nudge.check())
+    assert nudge.progressed_at is None and nudge.remaining() == 0
+
+
 def test_a_failed_seek_is_logged_and_tried_again_later(caplog: pytest.LogCaptureFixture) -> None:
     recovery = Recovery({C0: 4}, {C0: 9})
     now = [0.0]

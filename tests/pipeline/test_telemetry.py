@@ -439,6 +439,68 @@ async def test_a_stalled_partition_makes_the_worker_unready() -> None:
         await server.stop()
 
 
+async def test_a_worker_reading_its_state_back_says_so_and_what_it_has_left() -> None:
+    """While Faust reads the state back every stream waits: the status is recovering, /readyz
+    is 503 with the records left, and /metrics counts them, the recovery's nudges and the
+    stateful detectors' errors."""
+    from pipeline.agents import Runtime, health_now, unready_reasons
+    from pipeline.tables import RecoveryNudge
+    from pipeline.telemetry import TelemetryServer, WorkerMetrics
+
+    class Recovery:
+        def __init__(self) -> None:
+            self.in_recovery = True
+            self.active_offsets = {("changelog", 0): 4}
+
+        def active_remaining(self) -> dict[tuple[str, int], int]:
+            return {("changelog", 0): 7}
+
+    async def seek(offsets: dict[Any, int]) -> None:
+        pass
+
+    recovery = Recovery()
+    nudge = RecoveryNudge(recovery, seek)
+    nudge.nudges = 2
+    rt = Runtime(
+        settings=Settings(),
+        options=SimpleNamespace(health_interval=1.0),  # type: ignore[arg-type]
+        holder=SimpleNamespace(rules=1),  # type: ignore[arg-type]
+        events_partitions=4,
+        to_alert=dict,
+        stateful=SimpleNamespace(
+            nudge=nudge, processor=SimpleNamespace(errors=3), changelog="changelog"
+        ),
+    )
+    assigned = {TopicPartition("raw", 0)}
+    app: Any = SimpleNamespace(
+        consumer=SimpleNamespace(assignment=lambda: assigned),
+        tables=SimpleNamespace(recovery=recovery),
+        delivery=SimpleNamespace(pending=()),
+    )
+    rt.metrics = WorkerMetrics(rt)
+    server = TelemetryServer(
+        rt.metrics.registry, ("127.0.0.1", 0), unready=lambda: unready_reasons(app, rt)
+    )
+    await server.start()
+    try:
+        status, body = await asyncio.to_thread(get, server.url + "/readyz")
+        assert status == 503
+        assert b"reading the detectors' state back (7 changelog records left)" in body
+        m = await asyncio.to_thread(scrape, server.url)
+        assert total(m, "klaxon_recovery_remaining") == 7
+        assert total(m, "klaxon_recovery_nudges_total") == 2
+        assert total(m, "klaxon_stateful_errors_total") == 3
+    finally:
+        await server.stop()
+    rt.watchdog = None
+    snap = health_now(app, rt)
+    assert snap["recovery_remaining"] == 7
+    assert snap["counters"]["recovery_nudges"] == 2 and snap["counters"]["stateful_errors"] == 3
+    recovery.in_recovery = False
+    assert health_now(app, rt)["recovery_remaining"] == 0
+    assert not any("state back" in r for r in unready_reasons(app, rt))
+
+
 # -- the endpoint's own rules --------------------------------------------------------------
 
 
