@@ -426,6 +426,7 @@ def install_timers(app: KlaxonApp, rt: Runtime, ledger: OffsetLedger) -> None:
     async def close_groups() -> None:
         await idle.tick()
 
+    @app.timer(rt.options.health_interval, name="klaxon.health")  # type: ignore[untyped-decorator,unused-ignore]
     async def health() -> None:
         logs.install()
         snapshot = health_now(app, rt)
@@ -433,19 +434,6 @@ def install_timers(app: KlaxonApp, rt: Runtime, ledger: OffsetLedger) -> None:
         if rt.options.status_file:
             await asyncio.to_thread(write_status, rt.options.status_file, snapshot)
         await watchdog_actions(app, rt)
-
-    async def health_ticks() -> None:
-        interval = rt.options.health_interval
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await health()
-            except Exception:  # a bug: logged, and the next tick tries again
-                log.exception("the health tick failed")
-
-    # Not a Faust timer: Faust starts those only once the first recovery of the state is
-    # over, and a worker reading a large state back must still say so (`KlaxonApp`).
-    app.early_tasks.append(health_ticks)
 
 
 #: Wall seconds between two checks of idle alert groups.

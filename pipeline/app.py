@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,24 +142,12 @@ class PromptTableManager(TableManager):  # type: ignore[misc,unused-ignore]  # f
 
 
 class KlaxonApp(faust.App):  # type: ignore[misc,unused-ignore]  # faust is untyped
-    """`faust.App` whose producer's ``flush`` also checks the `DeliveryGuard`, and which runs
-    `early_tasks` while Faust reads the tables' state back."""
+    """`faust.App` whose producer's ``flush`` also checks the `DeliveryGuard`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.delivery = DeliveryGuard()
         self.ledger_topics = set()
-        self.early_tasks = []
-
-    #: Coroutine functions run from the app's start to its stop. Faust starts its timers
-    #: only once the first recovery of the tables is over, which for a large state can take
-    #: minutes; these (the health ticks) run during it.
-    early_tasks: list[Callable[[], Awaitable[None]]]
-
-    async def on_started(self) -> None:
-        for task in self.early_tasks:
-            self.add_future(task())
-        await super().on_started()
 
     #: Longest a fetch may wait for data (seconds); set by `create_app`.
     fetch_max_wait: float = 0.05

@@ -169,7 +169,7 @@ class Progress:
 
 
 #: Every ``status`` a snapshot can have, worst first; the last four are healthy for a probe.
-STATUSES = ("failing", "stalled", "degraded", "starting", "recovering", "ok")
+STATUSES = ("failing", "stalled", "degraded", "recovering", "starting", "ok")
 
 
 def health_snapshot(
@@ -195,14 +195,14 @@ def health_snapshot(
     ``lag`` is end offset minus *committed* offset per input partition (`pipeline.watchdog`).
     ``status``: ``failing`` (a send failed), ``stalled`` (a partition's commit has not moved
     for the stall time with messages waiting), ``degraded`` (the broker does not answer),
-    ``starting`` (no broker answer yet), ``recovering`` (the stateful detectors' state is
-    being read back from its changelog; every stream waits for it), else ``ok``.
+    ``recovering`` (the stateful detectors' state is being read back from its changelog;
+    every stream waits for it), ``starting`` (no broker answer yet), else ``ok``.
 
     >>> c = Counters()
     >>> [health_snapshot(c, lag={"raw:0": 3}, since_last=None, now=1, started=0, rules=1,
     ...                  interval=5, broker=b, stalled=s, recovering=r)["status"]
     ...  for b, s, r in [("ok", [], False), ("unreachable", [], False),
-    ...                  ("ok", ["raw:0"], True), ("ok", [], True), ("unknown", [], False)]]
+    ...                  ("ok", ["raw:0"], True), ("unknown", [], True), ("unknown", [], False)]]
     ['ok', 'degraded', 'stalled', 'recovering', 'starting']
     """
     lag_total = sum(lag.values())
@@ -213,10 +213,10 @@ def health_snapshot(
         status = "stalled"
     elif broker == "unreachable":
         status = "degraded"
+    elif recovering:  # reading the changelog: the broker answers its fetches
+        status = "recovering"
     elif broker != "ok":
         status = "starting"
-    elif recovering:
-        status = "recovering"
     return {
         "at": (wall or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
         "status": status,

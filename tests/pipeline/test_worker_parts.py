@@ -178,31 +178,6 @@ def test_app_flush_checks_the_delivery_guard() -> None:
         asyncio.run(flush())
 
 
-def test_the_apps_early_tasks_run_while_the_first_recovery_is_under_way() -> None:
-    """Faust starts its timers only once the first recovery is over; the health ticks must
-    run during it (a large state takes minutes to read back)."""
-    app = create_app(Settings(bootstrap_servers="127.0.0.1:1"))
-    ran = []
-
-    async def early() -> None:
-        ran.append(True)
-
-    async def recovery_never_ends() -> bool:
-        await asyncio.Event().wait()
-        return True
-
-    app.early_tasks.append(early)
-    app._wait_for_table_recovery_completed = recovery_never_ends
-
-    async def scenario() -> None:
-        started = asyncio.ensure_future(app.on_started())
-        await asyncio.sleep(0.05)
-        assert ran == [True] and not started.done()
-        started.cancel()
-
-    asyncio.run(scenario())
-
-
 def test_health_is_recovering_while_the_state_is_read_back() -> None:
     """Streams wait for the recovery: recovering, which a probe takes as healthy, and which a
     stall or a broker outage outranks."""
@@ -215,6 +190,8 @@ def test_health_is_recovering_while_the_state_is_read_back() -> None:
         return str(snap["status"])
 
     assert status(recovering=True) == "recovering"
+    assert status(recovering=True, broker="unknown") == "recovering"  # it reads: Kafka answers
+    assert status(broker="unknown") == "starting"
     assert status(recovering=True, stalled=["raw:0"]) == "stalled"
     assert status(recovering=True, broker="unreachable") == "degraded"
     assert snapshot_problems({"status": "recovering", "interval_s": 5}, age=1) == []
