@@ -41,6 +41,7 @@ def run(batches: Sequence[int], *, events: int = 20_000, rounds: int = 8) -> lis
     from pipeline.config import Settings
     from pipeline.reload import build_engine
     from pipeline.stateful import StatefulProcessor, options_from_settings
+    from pipeline.worker import tune_gc
     from schemas.normalize import decode_payload
 
     settings = Settings()
@@ -52,10 +53,7 @@ def run(batches: Sequence[int], *, events: int = 20_000, rounds: int = 8) -> lis
     processors = {
         n: StatefulProcessor(engine.ruleset, partitions=1, options=options) for n in batches
     }
-    gc.collect()
-    gc.freeze()  # as the worker does (`pipeline.worker.tune_gc`)
-    threshold = gc.get_threshold()
-    gc.set_threshold(1_000_000)
+    threshold = tune_gc()  # as the worker does
     best: dict[int, Row] = {}
     clock = time.thread_time
     try:

@@ -576,7 +576,7 @@ def unready_reasons(app: KlaxonApp, rt: Runtime) -> list[str]:
         reasons.append(f"stalled for {seen.stalled_for:.0f}s: {', '.join(seen.stalled)}")
     if not input_partitions(app, rt):
         reasons.append("no input partitions assigned")
-    if recovering(app):
+    if recovering(rt):
         left = recovery_remaining(rt)
         reasons.append(f"reading the detectors' state back ({left} changelog records left)")
     if rt.counters.send_errors:
@@ -584,10 +584,10 @@ def unready_reasons(app: KlaxonApp, rt: Runtime) -> list[str]:
     return reasons
 
 
-def recovering(app: KlaxonApp) -> bool:
-    """Whether Faust is reading the tables' state back from their changelog."""
-    recovery = getattr(getattr(app, "tables", None), "recovery", None)
-    return bool(getattr(recovery, "in_recovery", False))
+def recovering(rt: Runtime) -> bool:
+    """Whether Faust is reading the detectors' state back from its changelog."""
+    shell = rt.stateful
+    return shell is not None and shell.nudge is not None and shell.nudge.under_way()
 
 
 def recovery_remaining(rt: Runtime) -> int:
@@ -626,7 +626,7 @@ def health_now(app: KlaxonApp, rt: Runtime) -> dict[str, Any]:
         broker_error=seen.broker_error if seen else None,
         stalled=seen.stalled if seen else [],
         stalled_for=seen.stalled_for if seen else 0.0,
-        recovering=recovering(app),
+        recovering=recovering(rt),
     )
     snapshot["recovery_remaining"] = recovery_remaining(rt)
     snapshot["metrics_url"] = rt.metrics_url

@@ -175,7 +175,7 @@ class StatefulShell:
         store (one more copy of its state, as JSON: ~1 KB a principal) and have Faust's
         recovery read that changelog partition from its start next time (it resumes where it
         stopped reading, so the table would lack every key unchanged since)."""
-        recovery = getattr(getattr(self.app, "tables", None), "recovery", None)
+        recovery = faust_recovery(self.app)
         offsets = getattr(recovery, "active_offsets", None)
         if offsets is None or getattr(recovery, "in_recovery", True):
             return  # not Faust's recovery, or it is reading: keep the copy
@@ -468,18 +468,21 @@ class RecoveryNudge:
                 log.error("stateful: the recovery nudge failed: %r", exc)
             await asyncio.sleep(TICK_INTERVAL)
 
+    def under_way(self) -> bool:
+        """Whether Faust is reading the table's state back (every stream waits for it)."""
+        return bool(getattr(self.recovery, "in_recovery", False))
+
     def remaining(self) -> int:
         """Changelog records the recovery under way has still to read (0: none under way)."""
-        recovery = self.recovery
-        if not getattr(recovery, "in_recovery", False):
+        if not self.under_way():
             return 0
-        return sum(max(0, left) for left in recovery.active_remaining().values())
+        return sum(max(0, left) for left in self.recovery.active_remaining().values())
 
     async def check(self) -> dict[Any, int]:
         """Seek the partitions still to read to their next offset if the recovery's read
         offsets have not moved for ``after`` seconds; returns what was sought."""
         recovery, now = self.recovery, self.clock()
-        if not getattr(recovery, "in_recovery", False):
+        if not self.under_way():
             self._seen = self.progressed_at = None
             return {}
         waiting = [tp for tp, left in recovery.active_remaining().items() if left > 0]
@@ -502,6 +505,11 @@ class RecoveryNudge:
         except Exception as exc:  # reassigned meanwhile: the next recovery seeks itself
             log.warning("stateful: cannot seek the state recovery: %r", exc)
         return targets
+
+
+def faust_recovery(app: Any) -> Any:
+    """Faust's recovery of the app's tables (None for apps without one: test doubles)."""
+    return getattr(getattr(app, "tables", None), "recovery", None)
 
 
 def install_stateful(
@@ -543,9 +551,8 @@ def install_stateful(
             if ledger is not None:
                 ledger.done(msg.topic, msg.partition, msg.offset)
 
-    recovery = getattr(getattr(app, "tables", None), "recovery", None)
     nudge = RecoveryNudge(
-        recovery,
+        faust_recovery(app),
         lambda offsets: app.consumer.seek_wait(offsets),  # as the recovery seeks, in its thread
         after=getattr(getattr(rt, "options", None), "rewind_after", 10.0),
     )
